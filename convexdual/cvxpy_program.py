@@ -1,0 +1,88 @@
+"""Program (4) as a CVXPY problem. Builds; never solves.
+
+    min  L(yhat - y) + beta * sum_i (||w_i|| + ||z_i||)
+    s.t. yhat = sum_i D_i X (w_i - z_i)
+         (2 D_i - I) X w_i >= 0,  (2 D_i - I) X z_i >= 0
+
+``yhat`` is an explicit variable so that the dual of its defining equality is
+the dual point ``v`` of MATH.md §6 (used by the certificate for every loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from convexdual.problem import DualProblem
+
+__all__ = ["CvxpyProgram", "to_cvxpy", "data_matrix", "cone_matrix"]
+
+
+@dataclass(frozen=True, eq=False)
+class CvxpyProgram:
+    """The CVXPY problem and the handles needed to read a solution back.
+
+    Attributes:
+        problem: the ``cvxpy.Problem``.
+        w, z: variables of length ``P*d`` (group i is ``[i*d:(i+1)*d]``).
+        yhat: the prediction variable (length n).
+        fit: the equality constraint ``yhat == A (w - z)``; its dual value is ``v``.
+    """
+
+    problem: object
+    w: object
+    z: object
+    yhat: object
+    fit: object
+    P: int
+    d: int
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.w.value is None or self.z.value is None:
+            return None
+        return (np.asarray(self.w.value).reshape(self.P, self.d).copy(),
+                np.asarray(self.z.value).reshape(self.P, self.d).copy())
+
+    def dual_point(self) -> np.ndarray | None:
+        """``v`` with the sign of MATH.md §6 (``v = y - yhat`` for the squared loss)."""
+        val = self.fit.dual_value
+        return None if val is None else np.asarray(val, dtype=np.float64).reshape(-1).copy()
+
+
+def data_matrix(problem: DualProblem) -> np.ndarray:
+    """``A = [D_1 X, ..., D_P X]``, dense ``(n, P*d)``."""
+    X, M = problem.X, problem.row_masks
+    return (M[:, :, None] * X[None]).transpose(1, 0, 2).reshape(problem.n, problem.P * problem.d)
+
+
+def cone_matrix(problem: DualProblem) -> sp.csr_matrix:
+    """Block-diagonal ``blkdiag((2D_i - I) X)``, sparse ``(P*n', P*d)``; zero patch rows dropped."""
+    X = problem.X
+    keep = np.any(X != 0, axis=1)
+    Xk = X[keep]
+    S = (2.0 * problem.row_masks - 1.0)[:, keep]  # (P, n')
+    P, nk, d = problem.P, Xk.shape[0], problem.d
+    data = (S[:, :, None] * Xk[None]).reshape(-1)
+    rows = np.repeat(np.arange(P * nk), d)
+    cols = (np.arange(P)[:, None, None] * d + np.arange(d)[None, None, :]).repeat(nk, axis=1).reshape(-1)
+    return sp.csr_matrix((data, (rows, cols)), shape=(P * nk, P * d))
+
+
+def to_cvxpy(problem: DualProblem) -> CvxpyProgram:
+    """Emit the SOCP (4) for ``problem`` as a ``cvxpy.Problem`` (not solved)."""
+    import cvxpy as cp
+
+    P, d, n = problem.P, problem.d, problem.n
+    A = sp.csr_matrix(data_matrix(problem))
+    B = cone_matrix(problem)
+    w = cp.Variable(P * d, name="w")
+    z = cp.Variable(P * d, name="z")
+    yhat = cp.Variable(n, name="yhat")
+    fit = yhat == A @ w - A @ z
+    reg = cp.sum(cp.norm(cp.reshape(w, (P, d), order="C"), 2, axis=1)) + cp.sum(
+        cp.norm(cp.reshape(z, (P, d), order="C"), 2, axis=1))
+    objective = problem.loss.cvxpy(yhat - problem.y) + problem.beta * reg
+    prob = cp.Problem(cp.Minimize(objective), [fit, B @ w >= 0, B @ z >= 0])
+    return CvxpyProgram(problem=prob, w=w, z=z, yhat=yhat, fit=fit, P=P, d=d)
