@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "demo": "convexdual.demo",
     "solve": "convexdual.cli_solve",
     "solvers": "convexdual.cli_solve",
+    "experiment": "convexdual.experiments",
 }
 
 
