@@ -1,0 +1,114 @@
+"""fastMRI multi-coil reader/writer and the offline simulator."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from convexdual.data.fastmri import FastMRIVolume, iter_slice_refs, list_volumes, write_fastmri_volume
+from convexdual.data.mri_sim import SimulationSpec, birdcage_maps, simulate_images, simulate_volume
+from convexdual.errors import DataFormatError
+from convexdual.mri import ifft2c, rss
+
+
+def _kspace(rng, shape=(3, 4, 16, 12)):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    k = _kspace(rng)
+    r = np.abs(rng.standard_normal((3, 10, 10))).astype(np.float32)
+    mask = rng.uniform(size=12) < 0.5
+    p = write_fastmri_volume(tmp_path / "v.h5", k, reconstruction_rss=r, acquisition="CORPD_FBK",
+                             patient_id="p7", mask=mask)
+    with FastMRIVolume(p) as vol:
+        assert vol.shape == (3, 4, 16, 12) and vol.num_slices == 3 and vol.num_coils == 4
+        for i in range(3):
+            got = vol.kspace(i)
+            assert got.dtype == np.complex64 and got.shape == (4, 16, 12)
+            np.testing.assert_array_equal(got, k[i])
+            np.testing.assert_array_equal(vol.reconstruction_rss(i), r[i])
+        np.testing.assert_array_equal(vol.kspace(-1), k[2])
+        np.testing.assert_array_equal(vol.mask(), mask)
+        a = vol.attrs
+        assert a["acquisition"] == "CORPD_FBK" and a["patient_id"] == "p7"
+        assert a["max"] == pytest.approx(float(r.max())) and a["norm"] == pytest.approx(float(np.linalg.norm(r)))
+        assert vol.matrix_sizes() == {"encoded": (16, 12, 1), "recon": (10, 10, 1)}
+        with pytest.raises(IndexError, match="slice index"):
+            vol.kspace(3)
+    # the file itself follows the published schema
+    with h5py.File(p, "r") as f:
+        assert f["kspace"].dtype == np.complex64 and f["kspace"].chunks == (1, 4, 16, 12)
+        assert f["reconstruction_rss"].dtype == np.float32
+        assert b"ismrmrdHeader" in f["ismrmrd_header"][()]
+    assert iter_slice_refs([p], skip_edge=1) == iter_slice_refs([p])[1:2]
+    assert list_volumes(tmp_path) == [p]
+
+
+def test_malformed_files(tmp_path):
+    rng = np.random.default_rng(1)
+    with pytest.raises(DataFormatError, match="no fastMRI file"):
+        FastMRIVolume(tmp_path / "absent.h5")
+    (tmp_path / "text.h5").write_text("not an hdf5 file")
+    with pytest.raises(DataFormatError, match="not an HDF5 file"):
+        FastMRIVolume(tmp_path / "text.h5")
+
+    def make(name, **datasets):
+        p = tmp_path / name
+        with h5py.File(p, "w") as f:
+            for key, val in datasets.items():
+                f.create_dataset(key, data=val)
+        return p
+
+    header = np.bytes_(b"<ismrmrdHeader/>")
+    with pytest.raises(DataFormatError, match=r"missing dataset\(s\) \['kspace'\]"):
+        FastMRIVolume(make("nok.h5", ismrmrd_header=header))
+    with pytest.raises(DataFormatError, match="ismrmrd_header"):
+        FastMRIVolume(make("noh.h5", kspace=_kspace(rng)))
+    with pytest.raises(DataFormatError, match="must be complex"):
+        FastMRIVolume(make("real.h5", kspace=np.zeros((2, 3, 8, 8), np.float32), ismrmrd_header=header))
+    with pytest.raises(DataFormatError, match="single-coil"):
+        FastMRIVolume(make("sc.h5", kspace=_kspace(rng, (2, 8, 8)), ismrmrd_header=header))
+    with pytest.raises(DataFormatError, match=r"\(slices, coils, H, W\)"):
+        FastMRIVolume(make("5d.h5", kspace=_kspace(rng, (1, 2, 2, 8, 8)), ismrmrd_header=header))
+    with pytest.raises(DataFormatError, match="reconstruction_rss"):
+        FastMRIVolume(make("rss.h5", kspace=_kspace(rng), ismrmrd_header=header,
+                           reconstruction_rss=np.zeros((5, 8, 8), np.float32)))
+    # a complete file without reconstruction_rss (challenge test set) opens; asking for RSS explains
+    with FastMRIVolume(make("test.h5", kspace=_kspace(rng), ismrmrd_header=header)) as vol:
+        assert not vol.has_rss and vol.matrix_sizes() == {}
+        with pytest.raises(DataFormatError, match="no 'reconstruction_rss'"):
+            vol.reconstruction_rss(0)
+    with pytest.raises(ValueError, match="complex"):
+        write_fastmri_volume(tmp_path / "bad.h5", np.zeros((2, 3, 8, 8)))
+    with pytest.raises(DataFormatError, match="no .h5 files"):
+        list_volumes(_mkdir(tmp_path / "empty"))
+    with pytest.raises(DataFormatError, match="not a directory"):
+        list_volumes(tmp_path / "text.h5")
+
+
+def _mkdir(d):
+    d.mkdir()
+    return d
+
+
+def test_simulated_volume_is_consistent(tmp_path):
+    spec = SimulationSpec(shape=(32, 28), num_coils=4, num_slices=2, source="shepp_logan", recon_size=24)
+    p = simulate_volume(tmp_path / "sim.h5", spec, seed=3)
+    with FastMRIVolume(p) as vol:
+        assert vol.shape == (2, 4, 32, 28)
+        k = vol.kspace(1)
+        # maps are normalised, so the RSS of the coil images is the image magnitude, cropped as stored
+        full = rss(ifft2c(k))
+        np.testing.assert_allclose(full[4:28, 2:26], vol.reconstruction_rss(1), rtol=1e-4, atol=1e-5)
+        assert vol.attrs["max"] == pytest.approx(1.0, rel=1e-3)
+    S = birdcage_maps(4, (32, 28))
+    np.testing.assert_allclose(np.sum(np.abs(S) ** 2, axis=0), 1.0, rtol=1e-12)
+    imgs = simulate_images("skimage", 3, (24, 24), seed=0)
+    assert imgs.shape == (3, 24, 24) and np.iscomplexobj(imgs)
+    assert np.abs(imgs).max() == pytest.approx(1.0)
+    assert not np.allclose(np.angle(imgs[0][np.abs(imgs[0]) > 0.1]), 0.0)  # a real phase was applied
+    with pytest.raises(ValueError, match="source must be one of"):
+        SimulationSpec(source="mnist")
