@@ -17,6 +17,7 @@ SOLVERS: dict[str, str] = {
     "mosek": "convexdual.solvers.interior_point:MosekSolver",
     "scs": "convexdual.solvers.interior_point:SCSSolver",
     "ecos": "convexdual.solvers.interior_point:ECOSSolver",
+    "clarabel-ws": "convexdual.solvers.working_set:WorkingSetSolver",
 }
 
 
