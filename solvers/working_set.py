@@ -1,0 +1,373 @@
+"""Exact interior-point solves of program (4) at scale: working sets of groups and cone rows.
+
+Program (4) has ``2 P n`` cone rows for ``2 P d`` variables, but at an optimum only a
+few of the ``2 P`` groups are nonzero and each nonzero group touches only about
+``d - 1`` of its ``n`` cone rows. This solver (registered as ``"clarabel-ws"``)
+solves a sequence of small *restricted* programs with Clarabel (called directly,
+no CVXPY) and grows them until the full program's optimality conditions hold:
+
+1. **Groups** (pattern, sign) outside the working set are fixed at zero. After each
+   solve, with the residual ``v = y - yhat``, every outside group is checked against
+   its dual constraint ``||Proj_{K_i}(+-X^T D_i v)|| <= beta`` (exact cone projection
+   by NNLS, skipped when the cheaper ``||X^T D_i v|| <= beta`` already holds);
+   violators enter the working set.
+2. **Cone rows**: each working group carries only some rows of ``(2 D_i - I) X u >= 0``
+   (a relaxation). After each solve *every* row of every working group is checked;
+   violated rows enter.
+3. **Data term**: the squared loss is written through the Gram blocks
+   ``X^T D_a D_b X`` and ``X^T D_a y`` (:mod:`convexdual.compressed_program`), so a
+   restricted program has ``S d + S`` variables and no ``n``-row residual.
+
+The loop stops when a solve leaves no violated row and no violated outside group:
+that point satisfies every constraint of the full program (4) and its KKT conditions
+(up to the tolerances), i.e. it is the optimum of (4) itself, not of a restriction.
+:func:`convexdual.solve` then certifies it with the same duality-gap certificate as
+every other solver. Clarabel has no warm start, so each round is a fresh solve; the
+rounds stay cheap because the programs stay small.
+
+Losses: the squared loss only. For the absolute and Huber losses the solver falls
+back to the plain program (4) through CVXPY + Clarabel (``fallback=True``, the
+default, says so in ``result.message``) or raises ``ValueError`` (``fallback=False``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from convexdual.compressed_program import PatternGram, build_restricted, group_weights
+from convexdual.errors import SolverUnavailableError
+from convexdual.problem import DualProblem
+from convexdual.result import SolveResult, Status, Timings
+from convexdual.solvers.base import SolverOptions
+
+__all__ = ["WorkingSetOptions", "WorkingSetSolver", "map_clarabel_status"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkingSetOptions(SolverOptions):
+    """Options of the working-set interior-point solver.
+
+    Attributes:
+        tol: Clarabel's gap and feasibility tolerances for every restricted solve.
+        max_iter: Clarabel iteration limit per restricted solve.
+        time_limit: seconds for the whole loop (checks included), or None.
+        max_rounds: restricted solves before giving up (status MAX_ITERATIONS).
+        init_groups: groups in the first working set (largest projected correlation
+            with ``y``); ``0`` or ``>= 2P`` starts with every group.
+        groups_per_round: most violating outside groups added per round.
+        init_rows: cone rows per group when it enters (those nearest the cone's
+            boundary along its entering direction); ``0`` imposes every row (no lazy rows).
+        rows_per_round: most violated rows added per group per round.
+        row_tol: a row counts as violated when ``-(2D_i - I)_j x_j^T u > row_tol *
+            max_j ||x_j|| * max(||u||, 1e-6 * max_k ||u_k||)`` (the certificate's scale).
+        group_tol: an outside group is violated when its dual constraint exceeds
+            ``beta * (1 + group_tol)``.
+        compressed: Gram-compressed data term (default) instead of the ``n``-row residual.
+        clarabel_kkt: Clarabel's direct solver ("qdldl" or "faer").
+        fallback: for non-squared losses, solve the plain program (True) or raise (False).
+        native: extra Clarabel settings (attribute names of ``clarabel.DefaultSettings``).
+    """
+
+    tol: float = 1e-9
+    max_iter: int = 200
+    max_rounds: int = 50
+    init_groups: int = 16
+    groups_per_round: int = 16
+    init_rows: int = 24
+    rows_per_round: int = 32
+    row_tol: float = 1e-9
+    group_tol: float = 1e-8
+    compressed: bool = True
+    clarabel_kkt: str = "qdldl"
+    fallback: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_rounds", "groups_per_round", "rows_per_round"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("init_groups", "init_rows"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 means all), got {getattr(self, name)}")
+        for name in ("row_tol", "group_tol"):
+            if not (getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.clarabel_kkt not in ("qdldl", "faer"):
+            raise ValueError(f"clarabel_kkt must be 'qdldl' or 'faer', got {self.clarabel_kkt!r}")
+
+
+_CLARABEL_STATUS = {
+    "Solved": Status.OPTIMAL,
+    "AlmostSolved": Status.OPTIMAL_INACCURATE,
+    "MaxIterations": Status.MAX_ITERATIONS,
+    "MaxTime": Status.TIME_LIMIT,
+    "PrimalInfeasible": Status.INFEASIBLE,
+    "AlmostPrimalInfeasible": Status.INFEASIBLE,
+    "DualInfeasible": Status.UNBOUNDED,
+    "AlmostDualInfeasible": Status.UNBOUNDED,
+    "NumericalError": Status.NUMERICAL_ERROR,
+    "InsufficientProgress": Status.NUMERICAL_ERROR,
+}
+
+
+def map_clarabel_status(status: Any) -> Status:
+    """Clarabel's ``SolverStatus`` -> Status; anything unknown is SOLVER_ERROR."""
+    name = str(status).split(".")[-1]
+    return _CLARABEL_STATUS.get(name, Status.SOLVER_ERROR)
+
+
+class _State:
+    """The growing working set (groups and their rows) and the per-problem caches."""
+
+    def __init__(self, problem: DualProblem, options: WorkingSetOptions) -> None:
+        self.problem = problem
+        self.options = options
+        X = problem.X
+        self.xnorm = np.linalg.norm(X, axis=1)
+        self.nonzero_rows = np.flatnonzero(self.xnorm > 0)
+        self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
+        self.signs = 2.0 * problem.row_masks - 1.0  # (P, n)
+        self.Xy = X * problem.y[:, None]
+        self.gram = PatternGram(X, problem.row_masks) if options.compressed else None
+        self.pattern: list[int] = []
+        self.sign: list[float] = []
+        self.rows: list[np.ndarray] = []
+        self.member = np.zeros((problem.P, 2), dtype=bool)  # [:, 0] w groups, [:, 1] z groups
+        self.num_projections = 0
+
+    # ---- entering ---------------------------------------------------------------
+    def add_group(self, i: int, s: float, direction: np.ndarray) -> None:
+        """Group (i, s) enters, with the rows nearest the boundary of K_i along ``direction``."""
+        rows = self.nonzero_rows
+        k = self.options.init_rows
+        if k and k < rows.size:
+            margin = self.signs[i, rows] * (self.problem.X[rows] @ direction) / self.xnorm[rows]
+            rows = rows[np.argpartition(margin, k)[:k]]
+        self.pattern.append(int(i))
+        self.sign.append(float(s))
+        self.rows.append(np.sort(rows))
+        self.member[i, 0 if s > 0 else 1] = True
+
+    def projected_correlation(self, i: int, c: np.ndarray) -> tuple[float, np.ndarray]:
+        """``||Proj_{K_i}(c)||`` and the projection, exact, for ``K_i = {w : (2D_i - I) X w >= 0}``.
+
+        Lazy rows again: project onto the cone of a few rows (those most violated by
+        ``c``) by NNLS, check every row at the result, add the violated ones, repeat.
+        The projection onto a superset cone that lands in ``K_i`` is the projection
+        onto ``K_i``, so the loop ends with the exact answer (Moreau:
+        ``Proj_K(c) = c + A^T lam*``, ``lam* = argmin_{lam >= 0} ||A^T lam + c||``).
+        """
+        from scipy.optimize import nnls
+
+        rows = self.nonzero_rows
+        A = self.signs[i, rows][:, None] * self.problem.X[rows]
+        self.num_projections += 1
+        tol = 1e-12 * self.xmax * float(np.linalg.norm(c))
+        m = A @ c
+        if m.min(initial=0.0) >= -tol:
+            return float(np.linalg.norm(c)), c
+        k = min(rows.size, 4 * self.problem.d)
+        active = np.argpartition(m, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+        for _ in range(100):
+            Aa = A[active]
+            lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
+            proj = c + Aa.T @ lam
+            m = A @ proj
+            m[active] = np.inf
+            bad = np.flatnonzero(m < -tol)
+            if bad.size == 0:
+                return float(np.linalg.norm(proj)), proj
+            if bad.size > 4 * self.problem.d:
+                bad = bad[np.argpartition(m[bad], 4 * self.problem.d)[: 4 * self.problem.d]]
+            active = np.union1d(active, bad)
+        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])  # not converged: all rows at once
+        proj = c + A.T @ lam
+        return float(np.linalg.norm(proj)), proj
+
+    def screen(self, v: np.ndarray, limit: int, tol: float) -> list[tuple[float, int, float, np.ndarray]]:
+        """Outside groups whose dual constraint at ``v`` exceeds ``beta (1 + tol)``, worst first."""
+        beta = self.problem.beta
+        C = self.problem.row_masks @ (self.problem.X * v[:, None])  # (P, d): X^T D_i v
+        cn = np.linalg.norm(C, axis=1)
+        found = []
+        for i in np.argsort(-cn):
+            if cn[i] <= beta * (1.0 + tol):
+                break
+            for col, s in ((0, 1.0), (1, -1.0)):
+                if self.member[i, col]:
+                    continue
+                val, proj = self.projected_correlation(int(i), s * C[i])
+                if val > beta * (1.0 + tol):
+                    found.append((val, int(i), s, proj))
+            if len(found) >= 2 * limit:  # enough to add this round; a full pass comes later
+                break
+        found.sort(key=lambda t: -t[0])
+        return found[:limit]
+
+    def violated_rows(self, U: np.ndarray) -> list[np.ndarray]:
+        """Per working group, the most violated cone rows not yet imposed (worst first)."""
+        X, opts = self.problem.X, self.options
+        norms = np.linalg.norm(U, axis=1)
+        top = float(norms.max(initial=0.0))
+        out = []
+        for k, (i, rows) in enumerate(zip(self.pattern, self.rows)):
+            scale = opts.row_tol * self.xmax * max(norms[k], 1e-6 * top)
+            viol = -(self.signs[i] * (X @ U[k]))
+            viol[rows] = -np.inf
+            bad = np.flatnonzero(viol > scale)
+            if bad.size > opts.rows_per_round:
+                bad = bad[np.argpartition(-viol[bad], opts.rows_per_round)[: opts.rows_per_round]]
+            out.append(bad)
+        return out
+
+
+class WorkingSetSolver:
+    """Program (4) exactly, via working sets of groups and cone rows, solved by Clarabel directly."""
+
+    name: ClassVar[str] = "clarabel-ws"
+    options_class: ClassVar[type[SolverOptions]] = WorkingSetOptions
+
+    def available(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("clarabel") is None:
+            return False, "clarabel-ws needs Clarabel; install it with: pip install clarabel"
+        return True, ""
+
+    # ---- one restricted solve ------------------------------------------------------
+    @staticmethod
+    def _clarabel(prog, options: WorkingSetOptions, time_left: float | None):
+        import clarabel
+
+        st = clarabel.DefaultSettings()
+        st.verbose = bool(options.verbose)
+        st.tol_gap_abs = st.tol_gap_rel = st.tol_feas = float(options.tol)
+        st.max_iter = int(options.max_iter)
+        st.direct_solve_method = options.clarabel_kkt
+        if time_left is not None:
+            st.time_limit = max(float(time_left), 1e-3)
+        for key, val in options.native.items():
+            if not hasattr(st, key):
+                raise ValueError(f"unknown Clarabel setting {key!r} in options.native")
+            setattr(st, key, val)
+        return clarabel.DefaultSolver(prog.P, prog.q, prog.A, prog.b, prog.cones(), st).solve()
+
+    def solve(self, problem: DualProblem, options: SolverOptions | None = None) -> SolveResult:
+        options = options if options is not None else WorkingSetOptions()
+        if not isinstance(options, WorkingSetOptions):
+            options = WorkingSetOptions(tol=options.tol, max_iter=options.max_iter, time_limit=options.time_limit,
+                                        verbose=options.verbose, native=dict(options.native))
+        ok, why = self.available()
+        if not ok:
+            raise SolverUnavailableError(why)
+        if problem.loss.name != "squared":
+            return self._fallback(problem, options)
+        return self._loop(problem, options)
+
+    def _fallback(self, problem: DualProblem, options: WorkingSetOptions) -> SolveResult:
+        if not options.fallback:
+            raise ValueError(f"solver 'clarabel-ws' supports the squared loss only (got {problem.loss.name!r}); "
+                             "use solver='clarabel', or WorkingSetOptions(fallback=True) to fall back to it")
+        import dataclasses
+
+        from convexdual.solvers.interior_point import ClarabelSolver, InteriorPointOptions
+
+        note = (f"clarabel-ws: loss {problem.loss.name!r} is not supported by the working-set path; "
+                "solved the plain program (4) with CVXPY + Clarabel")
+        logger.info(note)
+        raw = ClarabelSolver().solve(problem, InteriorPointOptions(
+            tol=options.tol, max_iter=options.max_iter, time_limit=options.time_limit,
+            verbose=options.verbose, clarabel_kkt=options.clarabel_kkt))
+        return dataclasses.replace(raw, solver=self.name, message=f"{note}; {raw.message}",
+                                   info={**raw.info, "fallback": True})
+
+    def _loop(self, problem: DualProblem, options: WorkingSetOptions) -> SolveResult:
+        t_start = time.perf_counter()
+        P, d = problem.P, problem.d
+        state = _State(problem, options)
+        # ---- first working set ---------------------------------------------------
+        if options.init_groups == 0 or options.init_groups >= 2 * P:
+            C = problem.row_masks @ state.Xy
+            for i in range(P):
+                for s in (1.0, -1.0):
+                    state.add_group(i, s, s * C[i])
+        else:
+            for _, i, s, proj in state.screen(problem.y, options.init_groups, 0.0):
+                state.add_group(i, s, proj)
+            if not state.pattern:  # beta >= every dual constraint at v = y: zero is optimal
+                i = int(np.argmax(np.linalg.norm(problem.row_masks @ state.Xy, axis=1)))
+                state.add_group(i, 1.0, problem.row_masks[i] @ state.Xy)
+        t_build = time.perf_counter() - t_start
+
+        history: list[dict[str, float]] = []
+        iters, solve_time, check_time = 0, 0.0, 0.0
+        status, message = Status.SOLVER_ERROR, ""
+        W = Z = v = None
+        for rnd in range(1, options.max_rounds + 1):
+            t0 = time.perf_counter()
+            prog = build_restricted(problem, np.array(state.pattern), np.array(state.sign), state.rows,
+                                    compressed=options.compressed, gram=state.gram)
+            t1 = time.perf_counter()
+            left = None if options.time_limit is None else options.time_limit - (t1 - t_start)
+            if left is not None and left <= 0:
+                status, message = Status.TIME_LIMIT, f"time limit reached before round {rnd}"
+                break
+            sol = self._clarabel(prog, options, left)
+            t2 = time.perf_counter()
+            iters += int(sol.iterations)
+            solve_time += t2 - t1
+            rstatus = map_clarabel_status(sol.status)
+            if not rstatus.has_solution:
+                status, message = rstatus, f"round {rnd}: Clarabel status {sol.status}"
+                break
+            U = prog.split(np.asarray(sol.x))
+            W, Z = group_weights(P, d, prog.pattern, prog.sign, U)
+            v = problem.y - problem.predict(W, Z)
+            new_rows = state.violated_rows(U)
+            n_new_rows = int(sum(r.size for r in new_rows))
+            entering = state.screen(v, options.groups_per_round, options.group_tol)
+            t3 = time.perf_counter()
+            check_time += t3 - t2
+            history.append({
+                "round": rnd, "groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
+                "max_rows_per_group": int(max(len(r) for r in prog.rows)), "clarabel_iterations": int(sol.iterations),
+                "clarabel_status": str(sol.status).split(".")[-1], "restricted_objective": float(sol.obj_val + prog.offset),
+                "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0, "solve_s": t2 - t1,
+                "check_s": t3 - t2,
+            })
+            logger.info("round %d: %d groups, %d cone rows, %d iterations (%s), +%d rows, +%d groups",
+                        rnd, prog.num_groups, prog.num_cone_rows, sol.iterations, sol.status, n_new_rows, len(entering))
+            if rstatus in (Status.TIME_LIMIT, Status.MAX_ITERATIONS):
+                status, message = rstatus, f"round {rnd}: Clarabel stopped early ({sol.status})"
+                break
+            if n_new_rows == 0 and not entering:
+                status = rstatus
+                message = (f"working set converged after {rnd} rounds: {prog.num_groups} of {2 * P} groups, "
+                           f"{prog.num_cone_rows} of {2 * P * state.nonzero_rows.size} cone rows; every row and "
+                           "every outside group checked")
+                break
+            for k, extra in enumerate(new_rows):
+                if extra.size:
+                    state.rows[k] = np.union1d(state.rows[k], extra)
+            for _, i, s, proj in entering:
+                state.add_group(i, s, proj)
+        else:
+            status = Status.MAX_ITERATIONS
+            message = f"max_rounds = {options.max_rounds} reached with violations left; the point is not certified optimal"
+        objective = problem.objective(W, Z) if W is not None else float("nan")
+        info = {
+            "rounds": len(history), "final_groups": len(state.pattern),
+            "final_cone_rows": int(sum(r.size for r in state.rows)),
+            "full_cone_rows": int(2 * P * state.nonzero_rows.size), "projections": state.num_projections,
+            "gram_blocks": None if state.gram is None else state.gram.num_cached, "compressed": options.compressed,
+            "check_s": check_time, "clarabel_s": solve_time, **problem.describe(),
+        }
+        return SolveResult(status=status, objective=objective, W=W, Z=Z, solver=self.name, iterations=iters,
+                           timings=Timings(build=t_build, solve=time.perf_counter() - t_start - t_build),
+                           message=message, dual=v, history=tuple(history), info=info)
