@@ -15,6 +15,7 @@ loaded by name when ``solve`` needs them.
 from convexdual._registry import available_solvers
 from convexdual.api import solve
 from convexdual.certificate import Certificate, certify_solution
+from convexdual.certify_net import NetworkCertificate, certify
 from convexdual.errors import ConvexDualError, DataFormatError, SolverFailedError, SolverUnavailableError
 from convexdual.losses import AbsoluteLoss, HuberLoss, Loss, SquaredLoss, get_loss
 from convexdual.nets import TwoLayerConvNet, primal_objective
@@ -29,6 +30,7 @@ __all__ = [
     "build_problem", "solve", "DualProblem", "beta_max",
     "sample_patterns", "enumerate_patterns", "patterns_from_gates", "SignPatterns",
     "SolveResult", "Status", "Timings", "Certificate", "certify_solution",
+    "certify", "NetworkCertificate",
     "TwoLayerConvNet", "primal_objective", "recover_filters", "recover_network",
     "Loss", "SquaredLoss", "AbsoluteLoss", "HuberLoss", "get_loss",
     "ConvexDualError", "SolverUnavailableError", "SolverFailedError", "DataFormatError",
