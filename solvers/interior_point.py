@@ -77,7 +77,7 @@ def probe_mosek() -> tuple[bool, str]:
         if prob.status != "optimal":
             return False, f"MOSEK probe solve ended with status {prob.status!r}"
     except Exception as exc:  # licence errors come as mosek.Error / cvxpy.SolverError
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
         return False, (f"MOSEK is installed but not usable: {msg}. Put a licence at ~/mosek/mosek.lic "
                        "or set MOSEKLM_LICENSE_FILE; or use solver='clarabel'")
     return True, ""
