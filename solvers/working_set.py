@@ -300,9 +300,15 @@ class WorkingSetSolver:
         else:
             for _, i, s, proj in state.screen(problem.y, options.init_groups, 0.0):
                 state.add_group(i, s, proj)
-            if not state.pattern:  # beta >= every dual constraint at v = y: zero is optimal
-                i = int(np.argmax(np.linalg.norm(problem.row_masks @ state.Xy, axis=1)))
-                state.add_group(i, 1.0, problem.row_masks[i] @ state.Xy)
+            if not state.pattern:  # every dual constraint holds at v = y: zero satisfies the KKT conditions
+                W = np.zeros((P, d))
+                return SolveResult(
+                    status=Status.OPTIMAL, objective=problem.objective(W, W.copy()), W=W, Z=W.copy(),
+                    solver=self.name, iterations=0, timings=Timings(build=time.perf_counter() - t_start),
+                    message="zero is optimal: ||Proj_K(+-X^T D_i y)|| <= beta for every pattern (checked exactly)",
+                    dual=problem.y.copy(), info={"rounds": 0, "final_groups": 0, "final_cone_rows": 0,
+                                                 "full_cone_rows": int(2 * P * state.nonzero_rows.size),
+                                                 **problem.describe()})
         t_build = time.perf_counter() - t_start
 
         history: list[dict[str, float]] = []

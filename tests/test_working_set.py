@@ -1,0 +1,182 @@
+"""clarabel-ws: working sets of groups and cone rows must reach the optimum of the FULL program (4).
+
+References: the plain program through CVXPY + Clarabel (``cd.solve(problem, "clarabel")``),
+the explicit patch matrix (Gram blocks, objective identity), and the certificate's
+full-row NNLS projection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convexdual as cd
+from convexdual.certificate import cone_projection_norm
+from convexdual.compressed_program import PatternGram, build_restricted, group_weights
+from convexdual.result import Status
+from convexdual.solvers.working_set import WorkingSetOptions, WorkingSetSolver, _State, map_clarabel_status
+
+pytest.importorskip("clarabel")
+
+REL = 1e-7
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.fixture(scope="module")
+def ws_solution(small_problem):
+    return cd.solve(small_problem, "clarabel-ws")
+
+
+@pytest.fixture(scope="module")
+def residual_problem(digits_small):
+    noisy, clean = digits_small
+    pats = cd.sample_patterns(noisy, 3, 20, seed=3)
+    beta = 0.02 * cd.beta_max(noisy, clean, 3, pats, residual=True)
+    return cd.build_problem(noisy, clean, 3, beta, patterns=pats, residual=True)
+
+
+def test_same_optimum_as_plain_clarabel(small_problem, small_solution, ws_solution):
+    assert small_solution.status is Status.OPTIMAL
+    assert ws_solution.status is Status.OPTIMAL, ws_solution.message
+    assert _rel(ws_solution.objective, small_solution.objective) <= REL
+    cert = ws_solution.certificate
+    assert cert is not None and cert.ok
+    assert cert.relative_gap <= 1e-6
+    assert cert.max_violation <= 1e-7
+    # the recovered net reproduces the convex model
+    assert cert.recovery_error <= 1e-6
+
+
+def test_final_working_set_is_a_strict_subset(small_problem, ws_solution):
+    info = ws_solution.info
+    assert info["final_cone_rows"] < info["full_cone_rows"]
+    assert info["final_groups"] <= 2 * small_problem.P
+    assert info["rounds"] == len(ws_solution.history) >= 1
+    last = ws_solution.history[-1]
+    assert last["new_rows"] == 0 and last["new_groups"] == 0
+
+
+def test_every_cone_row_of_the_full_program_holds(small_problem, ws_solution):
+    # independent of the solver's own check: all P*n rows, explicit patch matrix
+    S = 2.0 * small_problem.row_masks - 1.0
+    X = small_problem.X
+    scale = np.abs(X).sum(axis=1).max() * max(np.abs(ws_solution.W).max(), np.abs(ws_solution.Z).max())
+    for V in (ws_solution.W, ws_solution.Z):
+        margins = S * (V @ X.T)  # (P, n)
+        assert margins.min() >= -1e-8 * scale
+
+
+def test_residual_variant(residual_problem):
+    ref = cd.solve(residual_problem, "clarabel")
+    got = cd.solve(residual_problem, "clarabel-ws")
+    assert ref.status is Status.OPTIMAL and got.status is Status.OPTIMAL, got.message
+    assert _rel(got.objective, ref.objective) <= REL
+    assert got.certificate.ok and got.certificate.relative_gap <= 1e-6
+    assert got.network.residual
+
+
+@pytest.mark.parametrize("opts", [
+    WorkingSetOptions(compressed=False),
+    WorkingSetOptions(init_groups=0, init_rows=0),  # every group, every row: the plain program, direct
+], ids=["explicit-residual", "everything"])
+def test_variants_reach_the_same_optimum(small_problem, small_solution, opts):
+    got = cd.solve(small_problem, "clarabel-ws", opts)
+    assert got.status is Status.OPTIMAL, got.message
+    assert _rel(got.objective, small_solution.objective) <= REL
+    assert got.certificate.ok
+
+
+def test_tiny_working_sets_grow_to_the_same_optimum(small_problem, small_solution):
+    opts = WorkingSetOptions(init_groups=2, groups_per_round=1, init_rows=1, rows_per_round=1, max_rounds=400)
+    got = cd.solve(small_problem, "clarabel-ws", opts)
+    assert got.status is Status.OPTIMAL, got.message
+    assert got.info["rounds"] > 5  # the full checks really drove the growth
+    assert _rel(got.objective, small_solution.objective) <= REL
+    assert got.certificate.ok
+
+
+def test_max_rounds_is_not_reported_optimal(small_problem):
+    opts = WorkingSetOptions(init_groups=1, init_rows=1, max_rounds=1)
+    got = cd.solve(small_problem, "clarabel-ws", opts)
+    assert got.status is Status.MAX_ITERATIONS
+    assert "max_rounds" in got.message
+
+
+def test_large_beta_gives_zero(small_problem, digits_small):
+    noisy, clean = digits_small
+    big = cd.build_problem(noisy, clean, 3, 2.0 * cd.beta_max(noisy, clean, 3, small_problem.patterns),
+                           patterns=small_problem.patterns)
+    got = cd.solve(big, "clarabel-ws")
+    assert got.status is Status.OPTIMAL and got.info["rounds"] == 0
+    assert not got.W.any() and not got.Z.any() and got.certificate.ok
+    assert _rel(got.objective, 0.5 * float(big.y @ big.y)) <= 1e-7
+
+
+def test_nonsquared_loss_falls_back_to_plain_program(digits_small, small_problem):
+    noisy, clean = digits_small[0][:2], digits_small[1][:2]
+    pats = cd.sample_patterns(noisy, 3, 10, seed=0)
+    prob = cd.build_problem(noisy, clean, 3, 0.02 * cd.beta_max(noisy, clean, 3, pats), patterns=pats, loss="huber")
+    got = cd.solve(prob, "clarabel-ws")
+    ref = cd.solve(prob, "clarabel")
+    assert got.info.get("fallback") is True and "not supported" in got.message
+    assert got.solver == "clarabel-ws"
+    assert got.status is Status.OPTIMAL and _rel(got.objective, ref.objective) <= REL
+    with pytest.raises(ValueError, match="squared loss only"):
+        WorkingSetSolver().solve(prob, WorkingSetOptions(fallback=False))
+
+
+def test_gram_blocks_and_compressed_objective(small_problem):
+    prob = small_problem
+    X, M, y = prob.X, prob.row_masks, prob.y
+    pats = np.array([3, 0, 7, 3])
+    G = PatternGram(X, M).matrix(pats)
+    A = np.concatenate([M[i][:, None] * X for i in pats], axis=1)
+    np.testing.assert_allclose(G, A.T @ A, rtol=1e-12, atol=1e-9)
+    # 1/2 x^T P x + q^T x + offset == value of (4) at the same weights (distinct groups)
+    sign = np.array([1.0, -1.0, 1.0, -1.0])
+    rows = [np.arange(5)] * 4
+    rng = np.random.default_rng(0)
+    for compressed in (True, False):
+        prog = build_restricted(prob, pats, sign, rows, compressed=compressed)
+        U = rng.normal(size=(4, prob.d))
+        W, Z = group_weights(prob.P, prob.d, pats, sign, U)
+        t = np.linalg.norm(U, axis=1)
+        x = np.concatenate([U.ravel(), t] + ([] if compressed else [prob.predict(W, Z) - y]))
+        Pfull = prog.P.toarray()
+        Pfull = Pfull + np.triu(Pfull, 1).T
+        val = 0.5 * x @ Pfull @ x + prog.q @ x + prog.offset
+        assert _rel(val, prob.objective(W, Z)) <= 1e-10
+
+
+def test_lazy_projection_matches_full_nnls(small_problem):
+    prob = small_problem
+    st = _State(prob, WorkingSetOptions())
+    C = prob.row_masks @ (prob.X * prob.y[:, None])
+    S = 2.0 * prob.row_masks - 1.0
+    for i in range(5):
+        for s in (1.0, -1.0):
+            val, proj = st.projected_correlation(i, s * C[i])
+            ref = cone_projection_norm(S[i][:, None] * prob.X, s * C[i])
+            assert abs(val - ref) <= 1e-9 * max(ref, 1.0)
+            scale = np.linalg.norm(C[i]) * np.linalg.norm(prob.X, axis=1).max()
+            assert (S[i] * (prob.X @ proj)).min() >= -1e-9 * scale
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="max_rounds"):
+        WorkingSetOptions(max_rounds=0)
+    with pytest.raises(ValueError, match="init_rows"):
+        WorkingSetOptions(init_rows=-1)
+    with pytest.raises(ValueError, match="clarabel_kkt"):
+        WorkingSetOptions(clarabel_kkt="mkl")
+    with pytest.raises(ValueError, match="row_tol"):
+        WorkingSetOptions(row_tol=-1.0)
+
+
+def test_status_map_never_invents_optimal():
+    assert map_clarabel_status("SolverStatus.Solved") is Status.OPTIMAL
+    assert map_clarabel_status("AlmostSolved") is Status.OPTIMAL_INACCURATE
+    assert map_clarabel_status("SomethingNew") is Status.SOLVER_ERROR
