@@ -447,11 +447,11 @@ def certify(
     # 4. descent neurons for the net's own residual
     t = time.perf_counter()
     if S.exact:
-        search: DescentSearch = cell_maxima(x, k, r, b, S)
+        search: DescentSearch = cell_maxima(x, k, r, b, S, margin=tolerance)
     else:
         search = search_descent(x, k, r, b, num_starts=num_starts, num_gates=num_gates, steps=search_steps,
                                 extra_gates=np.concatenate([S.gates, U]) if len(U) else S.gates,
-                                seed=seed, device=device)
+                                seed=seed, margin=tolerance, device=device)
     times["search"] = time.perf_counter() - t
     d_u, d_sign, d_drop, d_net = None, 0.0, 0.0, None
     if search.found and search.best is not None:
@@ -474,7 +474,7 @@ def certify(
     elif gap <= tolerance * scale and S.exact:
         status = GLOBALLY_OPTIMAL
         verdict = "globally optimal (exact enumeration)"
-    elif gap <= tolerance * scale and not search.found:
+    elif gap <= tolerance * scale and d_drop <= tolerance * scale:
         status = OPTIMAL_OVER_S
         verdict = (f"optimal over S; no descent neuron found in {K} starts "
                    f"(not a proof of global optimality)")

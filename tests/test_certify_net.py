@@ -1,0 +1,204 @@
+"""Tests of cd.certify (network certificates) and the descent-neuron search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import convexdual as cd
+from convexdual.certify_net import as_two_layer_net, net_to_dual
+from convexdual.data import add_noise, load_digits_dataset
+from convexdual.descent import cell_maxima, search_descent
+from convexdual.patches import patch_matrix
+
+
+def _tiny():
+    """One 3x3 crop of a digit with noise, k = 3: the arrangement has 512 cells (exact)."""
+    clean = load_digits_dataset(2, 0, seed=0).train[:1, 2:5, 2:5]
+    noisy = add_noise(clean, "gaussian", 0.5, seed=1)
+    return noisy, clean
+
+
+@pytest.fixture(scope="module")
+def exact_case():
+    noisy, clean = _tiny()
+    pats = cd.enumerate_patterns(noisy, 3)
+    beta = 0.1 * cd.beta_max(noisy, clean, 3, pats)
+    res = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats), solver="clarabel")
+    assert res.status.is_optimal
+    return noisy, clean, beta, pats, res
+
+
+def test_recovered_optimum_is_certified_globally_optimal(exact_case):
+    noisy, clean, beta, pats, res = exact_case
+    c = cd.certify(res.network, noisy, clean, beta, patterns=pats)
+    assert c.verdict == "globally optimal (exact enumeration)"
+    assert c.status == "globally_optimal" and c.globally_optimal and c.exact and c.search_exact
+    assert c.improved_network is None and c.improvement == 0.0
+    assert c.objective - c.lower_bound <= 1e-6 * c.objective
+    assert c.max_dual_ratio <= 1 + 1e-6
+    assert c.balance_error < 1e-10  # eq. (5) gives balanced neurons
+    assert c.mapped_objective <= c.objective + 1e-12
+    json.dumps(c.to_dict())
+
+
+def test_two_channel_k1_exact_instance():
+    """Another exact family: k = 1 with two channels (d = 2): cells are angular sectors."""
+    clean = load_digits_dataset(2, 0, seed=3).train[:1, 2:6, 2:6]
+    noisy = np.stack([add_noise(clean, "gaussian", 0.5, seed=4), add_noise(clean, "gaussian", 0.5, seed=5)], 1)
+    pats = cd.enumerate_patterns(noisy, 1)
+    beta = 0.05 * cd.beta_max(noisy, clean, 1, pats)
+    res = cd.solve(cd.build_problem(noisy, clean, 1, beta, patterns=pats), solver="clarabel")
+    c = cd.certify(res.network, noisy, clean, beta)  # "auto" enumerates here
+    assert c.exact and c.verdict == "globally optimal (exact enumeration)"
+    # the zero network is not optimal at this beta; the certified drop is what the optimum gives
+    zero = cd.TwoLayerConvNet(2, 0, 1, dtype=torch.float64)
+    cz = cd.certify(zero, noisy, clean, beta)
+    assert cz.status == "not_optimal" and cz.max_dual_ratio > 1
+    assert cz.improvement == pytest.approx(cz.objective - res.certificate.network_objective, rel=1e-6)
+
+
+def test_adam_net_stopped_early_is_not_optimal_and_resolve_achieves_the_drop(exact_case):
+    from convexdual.train import train_primal
+
+    noisy, clean, beta, pats, _ = exact_case
+    tr = train_primal(noisy, clean, width=8, beta=beta, epochs=20, batch_size=1, lr=1e-2, seed=0)
+    c = cd.certify(tr.network, noisy, clean, beta, patterns=pats)
+    assert c.status == "not_optimal"
+    assert c.verdict == f"not optimal: the objective can drop by {c.improvement:.6g} (certified)"
+    assert c.improvement > 1e-3 * c.objective
+    # the witness is an explicit network whose objective (2) is evaluated independently
+    witness = cd.primal_objective(c.improved_network, cd.build_problem(noisy, clean, 3, beta, patterns=pats).inputs,
+                                  clean, beta, cd.SquaredLoss())
+    assert witness == pytest.approx(c.objective - c.improvement, rel=1e-10)
+    # an independent re-solve of (4) over all patterns reaches (at least) that objective
+    again = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats), solver="clarabel")
+    assert again.objective <= c.objective - c.improvement + 1e-7 * c.objective
+    # the net's objective agrees with the trainer's own float64 evaluation
+    assert c.objective == pytest.approx(tr.objective, rel=1e-9)
+
+
+def test_perturbed_optimal_net_is_flagged(exact_case):
+    noisy, clean, beta, pats, res = exact_case
+    U, v = res.network.filters()
+    rng = np.random.default_rng(0)
+    bad = cd.TwoLayerConvNet.from_filters(U * (1 + 0.05 * rng.standard_normal(U.shape)), v, 1, 3)
+    c = cd.certify(bad, noisy, clean, beta, patterns=pats)
+    assert c.status == "not_optimal" and c.improvement > 0
+    assert c.balance_error > 1e-3 and c.relative_gradient_norm > 1e-2
+    assert c.objective - c.improvement == pytest.approx(res.objective, rel=1e-7)
+
+
+def test_rescaled_neurons_unbalanced_then_mapped_value_is_lower():
+    """(u, v) -> (2u, v/2) keeps f, changes (2): the mapped value of (4) stays the balanced one."""
+    noisy, clean = _tiny()
+    rng = np.random.default_rng(1)
+    U = rng.standard_normal((3, 9))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    v = np.array([1.0, -1.0, 0.5])
+    U[2] *= 0.5 ** 0.5  # balanced: ||u|| = |v| for every neuron
+    v[2] = 0.5 ** 0.5
+    bal = cd.TwoLayerConvNet.from_filters(U, v, 1, 3)
+    unb = cd.TwoLayerConvNet.from_filters(2 * U, v / 2, 1, 3)
+    pats = cd.patterns_from_gates(noisy, 3, U)
+    prob = cd.build_problem(noisy, clean, 3, 0.3, patterns=pats)
+    W1, Z1 = net_to_dual(as_two_layer_net(bal), pats, prob.inputs)
+    W2, Z2 = net_to_dual(as_two_layer_net(unb), pats, prob.inputs)
+    ob = cd.primal_objective(bal, prob.inputs, prob.targets, 0.3, cd.SquaredLoss())
+    ou = cd.primal_objective(unb, prob.inputs, prob.targets, 0.3, cd.SquaredLoss())
+    assert np.allclose(W1, W2) and np.allclose(Z1, Z2)
+    assert prob.objective(W1, Z1) <= ob + 1e-12 and ou > ob + 0.1
+    c = cd.certify(unb, noisy, clean, 0.3, patterns="sample", num_patterns=10, num_starts=8, num_gates=64)
+    assert c.balance_error == pytest.approx(0.75)
+    assert c.mapped_objective <= ob + 1e-12 and c.status == "not_optimal"
+
+
+def test_sampled_mode_wording_is_not_a_proof(exact_case):
+    """The global optimum, certified with a *sampled* S: the search finds nothing, and says so honestly."""
+    noisy, clean, beta, _, res = exact_case
+    S = cd.sample_patterns(noisy, 3, 30, seed=2)
+    c = cd.certify(res.network, noisy, clean, beta, patterns=S, num_starts=32, num_gates=256)
+    assert not c.exact and not c.search_exact
+    assert c.status == "optimal_over_S"
+    assert c.verdict == ("optimal over S; no descent neuron found in 32 starts "
+                         "(not a proof of global optimality)")
+
+
+def test_planted_descent_neuron_is_found():
+    """Targets = a net's output + a planted neuron: the search (no enumeration) finds that neuron.
+
+    Inputs are white noise, so patches are isotropic and the planted direction is the
+    maximiser of the correlation (with correlated images another direction can be larger).
+    """
+    rng = np.random.default_rng(0)
+    noisy = rng.standard_normal((10, 1, 8, 8))
+    u1 = rng.standard_normal(9)
+    net = cd.TwoLayerConvNet.from_filters(u1[None] / 3, np.array([1 / 3]), 1, 3)
+    u_p = rng.standard_normal(9)
+    u_p /= np.linalg.norm(u_p)
+    X = patch_matrix(noisy, 3)
+    q = np.maximum(X @ u_p, 0.0)
+    clean = net.predict(noisy) + 2.0 * q.reshape(10, 8, 8)
+    beta = 0.1 * 2.0 * float(q @ q)  # the planted neuron's ratio is 10
+    s = search_descent(noisy, 3, (clean - net.predict(noisy)).reshape(-1), beta, num_starts=16, num_gates=64, seed=0)
+    assert s.found and s.best.sign == 1.0
+    assert s.max_ratio >= 10.0 * (1 - 1e-9)  # at least the planted one
+    assert float(s.best.u @ u_p) > 0.95  # about 18 degrees; 640 samples
+    c = cd.certify(net, noisy, clean, beta, num_patterns=4, num_starts=16, num_gates=64)
+    assert c.status == "not_optimal" and c.max_dual_ratio >= 10.0 * (1 - 1e-9)
+    assert float(c.descent_neuron @ u_p) > 0.95 and c.descent_drop > 0
+    # adding the planted neuron at its best scale gives the closed-form drop (r^T q - beta)^2 / (2 ||q||^2)
+    r = (clean - net.predict(noisy)).reshape(-1)
+    qq = np.maximum(X @ c.descent_neuron, 0.0)
+    assert c.descent_drop == pytest.approx((r @ qq - beta) ** 2 / (2 * qq @ qq), rel=1e-6)
+
+
+def test_exact_cell_maxima_match_search_and_brute_force(exact_case):
+    noisy, clean, beta, pats, _ = exact_case
+    x = cd.build_problem(noisy, clean, 3, beta, patterns=pats).inputs
+    r = clean.reshape(-1)  # the zero net's residual
+    ex = cell_maxima(x, 3, r, beta, pats)
+    se = search_descent(x, 3, r, beta, num_starts=16, num_gates=256, seed=1)
+    assert ex.exact and not se.exact
+    assert se.max_ratio <= ex.max_ratio * (1 + 1e-9)  # the search can never beat the exact maximum
+    assert se.max_ratio >= ex.max_ratio * (1 - 1e-6)  # and here it finds it
+    X = patch_matrix(x, 3)
+    g = np.random.default_rng(0).standard_normal((20000, 9))
+    brute = np.abs(np.maximum(X @ g.T, 0).T @ r) / np.linalg.norm(g, axis=1) / beta
+    assert brute.max() <= ex.max_ratio * (1 + 1e-9)
+
+
+def test_residual_net_and_sequential_input():
+    noisy, clean = _tiny()
+    rng = np.random.default_rng(2)
+    U = rng.standard_normal((2, 9)) * 0.3
+    v = np.array([0.3, -0.2])
+    res_net = cd.TwoLayerConvNet.from_filters(U, v, 1, 3, residual=True)
+    c = cd.certify(res_net, noisy, clean, 0.5, patterns="enumerate")
+    assert c.exact and c.status in ("not_optimal", "globally_optimal")
+    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, bias=False), torch.nn.ReLU(),
+                              torch.nn.Conv2d(2, 1, 1, bias=False)).double()
+    with torch.no_grad():
+        seq[0].weight.copy_(torch.from_numpy(U.reshape(2, 1, 3, 3)))
+        seq[2].weight.copy_(torch.from_numpy(v.reshape(1, 2, 1, 1)))
+    a, b = as_two_layer_net(seq).filters(), as_two_layer_net((U, v), kernel_size=3).filters()
+    assert np.allclose(a[0], U) and np.allclose(b[1], v)
+
+
+def test_bad_input_is_refused():
+    noisy, clean = _tiny()
+    net = cd.TwoLayerConvNet(2, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="input channel"):
+        cd.certify(net, noisy, clean, 1.0)
+    with pytest.raises(TypeError, match="TwoLayerConvNet"):
+        cd.certify("net.pt", noisy, clean, 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        cd.certify(cd.TwoLayerConvNet(1, 3, 3), noisy, clean, -1.0)
+    with pytest.raises(ValueError, match="patterns must be"):
+        cd.certify(cd.TwoLayerConvNet(1, 3, 3), noisy, clean, 1.0, patterns="all")
+    bad_seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(2, 1, 1))
+    with pytest.raises(TypeError, match="bias=False"):
+        cd.certify(bad_seq, noisy, clean, 1.0)
