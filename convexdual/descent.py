@@ -190,7 +190,8 @@ def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: fl
                    num_starts: int = 64, num_gates: int = 2048, steps: int = 200,
                    extra_gates: np.ndarray | None = None, seed: int | np.random.Generator | None = 0,
                    max_polish: int = 16, margin: float = 1e-9, max_violators: int | None = None,
-                   device: torch.device | str = "cpu", chunk: int = 512) -> DescentSearch:
+                   device: torch.device | str = "cpu", chunk: int = 512,
+                   explicit_limit: int = 4_000_000) -> DescentSearch:
     """Search all of R^d for descent neurons (one-sided: it finds, it cannot prove absence).
 
     1. ``num_gates`` Gaussian gates (plus ``extra_gates``, e.g. a net's filters or a
@@ -207,6 +208,8 @@ def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: fl
         seed: seeds the gates and starts (no global state).
         margin: a violator needs ratio > ``1 + margin``.
         device: where the convolutions run.
+        explicit_limit: the ascent multiplies by the explicit patch matrix when
+            ``n * d`` is at most this (fast on small data), else uses convolutions.
 
     Returns:
         DescentSearch with ``exact=False``.
@@ -253,7 +256,7 @@ def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: fl
     fvals = np.zeros(0)
     if K > 0:
         finals, fsigns, fvals = _ascent(x, rt, kernel_size, torch.from_numpy(U0).to(dev),
-                                        torch.from_numpy(S0).to(dev), int(steps))
+                                        torch.from_numpy(S0).to(dev), int(steps), explicit_limit)
 
     # 3. pool: gates (with the sign of their correlation) and ascent end points
     pool_u = np.concatenate([gate_units, finals])
@@ -295,18 +298,32 @@ def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: fl
 
 
 def _ascent(x: torch.Tensor, rt: torch.Tensor, k: int, U: torch.Tensor, s: torch.Tensor,
-            steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            steps: int, explicit_limit: int = 4_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Monotone projected ascent of ``s_j r^T relu(X u_j)`` on the unit sphere, all runs at once.
 
     Each run keeps its own step (grown by 1.5 on success, halved on failure), so the
-    value never decreases. Returns the end points, their signs and values.
+    value never decreases. Returns the end points, their signs and values. The
+    explicit patch matrix is used when ``n * d <= explicit_limit`` (much faster than
+    the weight-gradient convolution on small data), the convolutions otherwise.
     """
+    N, C, H, W = x.shape
+    d = C * k * k
+    if N * H * W * d <= explicit_limit:
+        Xt = torch.from_numpy(patch_matrix(x.cpu().numpy(), k)).to(x.device)
+        rv = rt.reshape(-1, 1)
 
-    def value_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        Z = conv_forward(x, V, k)  # (N, K, H, W)
-        val = s * (Z.clamp_min(0) * rt).sum(dim=(0, 2, 3))
-        G = s[:, None] * conv_adjoint(x, (Z > 0).to(Z.dtype) * rt, k)
-        return val, G
+        def value_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            Z = Xt @ V.T  # (n, K)
+            val = s * (Z.clamp_min(0) * rv).sum(dim=0)
+            G = s[:, None] * (((Z > 0).to(Z.dtype) * rv).T @ Xt)
+            return val, G
+    else:
+
+        def value_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            Z = conv_forward(x, V, k)  # (N, K, H, W)
+            val = s * (Z.clamp_min(0) * rt).sum(dim=(0, 2, 3))
+            G = s[:, None] * conv_adjoint(x, (Z > 0).to(Z.dtype) * rt, k)
+            return val, G
 
     val, G = value_grad(U)
     eta = torch.full_like(val, 0.5)

@@ -202,3 +202,13 @@ def test_bad_input_is_refused():
     bad_seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(2, 1, 1))
     with pytest.raises(TypeError, match="bias=False"):
         cd.certify(bad_seq, noisy, clean, 1.0)
+
+
+def test_search_conv_path_equals_explicit_path(device):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 6))
+    r = rng.standard_normal(72)
+    a = search_descent(x, 3, r, 1.0, num_starts=8, num_gates=32, steps=50, seed=4)
+    b = search_descent(x, 3, r, 1.0, num_starts=8, num_gates=32, steps=50, seed=4, explicit_limit=0, device=device)
+    assert a.max_ratio == pytest.approx(b.max_ratio, rel=1e-9)
+    assert a.max_ratio > 0 and np.allclose(a.best.u, b.best.u, atol=1e-8)
