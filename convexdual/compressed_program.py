@@ -41,18 +41,24 @@ class PatternGram:
     Args:
         X: patch matrix ``(n, d)``.
         masks: ``(P, n)`` float 0/1 row masks.
-        chunk: pattern pairs per matrix product (bounds memory at ``chunk * n`` floats).
+        chunk: pattern pairs per matrix product (at most ``max_bytes`` of masks at once).
+        max_bytes: memory budget of the precomputed outer products and of a chunk.
 
     Shapes:
-        ``outer`` is ``(n, d*d)``: row ``j`` is ``vec(x_j x_j^T)``.
+        ``outer`` is ``(n, d*d)``: row ``j`` is ``vec(x_j x_j^T)`` (None when over budget).
     """
 
-    def __init__(self, X: np.ndarray, masks: np.ndarray, chunk: int = 256) -> None:
+    def __init__(self, X: np.ndarray, masks: np.ndarray, chunk: int = 256, max_bytes: float = 2**28) -> None:
         self.X = X
         self.masks = masks
         self.d = int(X.shape[1])
-        self.outer = (X[:, :, None] * X[:, None, :]).reshape(X.shape[0], self.d * self.d)
-        self.chunk = int(chunk)
+        n = X.shape[0]
+        # the (n, d*d) table of row outer products is the fast path; for large d it would
+        # not fit the budget, and each block is then X^T diag(m_a m_b) X on its own
+        self.outer = None
+        if n * self.d * self.d * 8 <= max_bytes:
+            self.outer = (X[:, :, None] * X[:, None, :]).reshape(n, self.d * self.d)
+        self.chunk = max(1, min(int(chunk), int(max_bytes // (8 * max(n, 1)))))
         self._blocks: dict[tuple[int, int], np.ndarray] = {}
 
     @property
@@ -60,6 +66,10 @@ class PatternGram:
         return len(self._blocks)
 
     def _fill(self, pairs: list[tuple[int, int]]) -> None:
+        if self.outer is None:
+            for i, j in pairs:
+                self._blocks[(i, j)] = self.X.T @ (self.X * (self.masks[i] * self.masks[j])[:, None])
+            return
         for start in range(0, len(pairs), self.chunk):
             part = pairs[start:start + self.chunk]
             a = np.fromiter((p[0] for p in part), dtype=np.intp, count=len(part))

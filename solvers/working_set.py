@@ -86,7 +86,7 @@ class WorkingSetOptions(SolverOptions):
     row_tol: float = 1e-9
     group_tol: float = 1e-8
     compressed: bool = True
-    clarabel_kkt: str = "qdldl"
+    clarabel_kkt: str = "faer"
     fallback: bool = True
 
     def __post_init__(self) -> None:
@@ -135,6 +135,7 @@ class _State:
         self.nonzero_rows = np.flatnonzero(self.xnorm > 0)
         self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
         self.signs = 2.0 * problem.row_masks - 1.0  # (P, n)
+        self.Xnz = X[self.nonzero_rows]  # the rows that constrain anything
         self.Xy = X * problem.y[:, None]
         self.gram = PatternGram(X, problem.row_masks) if options.compressed else None
         self.pattern: list[int] = []
@@ -149,7 +150,7 @@ class _State:
         rows = self.nonzero_rows
         k = self.options.init_rows
         if k and k < rows.size:
-            margin = self.signs[i, rows] * (self.problem.X[rows] @ direction) / self.xnorm[rows]
+            margin = self.signs[i, rows] * (self.Xnz @ direction) / self.xnorm[rows]
             rows = rows[np.argpartition(margin, k)[:k]]
         self.pattern.append(int(i))
         self.sign.append(float(s))
@@ -167,28 +168,29 @@ class _State:
         """
         from scipy.optimize import nnls
 
-        rows = self.nonzero_rows
-        A = self.signs[i, rows][:, None] * self.problem.X[rows]
+        sg = self.signs[i, self.nonzero_rows]
         self.num_projections += 1
         tol = 1e-12 * self.xmax * float(np.linalg.norm(c))
-        m = A @ c
+        m = sg * (self.Xnz @ c)
         if m.min(initial=0.0) >= -tol:
             return float(np.linalg.norm(c)), c
-        k = min(rows.size, 4 * self.problem.d)
-        active = np.argpartition(m, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+        cap = 4 * self.problem.d
+        k = min(m.size, cap)
+        active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
         for _ in range(100):
-            Aa = A[active]
+            Aa = sg[active][:, None] * self.Xnz[active]
             lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
             proj = c + Aa.T @ lam
-            m = A @ proj
+            m = sg * (self.Xnz @ proj)
             m[active] = np.inf
             bad = np.flatnonzero(m < -tol)
             if bad.size == 0:
                 return float(np.linalg.norm(proj)), proj
-            if bad.size > 4 * self.problem.d:
-                bad = bad[np.argpartition(m[bad], 4 * self.problem.d)[: 4 * self.problem.d]]
+            if bad.size > cap:
+                bad = bad[np.argpartition(m[bad], cap)[:cap]]
             active = np.union1d(active, bad)
-        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])  # not converged: all rows at once
+        A = sg[:, None] * self.Xnz  # not converged: all rows at once
+        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
         proj = c + A.T @ lam
         return float(np.linalg.norm(proj)), proj
 
@@ -214,13 +216,14 @@ class _State:
 
     def violated_rows(self, U: np.ndarray) -> list[np.ndarray]:
         """Per working group, the most violated cone rows not yet imposed (worst first)."""
-        X, opts = self.problem.X, self.options
+        opts = self.options
         norms = np.linalg.norm(U, axis=1)
         top = float(norms.max(initial=0.0))
+        XU = self.problem.X @ U.T  # (n, S)
         out = []
         for k, (i, rows) in enumerate(zip(self.pattern, self.rows)):
             scale = opts.row_tol * self.xmax * max(norms[k], 1e-6 * top)
-            viol = -(self.signs[i] * (X @ U[k]))
+            viol = -(self.signs[i] * XU[:, k])
             viol[rows] = -np.inf
             bad = np.flatnonzero(viol > scale)
             if bad.size > opts.rows_per_round:

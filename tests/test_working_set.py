@@ -135,6 +135,8 @@ def test_gram_blocks_and_compressed_objective(small_problem):
     G = PatternGram(X, M).matrix(pats)
     A = np.concatenate([M[i][:, None] * X for i in pats], axis=1)
     np.testing.assert_allclose(G, A.T @ A, rtol=1e-12, atol=1e-9)
+    G_lowmem = PatternGram(X, M, max_bytes=100).matrix(pats)  # per-block path (large d)
+    np.testing.assert_allclose(G_lowmem, A.T @ A, rtol=1e-12, atol=1e-9)
     # 1/2 x^T P x + q^T x + offset == value of (4) at the same weights (distinct groups)
     sign = np.array([1.0, -1.0, 1.0, -1.0])
     rows = [np.arange(5)] * 4
