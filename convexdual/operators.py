@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from convexdual._fused_kernels import build_kernels, numba_available
+from convexdual.patches import patch_matrix
 
 __all__ = ["PatternOperator", "unfold_patches"]
 
@@ -110,7 +111,8 @@ class PatternOperator:
         self._cache_masks = backend == "torch" and mask_bytes <= self.memory_budget / 2
         self._mask_cache: list[torch.Tensor] | None = None
         self._kernels: dict[str, Any] | None = None
-        self._np_cache: dict[str, Any] = {}
+        self._cache_patches = self.n * self.d * self.itemsize <= self.memory_budget / 4
+        self._patch_cache: dict[tuple[int, int], torch.Tensor] = {}
         logger.debug("PatternOperator n=%d P=%d d=%d backend=%s batch=%d cache=%s", self.n, self.P, self.d,
                      self.backend, self.batch_images, self._cache_masks)
 
@@ -130,8 +132,20 @@ class PatternOperator:
         return [(s, min(self.N, s + b)) for s in range(0, self.N, b)]
 
     def patches(self, first: int, stop: int) -> torch.Tensor:
-        """Patch rows of images ``first:stop``, ``((stop-first)*H*W, d)``."""
-        return unfold_patches(self.images[first:stop], self.kernel_size)
+        """Patch rows of images ``first:stop``, ``((stop-first)*H*W, d)``.
+
+        Cached per batch when all patch rows fit in a quarter of the memory budget.
+        """
+        key = (first, stop)
+        if key in self._patch_cache:
+            return self._patch_cache[key]
+        if self.device.type == "cpu":  # numpy's strided windows beat im2col on CPU
+            Xb = torch.from_numpy(patch_matrix(self.images[first:stop].numpy(), self.kernel_size))
+        else:
+            Xb = unfold_patches(self.images[first:stop], self.kernel_size)
+        if self._cache_patches:
+            self._patch_cache[key] = Xb
+        return Xb
 
     def batch_masks(self, index: int, Xb: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
         """0/1 masks ``(rows, P)`` of batch ``index`` (cached when allowed) or for the given gates."""
