@@ -18,6 +18,9 @@ SOLVERS: dict[str, str] = {
     "scs": "convexdual.solvers.interior_point:SCSSolver",
     "ecos": "convexdual.solvers.interior_point:ECOSSolver",
     "clarabel-ws": "convexdual.solvers.working_set:WorkingSetSolver",
+    "fista": "convexdual.solvers.fista:FistaSolver",
+    "augmented_lagrangian": "convexdual.solvers.augmented_lagrangian:AugmentedLagrangianSolver",
+    "adam_hinge": "convexdual.solvers.adam_hinge:AdamHingeSolver",
 }
 
 
