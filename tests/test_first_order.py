@@ -1,0 +1,159 @@
+"""Pattern operator and torch solvers: references are the explicit patch matrix, Clarabel and
+the exact certificate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import convexdual as cd
+from convexdual._fused_kernels import numba_available
+from convexdual.operators import PatternOperator
+from convexdual.result import Status
+from convexdual.solvers.adam_hinge import AdamHingeOptions
+from convexdual.solvers.augmented_lagrangian import AugmentedLagrangianOptions
+from convexdual.solvers.fista import FistaOptions, FistaSolver, group_soft_threshold
+
+BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_operator_matches_explicit_patch_matrix(small_problem, backend, dtype, tol):
+    p = small_problem
+    rng = np.random.default_rng(1)
+    V, r = rng.standard_normal((p.P, p.d)), rng.standard_normal(p.n)
+    # a tiny budget forces several image batches (the chunked path)
+    op = PatternOperator.from_problem(p, backend=backend, dtype=dtype, memory_budget_mb=0.05)
+    assert len(op.batches()) > 1
+    fwd_ref = p.predict(V, np.zeros_like(V))
+    adj_ref = p.row_masks @ (p.X * r[:, None])
+    assert np.allclose(op.forward(V).double().numpy(), fwd_ref, atol=tol * np.abs(fwd_ref).max())
+    assert np.allclose(op.adjoint(r).double().numpy(), adj_ref, atol=tol * np.abs(adj_ref).max())
+    yhat, g = op.gradient_sq(V, p.y)
+    g_ref = p.row_masks @ (p.X * (fwd_ref - p.y)[:, None])
+    assert np.allclose(g.double().numpy(), g_ref, atol=tol * np.abs(g_ref).max())
+
+
+def test_operator_rejects_bad_input(small_problem):
+    with pytest.raises(ValueError, match="dtype"):
+        PatternOperator.from_problem(small_problem, dtype=torch.int32)
+    with pytest.raises(ValueError, match="backend"):
+        PatternOperator.from_problem(small_problem, backend="fortran")
+    op = PatternOperator.from_problem(small_problem)
+    with pytest.raises(ValueError, match="shape"):
+        op.forward(np.zeros((3, 3)))
+
+
+def test_group_soft_threshold_is_the_prox():
+    V = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=torch.float64)
+    out = group_soft_threshold(V, 1.0)
+    assert torch.allclose(out[0], torch.tensor([2.4, 3.2], dtype=torch.float64))
+    assert torch.all(out[1] == 0)
+
+
+def _gated_reference(p):
+    """The gated relaxation solved by CVXPY/Clarabel (independent reference)."""
+    import cvxpy as cp
+
+    V = cp.Variable((p.P, p.d))
+    X, M = p.X, p.row_masks
+    pred = cp.sum(cp.multiply(M.T, X @ V.T), axis=1)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - p.y) + p.beta * cp.sum(cp.norm(V, 2, axis=1))))
+    prob.solve(solver="CLARABEL")
+    return prob.value
+
+
+def test_fista_solves_the_gated_relaxation(small_problem, small_solution):
+    r = cd.solve(small_problem, solver="fista", options=FistaOptions(tol=1e-7, max_iter=20_000))
+    ref = _gated_reference(small_problem)
+    assert abs(r.objective - ref) <= 1e-5 * abs(ref)
+    assert r.info["lower_bound"] <= ref * (1 + 1e-9)
+    # the relaxation is a lower bound of (4); its point violates (4)'s cones here,
+    # so the solver must not call it optimal for (4)
+    assert ref <= small_solution.objective * (1 + 1e-9)
+    if r.certificate.max_violation > 1e-7:
+        assert r.status is Status.OPTIMAL_INACCURATE
+
+
+def test_fista_float32_close_to_float64(small_problem):
+    a = FistaSolver().solve(small_problem, FistaOptions(tol=1e-5, dtype="float64"))
+    b = FistaSolver().solve(small_problem, FistaOptions(tol=1e-5, dtype="float32"))
+    assert abs(a.objective - b.objective) <= 1e-4 * abs(a.objective)
+
+
+def test_fista_checkpoint_resume_continues_the_same_run(small_problem, tmp_path):
+    ck = tmp_path / "f.pt"
+    full = FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=60, check_every=20))
+    FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=30, checkpoint_path=str(ck),
+                                                    checkpoint_every=30, check_every=20))
+    resumed = FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=60, resume_from=str(ck),
+                                                              check_every=20))
+    assert resumed.iterations == full.iterations == 60
+    assert np.array_equal(resumed.W, full.W) and np.array_equal(resumed.Z, full.Z)
+
+
+def test_fista_is_deterministic(small_problem):
+    a = FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=40, seed=3))
+    b = FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=40, seed=3))
+    assert np.array_equal(a.W, b.W)
+
+
+def test_checkpoint_from_other_solver_is_refused(small_problem, tmp_path):
+    ck = tmp_path / "a.pt"
+    cd.solve(small_problem, solver="adam_hinge", certify=False, recover=False,
+             options=AdamHingeOptions(max_iter=2, check_every=1, checkpoint_path=str(ck), checkpoint_every=1))
+    with pytest.raises(ValueError, match="adam_hinge"):
+        FistaSolver().solve(small_problem, FistaOptions(resume_from=str(ck)))
+
+
+def test_adam_hinge_is_reported_honestly(small_problem, small_solution, tmp_path):
+    opts = AdamHingeOptions(max_iter=6, batch_size=2, check_every=3, seed=0)
+    r = cd.solve(small_problem, solver="adam_hinge", options=opts)
+    assert r.status is not Status.OPTIMAL or r.certificate.ok
+    assert len(r.history) == 2 and all(np.isfinite(h["relative_gap"]) for h in r.history)
+    # resume: 3 epochs + 3 epochs == 6 epochs (same minibatch order, same Adam state)
+    ck = tmp_path / "h.pt"
+    cd.solve(small_problem, solver="adam_hinge", recover=False, certify=False,
+             options=opts.replace(max_iter=3, checkpoint_path=str(ck), checkpoint_every=3))
+    r2 = cd.solve(small_problem, solver="adam_hinge", recover=False, certify=False,
+                  options=opts.replace(resume_from=str(ck)))
+    assert np.allclose(r2.W, r.W, rtol=0, atol=1e-12) and np.allclose(r2.Z, r.Z, rtol=0, atol=1e-12)
+
+
+def test_augmented_lagrangian_never_claims_a_wrong_optimum(small_problem, small_solution):
+    r = cd.solve(small_problem, solver="augmented_lagrangian",
+                 options=AugmentedLagrangianOptions(max_iter=5, inner_iter=50))
+    assert r.certificate.max_violation <= 1e-9  # the exact polish keeps every point feasible
+    assert r.objective >= small_solution.objective * (1 - 1e-9)
+    if r.status is Status.OPTIMAL:
+        assert r.certificate.relative_gap <= 1e-6
+    else:
+        assert r.status is Status.MAX_ITERATIONS
+
+
+def test_options_validation():
+    with pytest.raises(ValueError, match="dtype"):
+        FistaOptions(dtype="float16")
+    with pytest.raises(ValueError, match="resume_from"):
+        FistaOptions(resume_from="/nonexistent/ckpt.pt")
+
+
+@pytest.mark.gpu
+def test_operator_and_fista_on_cuda(small_problem):
+    op = PatternOperator.from_problem(small_problem, device="cuda", dtype=torch.float64)
+    V = np.random.default_rng(0).standard_normal((small_problem.P, small_problem.d))
+    ref = small_problem.predict(V, np.zeros_like(V))
+    assert np.allclose(op.forward(V).cpu().numpy(), ref, atol=1e-10 * np.abs(ref).max())
+    a = FistaSolver().solve(small_problem, FistaOptions(tol=1e-6, device="cuda"))
+    b = FistaSolver().solve(small_problem, FistaOptions(tol=1e-6, device="cpu"))
+    assert abs(a.objective - b.objective) <= 1e-5 * abs(b.objective)
