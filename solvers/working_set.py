@@ -56,7 +56,11 @@ class WorkingSetOptions(SolverOptions):
     """Options of the working-set interior-point solver.
 
     Attributes:
-        tol: Clarabel's gap and feasibility tolerances for every restricted solve.
+        tol: Clarabel's gap tolerances (absolute and relative) for every restricted solve.
+        feas_tol: Clarabel's feasibility tolerance. The cone rows are scaled to unit
+            norm, so this bounds their violation relative to ``||u||``; 1e-9 often
+            ended AlmostSolved (the rows have zero right-hand side), while every full
+            row is still checked against ``row_tol`` and the certificate's 1e-7.
         max_iter: Clarabel iteration limit per restricted solve.
         time_limit: seconds for the whole loop (checks included), or None.
         max_rounds: restricted solves before giving up (status MAX_ITERATIONS).
@@ -77,11 +81,12 @@ class WorkingSetOptions(SolverOptions):
     """
 
     tol: float = 1e-9
+    feas_tol: float = 1e-8
     max_iter: int = 200
     max_rounds: int = 50
     init_groups: int = 16
     groups_per_round: int = 16
-    init_rows: int = 24
+    init_rows: int = 48
     rows_per_round: int = 32
     row_tol: float = 1e-9
     group_tol: float = 1e-8
@@ -97,6 +102,8 @@ class WorkingSetOptions(SolverOptions):
         for name in ("init_groups", "init_rows"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 means all), got {getattr(self, name)}")
+        if not (self.feas_tol > 0):
+            raise ValueError(f"feas_tol must be > 0, got {self.feas_tol}")
         for name in ("row_tol", "group_tol"):
             if not (getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -136,6 +143,7 @@ class _State:
         self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
         self.signs = 2.0 * problem.row_masks - 1.0  # (P, n)
         self.Xnz = X[self.nonzero_rows]  # the rows that constrain anything
+        self.row_scale = 1.0 / np.where(self.xnorm > 0, self.xnorm, 1.0)  # unit-norm cone rows
         self.Xy = X * problem.y[:, None]
         self.gram = PatternGram(X, problem.row_masks) if options.compressed else None
         self.pattern: list[int] = []
@@ -250,7 +258,8 @@ class WorkingSetSolver:
 
         st = clarabel.DefaultSettings()
         st.verbose = bool(options.verbose)
-        st.tol_gap_abs = st.tol_gap_rel = st.tol_feas = float(options.tol)
+        st.tol_gap_abs = st.tol_gap_rel = float(options.tol)
+        st.tol_feas = float(options.feas_tol)
         st.max_iter = int(options.max_iter)
         st.direct_solve_method = options.clarabel_kkt
         if time_left is not None:
@@ -321,7 +330,7 @@ class WorkingSetSolver:
         for rnd in range(1, options.max_rounds + 1):
             t0 = time.perf_counter()
             prog = build_restricted(problem, np.array(state.pattern), np.array(state.sign), state.rows,
-                                    compressed=options.compressed, gram=state.gram)
+                                    compressed=options.compressed, gram=state.gram, cone_scale=state.row_scale)
             t1 = time.perf_counter()
             left = None if options.time_limit is None else options.time_limit - (t1 - t_start)
             if left is not None and left <= 0:

@@ -174,6 +174,8 @@ def test_bad_options_are_refused():
         WorkingSetOptions(init_rows=-1)
     with pytest.raises(ValueError, match="clarabel_kkt"):
         WorkingSetOptions(clarabel_kkt="mkl")
+    with pytest.raises(ValueError, match="feas_tol"):
+        WorkingSetOptions(feas_tol=0.0)
     with pytest.raises(ValueError, match="row_tol"):
         WorkingSetOptions(row_tol=-1.0)
 
