@@ -10,6 +10,11 @@ import convexdual as cd
 from convexdual.data import add_noise, load_digits_dataset
 
 
+# Tests run beside other processes on small machines: one intra-op thread is the
+# fastest setting for these tiny problems (set for the test session only).
+torch.set_num_threads(1)
+
+
 def _devices():
     devs = ["cpu"]
     if torch.cuda.is_available():

@@ -1,0 +1,120 @@
+"""Every installed interior-point solver reaches the same certified optimum, and the
+recovered CNN reproduces it; losses and the residual net agree with an independently
+written CVXPY model on a naively built patch matrix."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import convexdual as cd
+from convexdual._registry import get_solver
+from tests.conftest import make_digits
+
+IP_SOLVERS = [s for s in ("clarabel", "ecos", "mosek", "scs") if get_solver(s).available()[0]]
+
+
+def naive_patches(x, k):
+    """Row (n, h, w), column (c, a, b) = x[n, c, h + a - k//2, w + b - k//2] (zero outside)."""
+    N, C, H, W = x.shape
+    p = k // 2
+    rows = []
+    for n in range(N):
+        for h in range(H):
+            for w in range(W):
+                row = []
+                for c in range(C):
+                    for a in range(k):
+                        for b in range(k):
+                            i, j = h + a - p, w + b - p
+                            row.append(x[n, c, i, j] if 0 <= i < H and 0 <= j < W else 0.0)
+                rows.append(row)
+    return np.array(rows)
+
+
+def independent_optimum(noisy, clean, k, beta, gates, loss, delta, residual):
+    x = noisy[:, None] if noisy.ndim == 3 else noisy
+    X = naive_patches(x, k)
+    y = (clean - x[:, 0] if residual else clean).reshape(-1)
+    D = (X @ gates.T >= 0).astype(float)  # (n, P)
+    Ws = [cp.Variable(X.shape[1]) for _ in gates]
+    Zs = [cp.Variable(X.shape[1]) for _ in gates]
+    pred = sum(cp.multiply(D[:, i], X @ (Ws[i] - Zs[i])) for i in range(len(gates)))
+    r = pred - y
+    fit = {"squared": 0.5 * cp.sum_squares(r), "absolute": cp.sum(cp.abs(r)),
+           "huber": cp.sum(cp.huber(r, delta)) / 2}[loss]
+    cons = []
+    for i in range(len(gates)):
+        S = 2 * D[:, i] - 1
+        cons += [cp.multiply(S, X @ Ws[i]) >= 0, cp.multiply(S, X @ Zs[i]) >= 0]
+    reg = sum(cp.norm(w, 2) + cp.norm(z, 2) for w, z in zip(Ws, Zs))
+    prob = cp.Problem(cp.Minimize(fit + beta * reg), cons)
+    prob.solve(solver="ECOS", abstol=1e-9, reltol=1e-9, feastol=1e-9, max_iters=500)  # a second solver
+    assert prob.status == "optimal"
+    return prob.value
+
+
+def check_result(res, problem, tol=1e-6):
+    assert res.status is cd.Status.OPTIMAL, res.message
+    cert = res.certificate
+    assert cert.ok, cert
+    assert cert.relative_gap <= tol
+    assert cert.max_violation <= 1e-7
+    assert cert.dual_bound <= res.objective + 1e-9 * abs(res.objective)
+    assert abs(cert.network_objective - res.objective) <= tol * abs(res.objective)
+    # the recovered net reproduces the convex model's prediction on the training data
+    pred = res.network.predict(problem.inputs).reshape(-1) - problem.skip.reshape(-1)
+    np.testing.assert_allclose(pred, problem.predict(res.W, res.Z), atol=1e-5 * np.abs(problem.y).max())
+
+
+@pytest.mark.parametrize("seed,num_images,num_patterns", [(0, 3, 10), (1, 4, 20), (2, 5, 15)])
+def test_interior_point_solvers_agree(seed, num_images, num_patterns):
+    noisy, clean = make_digits(num_images, 0.5, seed)
+    pats = cd.sample_patterns(noisy, 3, num_patterns, seed=seed)
+    beta = 0.02 * cd.beta_max(noisy, clean, 3, pats)
+    problem = cd.build_problem(noisy, clean, 3, beta, patterns=pats)
+    objs = {}
+    for s in IP_SOLVERS:
+        res = cd.solve(problem, solver=s)
+        check_result(res, problem)
+        objs[s] = res.objective
+    ref = objs["clarabel"]
+    for s, v in objs.items():
+        assert abs(v - ref) <= 1e-6 * abs(ref), (s, v, ref)
+
+
+@pytest.mark.slow
+def test_interior_point_solvers_agree_10_digits_50_patterns():
+    noisy, clean = make_digits(10, 0.5, 7)
+    pats = cd.sample_patterns(noisy, 3, 50, seed=7)
+    problem = cd.build_problem(noisy, clean, 3, 0.02 * cd.beta_max(noisy, clean, 3, pats), patterns=pats)
+    objs = {s: cd.solve(problem, solver=s) for s in IP_SOLVERS if s != "scs"}
+    for r in objs.values():
+        check_result(r, problem)
+    ref = objs["clarabel"].objective
+    assert all(abs(r.objective - ref) <= 1e-6 * abs(ref) for r in objs.values())
+
+
+@pytest.mark.parametrize("loss", ["squared", "absolute", "huber"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_losses_and_residual_against_independent_model(loss, residual):
+    noisy, clean = make_digits(2, 0.5, 3, crop=6)
+    pats = cd.sample_patterns(noisy, 3, 6, seed=5)
+    beta = 0.05 * cd.beta_max(noisy, clean, 3, pats, residual=residual)
+    problem = cd.build_problem(noisy, clean, 3, beta, patterns=pats, loss=loss, huber_delta=0.7,
+                               residual=residual)
+    res = cd.solve(problem, solver="clarabel")
+    check_result(res, problem)
+    ref = independent_optimum(noisy, clean, 3, beta, pats.gates, loss, 0.7, residual)
+    assert abs(res.objective - ref) <= 1e-6 * abs(ref)
+
+
+def test_multichannel_residual_skip_uses_named_channel():
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal((2, 5, 5))
+    noisy = np.stack([clean + 0.3 * rng.standard_normal(clean.shape), rng.standard_normal(clean.shape)], 1)
+    pats = cd.sample_patterns(noisy, 3, 8, seed=0)
+    p0 = cd.build_problem(noisy, clean, 3, 1.0, patterns=pats, residual=True, residual_channel=0)
+    np.testing.assert_array_equal(p0.y, (clean - noisy[:, 0]).ravel())
+    res = cd.solve(p0, solver="clarabel")
+    check_result(res, p0)
+    assert res.network.residual and res.network.residual_channel == 0
