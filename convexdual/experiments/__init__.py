@@ -13,7 +13,12 @@ import importlib
 
 __all__ = ["EXPERIMENTS", "add_parser"]
 
-EXPERIMENTS: dict[str, str] = {}
+EXPERIMENTS: dict[str, str] = {
+    "zero-gap": "convexdual.experiments.mnist.zero_gap",
+    "pattern-ablation": "convexdual.experiments.mnist.pattern_ablation",
+    "noise-robustness": "convexdual.experiments.mnist.noise_robustness",
+    "reconstructions": "convexdual.experiments.mnist.reconstructions",
+}
 
 
 def add_parser(sub) -> None:
