@@ -155,7 +155,7 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
     gap = p - g
     denom = max(abs(p), 1e-300)
     viol = problem.cone_violation(W, Z, rel_tol_groups)
-    aw, az = active_groups(W, Z, rel_tol_groups)
+    aw, az = active_groups(W, Z, rel_tol_groups, problem.weight_scale)
     net_obj = rec_err = None
     if network is not None:
         net_obj = primal_objective(network, problem.inputs, problem.targets, problem.beta, problem.loss)

@@ -94,6 +94,14 @@ class DualProblem:
         return patch_matrix(self.inputs, self.kernel_size)
 
     @functools.cached_property
+    def weight_scale(self) -> float:
+        """Natural size of a group's weights, ``max|y| / max_j ||x_j||``: thresholds for
+        "zero" groups are relative to it (and to the largest group)."""
+        xmax = float(np.linalg.norm(self.X, axis=1).max()) if self.n * self.d <= 50_000_000 else float(
+            np.sqrt((self.inputs**2).sum(axis=1).max() * self.kernel_size**2))
+        return float(np.abs(self.y).max()) / xmax if xmax > 0 else 0.0
+
+    @functools.cached_property
     def row_masks(self) -> np.ndarray:
         """``(P, n)`` float64 0/1 masks."""
         return self.patterns.row_masks().astype(np.float64)
@@ -133,11 +141,12 @@ class DualProblem:
         W, Z = self.check_weights(W, Z)
         S = 2.0 * self.row_masks - 1.0  # (P, n)
         xmax = float(np.linalg.norm(self.X, axis=1).max()) or 1.0
-        top = max(np.linalg.norm(W, axis=1).max(initial=0.0), np.linalg.norm(Z, axis=1).max(initial=0.0))
+        top = max(np.linalg.norm(W, axis=1).max(initial=0.0), np.linalg.norm(Z, axis=1).max(initial=0.0),
+                  self.weight_scale)
         worst = 0.0
         for V in (W, Z):
             norms = np.linalg.norm(V, axis=1)
-            nz = norms > rel_tol * top
+            nz = norms > rel_tol * top if top > 0 else norms > 0
             if not nz.any():
                 continue
             XV = (self.X @ V[nz].T).T  # (p, n)

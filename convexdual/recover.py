@@ -11,21 +11,25 @@ from convexdual.problem import DualProblem
 __all__ = ["recover_filters", "recover_network", "active_groups"]
 
 
-def active_groups(W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of the nonzero groups: ``||w_i|| > rel_tol * max_j ||.||``.
+def active_groups(W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6,
+                  scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the nonzero groups: ``||w_i|| > rel_tol * max(max_j ||.||, scale)``.
 
     Interior-point solutions carry tiny nonzeros (~1e-10) on inactive groups;
     this threshold is explicit so the neuron count is honest and reproducible.
+    ``scale`` is the data's natural weight size (``DualProblem.weight_scale``), so an
+    all-zero solution is not mistaken for a net of tiny neurons.
     """
     nw = np.linalg.norm(W, axis=1)
     nz = np.linalg.norm(Z, axis=1)
-    top = max(nw.max(initial=0.0), nz.max(initial=0.0))
-    if top == 0.0:
-        return np.zeros(len(W), bool), np.zeros(len(Z), bool)
-    return nw > rel_tol * top, nz > rel_tol * top
+    thr = rel_tol * max(nw.max(initial=0.0), nz.max(initial=0.0), float(scale))
+    if thr == 0.0:
+        return nw > 0, nz > 0
+    return nw > thr, nz > thr
 
 
-def recover_filters(W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def recover_filters(W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6,
+                    scale: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eq. (5): ``u = w/sqrt(||w||), v = +sqrt(||w||)`` and ``u = z/sqrt(||z||), v = -sqrt(||z||)``.
 
     Returns:
@@ -34,7 +38,7 @@ def recover_filters(W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> tupl
     """
     W = np.asarray(W, dtype=np.float64)
     Z = np.asarray(Z, dtype=np.float64)
-    aw, az = active_groups(W, Z, rel_tol)
+    aw, az = active_groups(W, Z, rel_tol, scale)
     nw = np.linalg.norm(W[aw], axis=1)
     nz = np.linalg.norm(Z[az], axis=1)
     U = np.concatenate([W[aw] / np.sqrt(nw)[:, None], Z[az] / np.sqrt(nz)[:, None]])
@@ -47,7 +51,7 @@ def recover_network(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, rel_t
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> TwoLayerConvNet:
     """The torch CNN of eq. (1) with the recovered filters; on ``device``."""
     W, Z = problem.check_weights(W, Z)
-    U, v, _ = recover_filters(W, Z, rel_tol)
+    U, v, _ = recover_filters(W, Z, rel_tol, problem.weight_scale)
     return TwoLayerConvNet.from_filters(U, v, problem.in_channels, problem.kernel_size,
                                         residual=problem.residual, residual_channel=problem.residual_channel,
                                         dtype=dtype, device=device)
