@@ -212,3 +212,26 @@ def test_search_conv_path_equals_explicit_path(device):
     b = search_descent(x, 3, r, 1.0, num_starts=8, num_gates=32, steps=50, seed=4, explicit_limit=0, device=device)
     assert a.max_ratio == pytest.approx(b.max_ratio, rel=1e-9)
     assert a.max_ratio > 0 and np.allclose(a.best.u, b.best.u, atol=1e-8)
+
+
+def test_cli_certify_writes_report_and_improved_net(tmp_path, exact_case):
+    from convexdual.cli import main
+
+    noisy, clean, beta, _, _ = exact_case
+    np.savez(tmp_path / "data.npz", noisy=noisy, clean=clean)
+    U = np.random.default_rng(0).standard_normal((3, 9))
+    cd.TwoLayerConvNet.from_filters(U, np.array([1.0, -0.5, 0.3]), 1, 3).save(tmp_path / "net.pt")
+    rc = main(["certify", "--net", str(tmp_path / "net.pt"), "--data", str(tmp_path / "data.npz"), "--beta",
+               repr(beta), "--out", str(tmp_path / "c.json"), "--save-improved", str(tmp_path / "better.pt")])
+    rep = json.loads((tmp_path / "c.json").read_text())
+    assert rc == 1 and rep["certificate"]["status"] == "not_optimal"
+    assert rep["certificate"]["verdict"].startswith("not optimal: the objective can drop by")
+    rc2 = main(["certify", "--net", str(tmp_path / "better.pt"), "--data", str(tmp_path / "data.npz"), "--beta",
+                repr(beta), "--out", str(tmp_path / "c2.json")])
+    rep2 = json.loads((tmp_path / "c2.json").read_text())
+    assert rc2 == 0 and rep2["certificate"]["verdict"] == "globally optimal (exact enumeration)"
+    assert rep2["certificate"]["objective"] == pytest.approx(
+        rep["certificate"]["objective"] - rep["certificate"]["improvement"], rel=1e-9)
+    np.savez(tmp_path / "clean_only.npz", clean=clean)
+    assert main(["certify", "--net", str(tmp_path / "net.pt"), "--data", str(tmp_path / "clean_only.npz"),
+                 "--beta", "1.0"]) == 2

@@ -1,0 +1,256 @@
+"""Pattern generation: solve (4) by column generation over sign patterns (MATH.md §6).
+
+Random sampling needs thousands of patterns before the restricted program (4) stops
+improving (the paper: about 4,000 at sigma = 0.5). Most of them end up with zero
+groups. Column generation builds the pattern set from the problem instead:
+
+1. solve (4) over a few patterns S (any registered solver);
+2. with the optimal residual ``r = y - yhat`` (``-dL/dyhat`` for other losses),
+   search all of R^d for descent neurons ``|r^T relu(X u)| > beta ||u||``
+   (:func:`convexdual.descent.search_descent`): they are exactly the violated dual
+   constraints of the full program, i.e. patterns whose groups would enter;
+3. add the cells of the best violators to S and re-solve; stop when the search finds
+   no violator outside S.
+
+Each round's solve is a full solve over the grown S (Clarabel has no warm start; the
+default inner solver ``"clarabel-ws"`` keeps each re-solve small with its own working
+set). When the loop stops, the last solve is certified over S and the search found no
+descent neuron in its starts: optimal over S, with no evidence of a better pattern
+(a search, not a proof; exact enumeration is the proof on tiny data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from convexdual.descent import search_descent
+from convexdual.patterns import SignPatterns, patterns_from_gates
+from convexdual.problem import DualProblem
+from convexdual.result import SolveResult
+
+__all__ = ["GenerationOptions", "PatternGenerationResult", "generate_patterns"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Options of :func:`generate_patterns`.
+
+    Attributes:
+        max_rounds: solves before giving up (``converged`` stays False).
+        patterns_per_round: most new cells added per round (best violators first).
+        num_starts, num_gates, search_steps: the descent search of each round.
+        margin: a cell is a violator when its ratio exceeds ``1 + margin``.
+        seed: seeds every round's search (round ``t`` uses ``seed + t``).
+        time_limit: seconds for the whole loop (checked between rounds), or None.
+        device: where the search's convolutions run.
+        checkpoint_path: ``.npz`` written after every round (the gates of S and the
+            history); ``resume_from`` restarts from such a file.
+        resume_from: a checkpoint of a run on the same data and kernel size.
+    """
+
+    max_rounds: int = 40
+    patterns_per_round: int = 8
+    num_starts: int = 64
+    num_gates: int = 1024
+    search_steps: int = 200
+    margin: float = 1e-6
+    seed: int = 0
+    time_limit: float | None = None
+    device: str = "cpu"
+    checkpoint_path: str | None = None
+    resume_from: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_rounds", "patterns_per_round"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_starts", "num_gates", "search_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_starts + self.num_gates == 0:
+            raise ValueError("the search needs num_starts > 0 or num_gates > 0")
+        if not (self.margin >= 0):
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.time_limit is not None and not (self.time_limit > 0):
+            raise ValueError(f"time_limit must be > 0 seconds or None, got {self.time_limit}")
+        if self.resume_from is not None and not Path(self.resume_from).is_file():
+            raise ValueError(f"resume_from={self.resume_from!r} is not a file; give a checkpoint_path of an earlier run")
+
+
+@dataclass(frozen=True, eq=False)
+class PatternGenerationResult:
+    """Outcome of :func:`generate_patterns`.
+
+    Attributes:
+        result: the final solve (network and certificate over the final S attached).
+        problem: program (4) over the final pattern set S.
+        patterns: the final S.
+        converged: the last search found no violator outside S.
+        rounds: per round: ``round, patterns, objective, dual_bound, status,
+            max_ratio, added, solve_seconds, search_seconds``.
+        message: why the loop stopped.
+        seconds: wall time of the whole loop.
+    """
+
+    result: SolveResult
+    problem: DualProblem
+    patterns: SignPatterns
+    converged: bool
+    rounds: tuple[dict[str, Any], ...]
+    message: str
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_patterns(self) -> int:
+        return self.patterns.num_patterns
+
+    def summary(self) -> str:
+        last = self.rounds[-1] if self.rounds else {}
+        return (f"pattern generation: {'converged' if self.converged else 'NOT converged'} after "
+                f"{len(self.rounds)} round(s), {self.num_patterns} patterns, objective "
+                f"{self.result.objective:.10g}, last max ratio {last.get('max_ratio', float('nan')):.6g} "
+                f"({self.seconds:.1f} s): {self.message}")
+
+
+def _default_solver(problem: DualProblem) -> str:
+    from convexdual._registry import SOLVERS
+
+    return "clarabel-ws" if (problem.loss.name == "squared" and "clarabel-ws" in SOLVERS) else "clarabel"
+
+
+def _with_patterns(problem: DualProblem, patterns: SignPatterns) -> DualProblem:
+    return dataclasses.replace(problem, patterns=patterns)
+
+
+def _save(path: str, patterns: SignPatterns, rounds: list[dict[str, Any]]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp.npz")
+    np.savez(tmp, gates=patterns.gates, rounds=np.array(json.dumps(rounds)))
+    tmp.replace(p)
+
+
+def generate_patterns(
+    problem: DualProblem,
+    *,
+    solver: str | None = None,
+    solver_options: Any = None,
+    options: GenerationOptions | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> PatternGenerationResult:
+    """Solve (4) by column generation, starting from ``problem.patterns``.
+
+    Args:
+        problem: the data, beta, loss and the *initial* patterns (a few sampled ones,
+            e.g. ``build_problem(..., num_patterns=8)``).
+        solver: inner solver name for every round; default "clarabel-ws" for the
+            squared loss (exact, working sets), else "clarabel".
+        solver_options: that solver's options dataclass (None: its defaults).
+        options: :class:`GenerationOptions`.
+        callback: called with each round's record.
+
+    Returns:
+        A :class:`PatternGenerationResult`; ``result`` is the final certified solve.
+
+    Raises:
+        TypeError: ``problem`` is not a DualProblem.
+        ValueError: a checkpoint that does not fit the data.
+    """
+    from convexdual.api import solve
+
+    if not isinstance(problem, DualProblem):
+        raise TypeError(f"problem must be a DualProblem from convexdual.build_problem(); got {type(problem).__name__}")
+    opts = options if options is not None else GenerationOptions()
+    name = solver or _default_solver(problem)
+    t0 = time.perf_counter()
+    S = problem.patterns
+    rounds: list[dict[str, Any]] = []
+    if opts.resume_from is not None:
+        blob = np.load(opts.resume_from)
+        gates = np.asarray(blob["gates"], dtype=np.float64)
+        if gates.ndim != 2 or gates.shape[1] != problem.d:
+            raise ValueError(f"checkpoint {opts.resume_from} holds gates of shape {gates.shape}, "
+                             f"but this problem has d = {problem.d}")
+        S = patterns_from_gates(problem.inputs, problem.kernel_size, gates, source="generated")
+        rounds = list(json.loads(str(blob["rounds"])))
+        logger.info("resumed pattern generation from %s: %d patterns, %d rounds", opts.resume_from, len(S),
+                    len(rounds))
+    converged = False
+    message = ""
+    result: SolveResult | None = None
+    prob = _with_patterns(problem, S)
+    for t in range(len(rounds), int(opts.max_rounds)):
+        prob = _with_patterns(problem, S)
+        ts = time.perf_counter()
+        result = solve(prob, solver=name, options=solver_options)
+        solve_s = time.perf_counter() - ts
+        if result.W is None or not result.status.has_solution:
+            message = f"round {t}: solver {name!r} ended with status {result.status.value} and no solution"
+            break
+        r = prob.loss.dual_candidate(prob.predict(result.W, result.Z) - prob.y)
+        ts = time.perf_counter()
+        extra = [S.gates]
+        if result.network is not None and result.network.width > 0:
+            extra.append(result.network.filters()[0])
+        search = search_descent(prob.inputs, prob.kernel_size, r, prob.beta, num_starts=opts.num_starts,
+                                num_gates=opts.num_gates, steps=opts.search_steps, extra_gates=np.concatenate(extra),
+                                seed=opts.seed + t, margin=opts.margin, device=opts.device)
+        search_s = time.perf_counter() - ts
+        added = 0
+        if search.violators:
+            gates = np.array([c.gate for c in search.violators])
+            new = patterns_from_gates(prob.inputs, prob.kernel_size, gates, source="generated")
+            grown = S.union(new)
+            # keep the best `patterns_per_round` genuinely new cells (violators come best first)
+            fresh = np.arange(S.num_patterns, grown.num_patterns)[: int(opts.patterns_per_round)]
+            added = int(len(fresh))
+            if added:
+                keep = np.concatenate([np.arange(S.num_patterns), fresh])
+                S = SignPatterns(gates=grown.gates[keep], masks=grown.masks[keep], exact=False,
+                                 num_requested=len(keep), source="generated")
+        cert = result.certificate
+        rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
+               "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),
+               "status": result.status.value, "max_ratio": float(search.max_ratio), "added": added,
+               "solve_seconds": solve_s, "search_seconds": search_s, "elapsed": time.perf_counter() - t0}
+        rounds.append(rec)
+        logger.info("generation round %d: P=%d objective %.10g max ratio %.6g, +%d patterns",
+                    t, prob.P, result.objective, search.max_ratio, added)
+        if callback is not None:
+            callback(rec)
+        if opts.checkpoint_path is not None:
+            _save(opts.checkpoint_path, S, rounds)
+        if added == 0:
+            converged = True
+            message = (f"no descent neuron outside S found in {search.num_starts} starts and "
+                       f"{search.num_gates} gates (max ratio {search.max_ratio:.6g}; a search, not a proof)")
+            break
+        if opts.time_limit is not None and time.perf_counter() - t0 > opts.time_limit:
+            message = f"time limit {opts.time_limit} s reached after round {t}"
+            break
+    else:
+        message = message or f"max_rounds={opts.max_rounds} reached with violators still found"
+    if result is None:  # resumed at or beyond max_rounds: solve once over the loaded set
+        prob = _with_patterns(problem, S)
+        result = solve(prob, solver=name, options=solver_options)
+        message = message or "no round left to run (resumed at max_rounds); solved over the loaded patterns"
+    elif not converged and prob.P != S.num_patterns and result.status.has_solution:
+        # the last round added patterns: solve once more so the result matches S
+        prob = _with_patterns(problem, S)
+        result = solve(prob, solver=name, options=solver_options)
+    secs = time.perf_counter() - t0
+    logger.info("pattern generation: %s", message)
+    return PatternGenerationResult(result=result, problem=prob, patterns=prob.patterns, converged=converged,
+                                   rounds=tuple(rounds), message=message, seconds=secs,
+                                   info={"solver": name, "initial_patterns": problem.P})
