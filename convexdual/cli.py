@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "solve": "convexdual.cli_solve",
     "solvers": "convexdual.cli_solve",
     "experiment": "convexdual.experiments",
+    "certify": "convexdual.cli_certify",
 }
 
 
