@@ -39,7 +39,7 @@ class InteriorPointOptions(SolverOptions):
         native: extra backend options, passed to ``cvxpy.Problem.solve`` as given.
     """
 
-    tol: float = 1e-9
+    tol: float = 1e-8
     max_iter: int = 200
     clarabel_kkt: str = "faer"
 
