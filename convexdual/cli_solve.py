@@ -29,7 +29,9 @@ def add_parser(sub) -> None:
     g.add_argument("--beta-fraction", type=float, default=0.02,
                    help="beta = fraction * max_i ||X^T D_i y|| (used when --beta is not given)")
     p.add_argument("--patterns", default="100",
-                   help="number of sampled sign patterns, or 'enumerate' for the exact arrangement (tiny data)")
+                   help="number of sampled sign patterns, 'enumerate' for the exact arrangement (tiny data), or "
+                        "'generate' (column generation from 8 sampled patterns; give --beta, as beta_max over 8 "
+                        "patterns is small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss", choices=["squared", "absolute", "huber"], default="squared")
     p.add_argument("--huber-delta", type=float, default=1.0)
@@ -77,6 +79,8 @@ def run(args) -> int:
     t = _step(f"sign patterns ({args.patterns})")
     if str(args.patterns).lower() == "enumerate":
         patterns = cd.enumerate_patterns(noisy, args.kernel_size)
+    elif str(args.patterns).lower() == "generate":  # the initial set of pattern generation
+        patterns = cd.sample_patterns(noisy, args.kernel_size, 8, seed=args.seed)
     else:
         try:
             num = int(args.patterns)
@@ -100,7 +104,15 @@ def run(args) -> int:
         changes["time_limit"] = args.time_limit
     options = dataclasses.replace(options, **changes)
     _step(f"solving (4) with {backend.name}: n={problem.n}, d={problem.d}, P={problem.P}, beta={beta:.6g}")
-    result = cd.solve(problem, solver=backend.name, options=options)
+    if str(args.patterns).lower() == "generate":
+        from convexdual.pattern_generation import generate_patterns
+
+        gen = generate_patterns(problem, solver=None if args.solver == "auto" else backend.name,
+                                solver_options=None if args.solver == "auto" else options)
+        print(gen.summary())
+        result, problem, patterns = gen.result, gen.problem, gen.patterns
+    else:
+        result = cd.solve(problem, solver=backend.name, options=options)
     print(result.summary())
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"data": source, "problem": problem.describe(), "result": result.to_dict()}
