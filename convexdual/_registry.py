@@ -21,6 +21,7 @@ SOLVERS: dict[str, str] = {
     "fista": "convexdual.solvers.fista:FistaSolver",
     "augmented_lagrangian": "convexdual.solvers.augmented_lagrangian:AugmentedLagrangianSolver",
     "adam_hinge": "convexdual.solvers.adam_hinge:AdamHingeSolver",
+    "active_set": "convexdual.solvers.active_set:ActiveSetSolver",
 }
 
 
