@@ -1,0 +1,359 @@
+"""Shared machinery of the MNIST denoising experiments (Section 5.1, Appendix B).
+
+Data (real MNIST from ``--data DIR`` or the bundled digits), the weight decay, the
+primal Adam run, certified dual solves, and the writers for JSON / PNG / markdown.
+
+Units. ``objective`` is always the exact sum of (2) / (4) (squared loss
+``1/2 sum r^2`` over every pixel plus the weight decay). ``*_loss`` is the paper's
+per-pixel unit: the loss term of (2) divided by the number of pixels
+``N * H * W`` (no weight decay), so ``train_loss = 1/2 mean(r^2)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import convexdual as cd
+from convexdual.data.mnist import load_denoising_images
+from convexdual.data.noise import add_noise
+from convexdual.patches import conv_adjoint, conv_forward
+
+__all__ = [
+    "Data", "add_common_arguments", "load_data", "reference_beta", "run_primal", "run_dual",
+    "augment_with_net", "per_pixel_loss", "resolve_sizes", "torch_threads", "write_json", "setup_matplotlib", "UnitCache", "pick_solver",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the scalable solvers preferred for full-size runs, best first (first registered + available wins)
+SCALABLE_SOLVERS = ("clarabel-ws", "augmented_lagrangian")
+BASELINE_SOLVER = "adam_hinge"
+
+
+# --------------------------------------------------------------------------------------------- arguments
+def add_common_arguments(p: argparse.ArgumentParser, full: dict[str, Any], smoke: dict[str, Any]) -> None:
+    """Options every MNIST experiment shares.
+
+    Size options default to None and are filled by :func:`resolve_sizes` from
+    ``full`` (the paper's setting) or, with ``--smoke``, from ``smoke``.
+    """
+    def d(key: str) -> str:
+        return f"(full: {full.get(key)}; smoke: {smoke.get(key)})"
+
+    p.add_argument("--out", type=Path, required=True, help="output directory (JSON, PNG, summary.md)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on the bundled digits (seconds)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="directory with the MNIST IDX files (else the bundled sklearn digits)")
+    p.add_argument("--device", default="cpu", help="torch device for the primal nets and first-order solvers")
+    p.add_argument("--num-train", type=int, default=None, help="training images " + d("num_train"))
+    p.add_argument("--num-test", type=int, default=None, help="test images; 0 or less: all of MNIST's " + d("num_test"))
+    p.add_argument("--upsample", type=int, default=None, help="upsampling of the bundled 8x8 digits " + d("upsample"))
+    p.add_argument("--sigmas", default=None, help="comma-separated Gaussian noise levels " + d("sigmas"))
+    p.add_argument("--width", type=int, default=None, help="filters of the primal net " + d("width"))
+    p.add_argument("--epochs", type=int, default=None, help="primal Adam epochs " + d("epochs"))
+    p.add_argument("--lr", type=float, default=None, help="primal Adam learning rate " + d("lr"))
+    p.add_argument("--batch-size", type=int, default=25, help="minibatch (paper: 25)")
+    p.add_argument("--num-patterns", default=None, help="sampled sign patterns of the dual " + d("num_patterns"))
+    p.add_argument("--beta-frac", type=float, default=0.02,
+                   help="beta = frac * max_i ||X^T D_i y|| over 256 reference Gaussian gates")
+    p.add_argument("--solver", default=None,
+                   help="certified solver for (4); default: the first available of "
+                        + ", ".join(SCALABLE_SOLVERS))
+    p.add_argument("--solver-time-limit", type=float, default=None, help="seconds per certified solve")
+    p.add_argument("--baseline", default=BASELINE_SOLVER,
+                   help="the paper's dual trainer (Adam + hinge) run next to the certified solve; 'none' skips it")
+    p.add_argument("--baseline-epochs", type=int, default=None, help="epochs of the Adam + hinge baseline "
+                   + d("baseline_epochs"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="reuse finished units found in --out/units")
+    p.add_argument("--threads", type=int, default=None, help="torch threads during the run (default: 1 with --smoke, else unchanged)")
+
+
+def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[str, Any]) -> argparse.Namespace:
+    """Fill every size left at None from the smoke or full table; pick the solver."""
+    table = smoke if args.smoke else full
+    out = vars(args).copy()
+    for key, value in table.items():
+        if out.get(key) is None:
+            out[key] = value
+    if args.data is None and out.get("num_test") in (None, 0):
+        out["num_test"] = 300  # the bundled digits have 1,797 images in all
+    if args.data is not None and out.get("num_test") is not None and out["num_test"] <= 0:
+        out["num_test"] = None  # all 10,000 MNIST test images
+    if out.get("upsample") is None:
+        out["upsample"] = 1
+    if out.get("solver") is None:
+        out["solver"] = pick_solver()  # clarabel-ws (exact, Clarabel inside) when registered
+    if out.get("threads") is None and args.smoke:
+        out["threads"] = 1  # tiny convolutions: one thread is many times faster on a loaded machine
+    return argparse.Namespace(**out)
+
+
+@contextlib.contextmanager
+def torch_threads(num: int | None):
+    """Run with ``num`` torch intra-op threads (None: unchanged); restored afterwards."""
+    old = torch.get_num_threads()
+    if num:
+        torch.set_num_threads(int(num))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def pick_solver() -> str:
+    """The first registered, available scalable solver (else clarabel)."""
+    from convexdual._registry import SOLVERS, get_solver
+
+    for name in SCALABLE_SOLVERS:
+        if name in SOLVERS:
+            ok, _ = get_solver(name).available()
+            if ok:
+                return name
+    return "clarabel"
+
+
+def parse_floats(text: str) -> list[float]:
+    vals = [float(t) for t in str(text).split(",") if t.strip()]
+    if not vals or any(not math.isfinite(v) or v < 0 for v in vals):
+        raise ValueError(f"expected a comma-separated list of numbers >= 0, got {text!r}")
+    return vals
+
+
+def parse_ints(text: str) -> list[int]:
+    vals = [int(t) for t in str(text).split(",") if t.strip()]
+    if not vals or any(v < 1 for v in vals):
+        raise ValueError(f"expected a comma-separated list of integers >= 1, got {text!r}")
+    return vals
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Data:
+    """Noisy/clean train and test images ``(N, H, W)`` and where they came from."""
+
+    noisy: np.ndarray
+    clean: np.ndarray
+    noisy_test: np.ndarray
+    clean_test: np.ndarray
+    noise: str
+    level: float
+    source: str
+
+    @property
+    def pixels(self) -> int:
+        return int(np.prod(self.clean.shape))
+
+    @property
+    def test_pixels(self) -> int:
+        return int(np.prod(self.clean_test.shape))
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "noise": self.noise, "level": self.level,
+                "train_shape": list(self.clean.shape), "test_shape": list(self.clean_test.shape)}
+
+
+def load_data(args: argparse.Namespace, noise: str, level: float, seed: int) -> Data:
+    """Clean images (MNIST or digits) plus seeded noise; train and test noise use different seeds."""
+    split = load_denoising_images(args.data, args.num_train, args.num_test, upsample=args.upsample, seed=seed)
+    return Data(noisy=add_noise(split.train, noise, level, seed=seed + 1), clean=split.train,
+                noisy_test=add_noise(split.test, noise, level, seed=seed + 2), clean_test=split.test,
+                noise=noise, level=float(level), source=split.source)
+
+
+def reference_beta(noisy: np.ndarray, clean: np.ndarray, kernel_size: int, frac: float, *, num_gates: int = 256,
+                   seed: int = 12345, chunk: int = 32) -> float:
+    """``frac * max_i ||X^T D_i y||`` over ``num_gates`` fixed Gaussian gates.
+
+    Independent of the experiment's own pattern set (so the ablation compares the
+    same program), computed by convolutions in chunks (no ``P x n`` matrix).
+    """
+    if not (frac > 0):
+        raise ValueError(f"beta-frac must be > 0, got {frac}")
+    x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float64)[:, None])
+    y = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float64))[:, None]
+    gates = torch.from_numpy(np.random.default_rng(seed).standard_normal((num_gates, kernel_size**2)))
+    best = 0.0
+    for s in range(0, num_gates, chunk):
+        masks = (conv_forward(x, gates[s : s + chunk], kernel_size) >= 0).to(x.dtype)
+        G = conv_adjoint(x, masks * y, kernel_size)
+        best = max(best, float(torch.linalg.vector_norm(G, dim=1).max()))
+    return float(frac) * best
+
+
+def per_pixel_loss(pred: np.ndarray, target: np.ndarray) -> float:
+    """The paper's unit: ``1/2 mean((pred - target)^2)`` over samples and pixels."""
+    r = np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)
+    return float(0.5 * np.mean(r * r))
+
+
+# --------------------------------------------------------------------------------------------- runs
+def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, batch_size: int, seed: int,
+               device: str, eval_every: int = 1) -> tuple[dict[str, Any], cd.TwoLayerConvNet]:
+    """Train the primal net with Adam; return the JSON record and the net (on CPU)."""
+    from convexdual.train import train_primal
+
+    t0 = time.perf_counter()
+    res = train_primal(data.noisy, data.clean, width=width, kernel_size=3, beta=beta, epochs=epochs,
+                       batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
+                       test=(data.noisy_test, data.clean_test))
+    net = res.network.to("cpu")
+    rec = {
+        "width": int(width), "epochs": int(res.epochs), "lr": float(lr), "batch_size": int(batch_size),
+        "status": res.status, "seconds": time.perf_counter() - t0, "objective": float(res.objective),
+        "train_loss": float(res.history[-1]["train_loss"]), "test_loss": float(res.history[-1]["test_loss"]),
+        "history": [dict(h) for h in res.history],
+        "distinct_patterns": int(len(cd.patterns_from_gates(data.noisy, 3, net.filters()[0]))),
+    }
+    return rec, net
+
+
+def augment_with_net(patterns: cd.SignPatterns, noisy: np.ndarray, net: cd.TwoLayerConvNet) -> cd.SignPatterns:
+    """``patterns`` plus the sign patterns of the net's own filters (duplicates dropped)."""
+    own = cd.patterns_from_gates(noisy, net.kernel_size, net.filters()[0], source="primal")
+    return patterns.union(own)
+
+
+def _solver_options(name: str, time_limit: float | None, device: str, epochs: int | None, seed: int,
+                    checkpoint: Path | None):
+    from convexdual._registry import get_solver
+
+    cls = get_solver(name).options_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw: dict[str, Any] = {}
+    if time_limit is not None:
+        kw["time_limit"] = float(time_limit)
+    if "device" in fields:
+        kw["device"] = str(device)
+    if "seed" in fields:
+        kw["seed"] = int(seed)
+    if epochs is not None:
+        kw["max_iter"] = int(epochs)
+    if checkpoint is not None and "checkpoint_path" in fields:
+        kw["checkpoint_path"] = str(checkpoint)
+        if checkpoint.exists() and "resume_from" in fields:
+            kw["resume_from"] = str(checkpoint)
+    return cls(**kw)
+
+
+def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *, label: str,
+             time_limit: float | None = None, device: str = "cpu", epochs: int | None = None, seed: int = 0,
+             checkpoint: Path | None = None) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None]:
+    """Solve (4) over ``patterns`` with ``solver``, certify, evaluate the recovered net.
+
+    Returns the JSON record (objective (4), certificate, per-pixel losses of the convex
+    model and of the recovered net on train and test) and the recovered net.
+    A solver that is not registered or not available gives ``{"skipped": reason}``.
+    """
+    from convexdual._registry import SOLVERS, get_solver
+
+    rec: dict[str, Any] = {"label": label, "solver": solver, "P": int(patterns.num_patterns),
+                           "pattern_source": patterns.source}
+    if solver.lower() not in SOLVERS:
+        rec["skipped"] = f"solver {solver!r} is not registered (registered: {', '.join(sorted(SOLVERS))})"
+        logger.warning(rec["skipped"])
+        return rec, None
+    ok, why = get_solver(solver).available()
+    if not ok:
+        rec["skipped"] = f"solver {solver!r} unavailable: {why}"
+        return rec, None
+    problem = cd.build_problem(data.noisy, data.clean, 3, beta, patterns=patterns)
+    opts = _solver_options(solver, time_limit, device, epochs, seed, checkpoint)
+    t0 = time.perf_counter()
+    res = cd.solve(problem, solver, opts)
+    rec["seconds"] = time.perf_counter() - t0
+    rec.update(status=res.status.value, objective=float(res.objective), message=res.message,
+               iterations=int(res.iterations), num_neurons=res.num_groups)
+    if res.certificate is not None:
+        c = res.certificate
+        rec["certificate"] = {"dual_bound": c.dual_bound, "gap": c.gap, "relative_gap": c.relative_gap,
+                              "max_violation": c.max_violation, "ok": c.ok, "scope": c.scope,
+                              "network_objective": c.network_objective, "recovery_error": c.recovery_error}
+    net = res.network
+    if res.W is not None:
+        rec["train_loss_convex"] = float(problem.loss.value(problem.predict(res.W, res.Z) - problem.y)) / data.pixels
+    if net is not None:
+        net = net.to("cpu")
+        rec["train_loss"] = per_pixel_loss(net.predict(data.noisy), data.clean)
+        rec["test_loss"] = per_pixel_loss(net.predict(data.noisy_test), data.clean_test)
+        rec["network_objective"] = float(cd.primal_objective(net, data.noisy[:, None], data.clean, beta,
+                                                             problem.loss))
+    if res.history:
+        rec["history"] = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))} for h in res.history]
+    return rec, net
+
+
+# --------------------------------------------------------------------------------------------- output
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=1))
+    tmp.replace(path)  # atomic: a killed run never leaves half a JSON
+    return path
+
+
+def setup_matplotlib():
+    """pyplot with the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class UnitCache:
+    """Finished units of an experiment as JSON under ``out/units`` (``--resume`` reuses them)."""
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        self.dir = Path(out) / "units"
+        self.resume = bool(resume)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        p = self.dir / f"{key}.json"
+        if self.resume and p.is_file():
+            logger.info("resuming: reusing %s", p)
+            return json.loads(p.read_text())
+        return None
+
+    def put(self, key: str, rec: dict[str, Any]) -> None:
+        write_json(self.dir / f"{key}.json", rec)
+
+
+def fmt(x: Any, spec: str = ".4g") -> str:
+    return "n/a" if x is None else format(float(x), spec)
+
+
+def certificate_cell(rec: dict[str, Any]) -> str:
+    if "skipped" in rec:
+        return "skipped"
+    c = rec.get("certificate") or {}
+    return f"{rec['status']}; rel. gap {fmt(c.get('relative_gap'), '.1e')}, viol. {fmt(c.get('max_violation'), '.1e')}"
