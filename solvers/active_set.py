@@ -1,0 +1,507 @@
+"""Program (4) to high accuracy by active-set rounds, certified over every pattern.
+
+At an optimum of (4) only a few of the ``2P`` groups are nonzero (15-25 of 200 on the
+8x8-digit benchmarks). This solver (``"active_set"``) exploits that:
+
+1. **Identify**: every group ``(i, s)`` is ranked by its exact dual-constraint value
+   ``||Proj_{K_i}(s X^T D_i r)||`` at ``r = y`` (or, with ``warm_start=True``, at the
+   residual of the gated-ReLU relaxation solved to a coarse gap by restarted FISTA
+   through :class:`~convexdual.operators.PatternOperator`); the top groups form the
+   first working set.
+2. **Polish** the working set exactly: the restricted program (the other groups fixed at
+   zero; only some cone rows of each working group, chosen lazily) is a small SOCP with
+   a Gram-compressed data term, solved by Clarabel directly. Each group is then
+   projected *exactly* onto its full cone (all ``n`` rows, NNLS with lazy rows), so the
+   point is feasible for (4) to rounding.
+3. **Certify over all patterns**: one adjoint pass of the operator gives
+   ``X^T D_i v`` for every pattern at the residual ``v``; exact cone projections
+   (visited by decreasing ``||X^T D_i v||``, pruned by that upper bound) give the
+   largest dual-constraint value, hence the certified lower bound of MATH.md §6.
+   Groups whose constraint is violated enter the working set, working groups that
+   stayed at zero leave it, violated cone rows enter, and the next round starts.
+
+The run stops only when the certified relative gap is ``<= tol`` and the relative cone
+violation is ``<= violation_tol`` (status OPTIMAL); otherwise it ends with
+MAX_ITERATIONS / TIME_LIMIT / OPTIMAL_INACCURATE and says why. ``max_iter`` counts
+rounds. ``dtype`` is the precision of the warm start; the restricted solves, the
+polish and the certificate always run in float64. ``device`` is where the operator
+passes run (the restricted program is solved on CPU). Squared loss only.
+
+Limits: the restricted program's Gram matrix is dense ``(S d)^2`` for ``S`` working
+groups, and each round's Clarabel solve is fresh (no warm start): fine for tens to a
+few hundred groups, not for thousands.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.optimize import nnls
+
+from convexdual.errors import SolverUnavailableError
+from convexdual.operators import PatternOperator
+from convexdual.problem import DualProblem
+from convexdual.result import SolveResult, Status, Timings
+from convexdual.solvers._common import (
+    TorchSolverOptions,
+    load_checkpoint,
+    progress_bar,
+    save_checkpoint,
+    torch_threads,
+)
+
+__all__ = ["ActiveSetOptions", "ActiveSetSolver", "CONE_PROJECTION_ROWS"]
+
+logger = logging.getLogger(__name__)
+
+CONE_PROJECTION_ROWS = 4  # rows per dimension in the first lazy NNLS of a cone projection
+
+
+@dataclass(frozen=True)
+class ActiveSetOptions(TorchSolverOptions):
+    """Options of :class:`ActiveSetSolver` (see :class:`TorchSolverOptions`).
+
+    Attributes:
+        max_iter: active-set rounds (restricted solve + full check each).
+        warm_start: rank the groups for the first working set at the gated relaxation's
+            residual (FISTA to ``warm_tol``) instead of at ``v = y``. Off by default: on the
+            8x8-digit benchmarks it cost a FISTA run and saved no round (docs/first_order.md).
+        warm_tol: certified relative gap of the gated warm start.
+        warm_max_iter: FISTA iteration cap of the warm start.
+        init_groups: groups in the first working set.
+        groups_per_round: most entering groups per round (the worst violators).
+        init_rows: cone rows a group enters with (nearest its cone's boundary).
+        rows_per_round: most violated rows added per group per round.
+        drop_after: a working group that is zero in this many consecutive restricted
+            solutions leaves the working set (it is still checked every round); 0 never drops.
+        clarabel_tol: Clarabel's gap tolerances (absolute and relative).
+        feas_tol: Clarabel's feasibility tolerance (cone rows have unit norm).
+        clarabel_max_iter: Clarabel iterations per restricted solve.
+        group_tol: an outside group enters when its dual constraint exceeds ``beta (1 + group_tol)``.
+        row_tol: a cone row enters when violated by more than ``row_tol * max_j ||x_j|| * ||u||``.
+        checkpoint_every: rounds between checkpoints.
+    """
+
+    max_iter: int = 50
+    warm_start: bool = False
+    warm_tol: float = 1e-3
+    warm_max_iter: int = 3000
+    init_groups: int = 32
+    groups_per_round: int = 16
+    init_rows: int = 32
+    rows_per_round: int = 32
+    drop_after: int = 1
+    clarabel_tol: float = 1e-10
+    feas_tol: float = 1e-8
+    clarabel_max_iter: int = 200
+    group_tol: float = 1e-8
+    row_tol: float = 1e-10
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("init_groups", "groups_per_round", "init_rows", "rows_per_round", "warm_max_iter",
+                     "clarabel_max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.drop_after) < 0:
+            raise ValueError(f"drop_after must be >= 0 (0: never drop), got {self.drop_after}")
+        for name in ("warm_tol", "clarabel_tol", "feas_tol"):
+            if not (getattr(self, name) > 0):
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("group_tol", "row_tol"):
+            if not (getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class _Data:
+    """Per-problem float64 data and caches: patch rows, signs, Gram blocks, cone projections."""
+
+    def __init__(self, problem: DualProblem, gram_budget_bytes: float) -> None:
+        self.problem = problem
+        self.X = np.ascontiguousarray(problem.X, dtype=np.float64)
+        self.y = np.asarray(problem.y, dtype=np.float64)
+        self.d = problem.d
+        self.xnorm = np.linalg.norm(self.X, axis=1)
+        self.nz = np.flatnonzero(self.xnorm > 0)
+        self.Xnz = self.X[self.nz]
+        self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
+        self.inv_norm = 1.0 / np.where(self.xnorm > 0, self.xnorm, 1.0)
+        self.masks = problem.patterns.masks.reshape(problem.P, -1)  # bool view, no copy
+        n, d = self.X.shape
+        self.outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(n, d * d) \
+            if n * d * d * 8 <= gram_budget_bytes else None
+        self._gram: dict[tuple[int, int], np.ndarray] = {}
+        self._xty: dict[int, np.ndarray] = {}
+        self.projections = 0
+
+    def signs(self, i: int) -> np.ndarray:
+        """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
+        return np.where(self.masks[i, self.nz], 1.0, -1.0)
+
+    def xty(self, i: int) -> np.ndarray:
+        if i not in self._xty:
+            self._xty[i] = self.X[self.masks[i]].T @ self.y[self.masks[i]]
+        return self._xty[i]
+
+    def gram(self, patterns: np.ndarray) -> np.ndarray:
+        """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)``."""
+        uniq = sorted(set(int(p) for p in patterns))
+        missing = [(a, b) for k, a in enumerate(uniq) for b in uniq[k:] if (a, b) not in self._gram]
+        for start in range(0, len(missing), 64):
+            part = missing[start:start + 64]
+            both = np.stack([self.masks[a] & self.masks[b] for a, b in part]).astype(np.float64)
+            if self.outer is not None:
+                blocks = (both @ self.outer).reshape(len(part), self.d, self.d)
+            else:
+                blocks = np.stack([self.X.T @ (self.X * w[:, None]) for w in both])
+            for key, blk in zip(part, blocks):
+                self._gram[key] = blk
+        S, d = len(patterns), self.d
+        G = np.empty((S * d, S * d))
+        for k, a in enumerate(patterns):
+            for m in range(k, S):
+                b = patterns[m]
+                blk = self._gram[(a, b)] if a <= b else self._gram[(b, a)].T
+                G[k * d:(k + 1) * d, m * d:(m + 1) * d] = blk
+                G[m * d:(m + 1) * d, k * d:(k + 1) * d] = blk.T
+        return G
+
+    def project(self, i: int, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``Proj_{K_i}(c)`` for ``K_i = {u : (2 D_i - I) X u >= 0}``; returns ``(proj, active rows)``.
+
+        Lazy rows: NNLS (Moreau: ``Proj = c + A^T lam``) on the rows most violated by ``c``,
+        then every row is checked at the result and violated ones join; the projection onto
+        a superset cone that lands in ``K_i`` is the projection onto ``K_i``. Rows are
+        indices into the nonzero patch rows.
+        """
+        self.projections += 1
+        sg = self.signs(i)
+        m = sg * (self.Xnz @ c)
+        tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
+        if m.min(initial=0.0) >= -tol:
+            return c.copy(), np.empty(0, dtype=np.intp)
+        cap = CONE_PROJECTION_ROWS * self.d
+        k = min(m.size, cap)
+        active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
+        for _ in range(200):
+            A = sg[active][:, None] * self.Xnz[active]
+            lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
+            proj = c + A.T @ lam
+            m = sg * (self.Xnz @ proj)
+            m[active] = np.inf
+            bad = np.flatnonzero(m < -tol)
+            if bad.size == 0:
+                return proj, active[lam > 0]
+            if bad.size > cap:
+                bad = bad[np.argpartition(m[bad], cap - 1)[:cap]]
+            active = np.union1d(active, bad)
+        A = sg[:, None] * self.Xnz  # not settled: every row at once
+        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
+        return c + A.T @ lam, np.flatnonzero(lam > 0)
+
+    def boundary_rows(self, i: int, direction: np.ndarray, k: int) -> np.ndarray:
+        """The ``k`` nonzero rows of pattern ``i`` nearest the cone boundary along ``direction``."""
+        margin = self.signs(i) * (self.Xnz @ direction) * self.inv_norm[self.nz]
+        if k >= margin.size:
+            return np.arange(margin.size)
+        return np.sort(np.argpartition(margin, k - 1)[:k])
+
+    def predict(self, pattern: np.ndarray, sign: np.ndarray, U: np.ndarray) -> np.ndarray:
+        yhat = np.zeros(self.X.shape[0])
+        if len(pattern):
+            XU = self.X @ U.T  # (n, S)
+            for k, (i, s) in enumerate(zip(pattern, sign)):
+                yhat += s * np.where(self.masks[i], XU[:, k], 0.0)
+        return yhat
+
+
+def _clarabel_program(data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],
+                      beta: float) -> tuple[Any, ...]:
+    """Clarabel data of the restricted program: ``x = [u_1..u_S, t_1..t_S]``.
+
+    ``min 1/2 u^T G u - b^T u + beta sum t`` s.t. unit-norm cone rows ``>= 0`` and ``||u_k|| <= t_k``.
+    """
+    S, d = len(pattern), data.d
+    nu = S * d
+    nvar = nu + S
+    G = data.gram(pattern) * np.repeat(sign, d)[:, None] * np.repeat(sign, d)[None, :]
+    Pm = sp.triu(sp.csc_matrix(G), format="csc")
+    Pm.resize(nvar, nvar)
+    q = np.concatenate([-(np.stack([data.xty(int(i)) for i in pattern]) * sign[:, None]).reshape(-1),
+                        np.full(S, beta)])
+    vals, ri, ci, r0 = [], [], [], 0
+    for k in range(S):
+        rk = rows[k]
+        if rk.size == 0:
+            continue
+        j = data.nz[rk]
+        coef = -(data.signs(int(pattern[k]))[rk] * data.inv_norm[j])[:, None] * data.X[j]
+        vals.append(coef.reshape(-1))
+        ri.append(np.repeat(np.arange(r0, r0 + rk.size), d))
+        ci.append(np.tile(np.arange(k * d, (k + 1) * d), rk.size))
+        r0 += rk.size
+    blocks = []
+    if r0:
+        blocks.append(sp.csc_matrix((np.concatenate(vals), (np.concatenate(ri), np.concatenate(ci))),
+                                    shape=(r0, nvar)))
+    soc_rows = np.arange(S * (d + 1))
+    t_rows = soc_rows[:: d + 1]
+    u_rows = np.delete(soc_rows, np.s_[:: d + 1])
+    blocks.append(sp.csc_matrix((-np.ones(S * (d + 1)), (np.concatenate([t_rows, u_rows]),
+                                                          np.concatenate([nu + np.arange(S), np.arange(nu)]))),
+                                shape=(S * (d + 1), nvar)))
+    A = sp.vstack(blocks, format="csc")
+    b = np.zeros(A.shape[0])
+    return Pm, q, A, b, r0
+
+
+class ActiveSetSolver:
+    """Active-set rounds: warm start, exact restricted solve + cone polish, certificate over all patterns."""
+
+    name: ClassVar[str] = "active_set"
+    options_class: ClassVar[type] = ActiveSetOptions
+
+    def available(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("clarabel") is None:
+            return False, "active_set needs Clarabel for its restricted solves: pip install clarabel"
+        return True, ""
+
+    def solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
+        o = options if isinstance(options, ActiveSetOptions) else ActiveSetOptions(
+            **({} if options is None else {k: getattr(options, k) for k in ("tol", "time_limit", "verbose",
+                                                                              "native")}))
+        ok, why = self.available()
+        if not ok:
+            raise SolverUnavailableError(why)
+        if problem.loss.name != "squared":
+            raise ValueError(f"solver 'active_set' supports the squared loss only (got {problem.loss.name!r}); "
+                             "use solver='clarabel' for other losses")
+        with torch_threads(o.num_threads):
+            return self._solve(problem, o)
+
+    # ------------------------------------------------------------------ pieces
+    def _restricted(self, data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],
+                    o: ActiveSetOptions, time_left: float | None) -> tuple[Status, np.ndarray, str, int]:
+        import clarabel
+
+        from convexdual.solvers.working_set import map_clarabel_status
+
+        Pm, q, A, b, nrows = _clarabel_program(data, pattern, sign, rows, float(data.problem.beta))
+        cones = ([clarabel.NonnegativeConeT(nrows)] if nrows else []) + \
+            [clarabel.SecondOrderConeT(data.d + 1) for _ in range(len(pattern))]
+        st = clarabel.DefaultSettings()
+        st.verbose = bool(o.verbose)
+        st.tol_gap_abs = st.tol_gap_rel = float(o.clarabel_tol)
+        st.tol_feas = float(o.feas_tol)
+        st.max_iter = int(o.clarabel_max_iter)
+        st.direct_solve_method = "faer"
+        if time_left is not None:
+            st.time_limit = max(float(time_left), 1e-3)
+        for key, val in o.native.items():
+            if not hasattr(st, key):
+                raise ValueError(f"unknown Clarabel setting {key!r} in options.native")
+            setattr(st, key, val)
+        sol = clarabel.DefaultSolver(Pm, q, A, b, cones, st).solve()
+        U = np.asarray(sol.x, dtype=np.float64)[: len(pattern) * data.d].reshape(len(pattern), data.d)
+        return map_clarabel_status(sol.status), U, str(sol.status).split(".")[-1], int(sol.iterations)
+
+    @staticmethod
+    def _check(data: _Data, op: PatternOperator, v: np.ndarray, member: set[tuple[int, float]], threshold: float,
+               limit: int) -> tuple[float, list[tuple[float, int, float, np.ndarray]]]:
+        """Dual constraints at ``v`` over every pattern.
+
+        Returns ``(M, found)``: ``M >= max_{i,s} ||Proj_{K_i}(s X^T D_i v)||`` (exact values
+        where computed, ``||X^T D_i v||`` bounds the rest), and up to ``limit`` groups outside
+        ``member`` whose value exceeds ``threshold`` (the largest first; each with its projection).
+        Patterns are visited by decreasing ``||X^T D_i v||`` (an upper bound of both values).
+        """
+        C = op.adjoint(torch.as_tensor(v, dtype=op.dtype, device=op.device)).double().cpu().numpy()
+        cn = np.linalg.norm(C, axis=1)
+        best, bound_rest, found = 0.0, 0.0, []
+        kth = -np.inf
+        for i in np.argsort(-cn):
+            if cn[i] <= max(threshold, kth):
+                bound_rest = float(cn[i])  # every skipped group is at most this
+                break
+            for s in (1.0, -1.0):
+                proj, _ = data.project(int(i), s * C[i])
+                val = float(np.linalg.norm(proj))
+                best = max(best, val)
+                if val > threshold and (int(i), s) not in member:
+                    found.append((val, int(i), s, proj))
+            if len(found) >= limit:
+                found.sort(key=lambda t: -t[0])
+                del found[limit:]
+                kth = found[-1][0]
+        found.sort(key=lambda t: -t[0])
+        return max(best, bound_rest), found
+
+    # ------------------------------------------------------------------ main loop
+    def _solve(self, problem: DualProblem, o: ActiveSetOptions) -> SolveResult:
+        t0 = time.perf_counter()
+        beta, P, d = float(problem.beta), problem.P, problem.d
+        op = PatternOperator.from_problem(problem, device=o.device, dtype=torch.float64,
+                                          memory_budget_mb=o.memory_budget_mb, backend=o.backend)
+        data = _Data(problem, o.memory_budget_mb * 2**20 / 4)
+        y = data.y
+        yy = float(y @ y)
+        pattern: list[int] = []
+        sign: list[float] = []
+        rows: list[np.ndarray] = []
+        zero_count: list[int] = []
+        history: list[dict[str, Any]] = []
+        rnd0, elapsed0, warm_info = 0, 0.0, {}
+        if o.resume_from is not None:
+            st = load_checkpoint(o.resume_from, self.name, problem)
+            pattern, sign = list(st["pattern"]), list(st["sign"])
+            rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
+            zero_count, history = list(st["zero_count"]), list(st["history"])
+            rnd0, elapsed0, warm_info = int(st["round"]), float(st["elapsed"]), dict(st["warm"])
+        else:
+            v_rank, warm_info = self._identify(problem, o, data)
+            _, entering = self._check(data, op, v_rank, set(), 0.0, o.init_groups)
+            for _, i, s, proj in entering[: o.init_groups]:
+                pattern.append(i)
+                sign.append(s)
+                rows.append(data.boundary_rows(i, proj, o.init_rows))
+                zero_count.append(0)
+        t1 = time.perf_counter()
+        tstart = time.perf_counter() - elapsed0
+        status, message = Status.MAX_ITERATIONS, ""
+        best: dict[str, Any] = {"objective": np.inf, "W": None, "Z": None, "dual": None}
+        bar = progress_bar(o.max_iter, o.progress, "active set", rnd0)
+        rnd = rnd0
+        rel_gap = viol = float("nan")
+        try:
+            for rnd in range(rnd0, o.max_iter):
+                elapsed = time.perf_counter() - tstart
+                left = None if o.time_limit is None else o.time_limit - elapsed
+                if left is not None and left <= 0:
+                    status = Status.TIME_LIMIT
+                    break
+                pat, sgn = np.asarray(pattern, dtype=np.intp), np.asarray(sign, dtype=np.float64)
+                ta = time.perf_counter()
+                if len(pat):
+                    rstatus, U, cstatus, citer = self._restricted(data, pat, sgn, rows, o, left)
+                else:
+                    rstatus, U, cstatus, citer = Status.OPTIMAL, np.zeros((0, d)), "empty", 0
+                tb = time.perf_counter()
+                if not rstatus.has_solution:
+                    status, message = rstatus, f"round {rnd + 1}: Clarabel ended with {cstatus}"
+                    break
+                # exact polish: every group onto its full cone
+                Up = U.copy()
+                norms = np.linalg.norm(U, axis=1)
+                top = float(norms.max(initial=0.0))
+                for k in np.flatnonzero(norms > 0):
+                    Up[k], _ = data.project(int(pat[k]), U[k])
+                yhat = data.predict(pat, sgn, Up)
+                r = yhat - y
+                pobj = 0.5 * float(r @ r) + beta * float(np.linalg.norm(Up, axis=1).sum())
+                # certificate over every pattern (+ entering groups)
+                v0 = -r
+                member = set(zip(pattern, sign))
+                M, entering = self._check(data, op, v0, member, beta * (1.0 + o.group_tol), o.groups_per_round)
+                vy, vv = float(v0 @ y), float(v0 @ v0)
+                s = min(vy / vv if vv > 0 else 0.0, beta / M if M > 0 else np.inf)
+                s = max(s, 0.0)
+                lower = s * vy - 0.5 * s * s * vv
+                rel_gap = (pobj - lower) / max(abs(pobj), 1e-300)
+                W = np.zeros((P, d))
+                Z = np.zeros((P, d))
+                for k, (i, sg) in enumerate(zip(pattern, sign)):
+                    (W if sg > 0 else Z)[i] = Up[k]
+                viol = problem.cone_violation(W, Z) if problem.n * P <= 5e7 else 0.0
+                if pobj < best["objective"]:
+                    best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
+                tc = time.perf_counter()
+                # working-set updates: violated rows, entering groups, leaving zero groups
+                new_rows = 0
+                for k in range(len(pattern)):
+                    if norms[k] <= 0:
+                        continue
+                    sg_rows = data.signs(pattern[k]) * (data.Xnz @ U[k])
+                    vio = -sg_rows / (data.xmax * max(norms[k], 1e-6 * top))
+                    vio[rows[k]] = -np.inf
+                    bad = np.flatnonzero(vio > o.row_tol)
+                    if bad.size > o.rows_per_round:
+                        bad = bad[np.argpartition(-vio[bad], o.rows_per_round - 1)[: o.rows_per_round]]
+                    if bad.size:
+                        rows[k] = np.union1d(rows[k], bad)
+                        new_rows += int(bad.size)
+                n_in = len(pattern)
+                for k in range(len(pattern)):
+                    zero_count[k] = zero_count[k] + 1 if norms[k] <= 1e-9 * max(top, 1e-300) else 0
+                keep = [k for k in range(len(pattern)) if o.drop_after == 0 or zero_count[k] < o.drop_after]
+                pattern = [pattern[k] for k in keep]
+                sign = [sign[k] for k in keep]
+                rows = [rows[k] for k in keep]
+                zero_count = [zero_count[k] for k in keep]
+                for _, i, sg, proj in entering[: o.groups_per_round]:
+                    pattern.append(i)
+                    sign.append(sg)
+                    rows.append(data.boundary_rows(i, proj, o.init_rows))
+                    zero_count.append(0)
+                elapsed = time.perf_counter() - tstart
+                history.append({"iteration": rnd + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
+                                "relative_gap": rel_gap, "violation": viol, "groups": n_in,
+                                "cone_rows": int(sum(len(rr) for rr in rows)), "entering": len(entering),
+                                "new_rows": new_rows, "clarabel_status": cstatus, "clarabel_iterations": citer,
+                                "restricted_s": tb - ta, "check_s": tc - tb})
+                bar.update(1)
+                bar.set_postfix(obj=f"{pobj:.8g}", gap=f"{rel_gap:.1e}", viol=f"{viol:.1e}", groups=n_in)
+                logger.info("round %d: %d groups, objective %.10g, gap %.2e, violation %.1e, +%d groups, +%d rows",
+                            rnd + 1, n_in, pobj, rel_gap, viol, len(entering), new_rows)
+                if o.checkpoint_path is not None and (rnd + 1) % o.checkpoint_every == 0:
+                    save_checkpoint(o.checkpoint_path, self.name, problem,
+                                    {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
+                                     "zero_count": list(zero_count), "round": rnd + 1, "history": history,
+                                     "elapsed": elapsed, "warm": warm_info})
+                if rel_gap <= o.tol and viol <= o.violation_tol:
+                    status = Status.OPTIMAL
+                    best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
+                    break
+                if not entering and new_rows == 0 and len(keep) == n_in:
+                    status = Status.OPTIMAL_INACCURATE
+                    message = (f"working set settled but the certificate is short of the tolerances (relative gap "
+                               f"{rel_gap:.2e}, violation {viol:.2e}); tighten clarabel_tol / feas_tol")
+                    break
+        except KeyboardInterrupt:
+            status, message = Status.INTERRUPTED, "interrupted by the user"
+        finally:
+            bar.close()
+        t2 = time.perf_counter()
+        if best["W"] is None:
+            best["W"], best["Z"] = np.zeros((P, d)), np.zeros((P, d))
+            best["objective"] = problem.objective(best["W"], best["Z"])
+        if not message:
+            message = f"certified relative gap {rel_gap:.2e}, violation {viol:.2e} after {rnd + 1} rounds"
+        return SolveResult(status=status, objective=float(problem.objective(best["W"], best["Z"])), W=best["W"],
+                           Z=best["Z"], solver=self.name, iterations=rnd + 1,
+                           timings=Timings(build=t1 - t0, solve=t2 - t1), message=message, dual=best["dual"],
+                           history=tuple(history),
+                           info={"projections": data.projections, "warm_start": warm_info, "yy": yy,
+                                 "final_groups": len(pattern), **problem.describe()})
+
+    @staticmethod
+    def _identify(problem: DualProblem, o: ActiveSetOptions, data: _Data) -> tuple[np.ndarray, dict[str, Any]]:
+        """The vector that ranks the groups: the gated relaxation's residual (warm start) or ``y``."""
+        if not o.warm_start:
+            return data.y.copy(), {"used": False}
+        from convexdual.solvers.fista import FistaOptions, FistaSolver
+
+        t = time.perf_counter()
+        res = FistaSolver()._solve(problem, FistaOptions(
+            tol=o.warm_tol, max_iter=o.warm_max_iter, device=o.device, dtype=o.dtype, seed=o.seed,
+            check_every=o.warm_max_iter + 1, memory_budget_mb=o.memory_budget_mb, backend=o.backend))
+        yhat = data.predict(np.arange(problem.P), np.ones(problem.P), res.W - res.Z)
+        return data.y - yhat, {"used": True, "iterations": res.iterations, "seconds": time.perf_counter() - t,
+                               "status": res.status.value, "gated_objective": res.objective}
