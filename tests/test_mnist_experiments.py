@@ -138,7 +138,7 @@ def test_reconstructions_smoke(tmp_path):
 
 
 def test_resume_reuses_units(tmp_path):
-    fast = ("--baseline", "none", "--epochs", "5", "--num-patterns", "4")
+    fast = ("--baseline", "none", "--epochs", "5", "--num-patterns", "4", "--num-train", "2", "--num-test", "2")
     _run("noise-robustness", tmp_path, *fast)
     units = sorted((tmp_path / "units").glob("*.json"))
     assert len(units) == 2
