@@ -235,3 +235,18 @@ def test_cli_certify_writes_report_and_improved_net(tmp_path, exact_case):
     np.savez(tmp_path / "clean_only.npz", clean=clean)
     assert main(["certify", "--net", str(tmp_path / "net.pt"), "--data", str(tmp_path / "clean_only.npz"),
                  "--beta", "1.0"]) == 2
+
+
+def test_huber_loss_certificate(exact_case):
+    noisy, clean, _, pats, _ = exact_case
+    beta = 0.5
+    res = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats, loss="huber", huber_delta=0.5),
+                   solver="clarabel")
+    loss = cd.HuberLoss(delta=0.5)
+    c = cd.certify(res.network, noisy, clean, beta, loss=loss, patterns=pats)
+    assert c.verdict == "globally optimal (exact enumeration)"
+    # a single descent neuron added to the zero net: the 1-D line search's drop is real
+    zero = cd.TwoLayerConvNet(1, 0, 3, dtype=torch.float64)
+    cz = cd.certify(zero, noisy, clean, beta, loss=loss, patterns=pats)
+    assert cz.status == "not_optimal" and cz.descent_drop > 0
+    assert cz.improvement >= cz.descent_drop
