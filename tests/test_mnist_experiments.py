@@ -137,6 +137,7 @@ def test_reconstructions_smoke(tmp_path):
     assert all(np.mean(v) > noisy for k, v in res["psnr_db"].items() if k not in ("clean", "noisy"))
 
 
+@pytest.mark.slow
 def test_resume_reuses_units(tmp_path):
     fast = ("--baseline", "none", "--epochs", "5", "--num-patterns", "4", "--num-train", "2", "--num-test", "2")
     _run("noise-robustness", tmp_path, *fast)
