@@ -132,26 +132,29 @@ class DualProblem:
     def cone_violation(self, W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> float:
         """Largest relative violation of ``(2 D_i - I) X w_i >= 0`` (and z_i).
 
-        For each group that becomes a neuron (``||w_i|| > rel_tol * max_j ||.||``, the
-        threshold of :func:`~convexdual.recover.active_groups`):
-        ``max_rows relu(-(2D_i - I) X w_i) / (max_j ||x_j|| * ||w_i||)``, so 0 means
-        feasible and the number is scale-free. Groups below the threshold are dropped
-        by the recovery; their effect shows in the certificate's recovery error.
+        ``max_i max_rows relu(-(2D_i - I) X w_i) / (max_j ||x_j|| * s)`` over the groups that
+        become neurons (``||w_i|| > rel_tol * s``, the threshold of
+        :func:`~convexdual.recover.active_groups`), with ``s = max(max_j ||w_j||, weight_scale)``
+        the size of the solution. The numerator is how far a recovered neuron's ReLU departs
+        from its pattern on a row; the denominator is the size of the largest group's
+        contribution there, so 0 means feasible and the number is scale-free. Groups below the
+        threshold are dropped by the recovery; their effect shows in the certificate's
+        recovery error.
         """
         W, Z = self.check_weights(W, Z)
         S = 2.0 * self.row_masks - 1.0  # (P, n)
         xmax = float(np.linalg.norm(self.X, axis=1).max()) or 1.0
         top = max(np.linalg.norm(W, axis=1).max(initial=0.0), np.linalg.norm(Z, axis=1).max(initial=0.0),
                   self.weight_scale)
+        if top == 0.0:
+            return 0.0
         worst = 0.0
         for V in (W, Z):
-            norms = np.linalg.norm(V, axis=1)
-            nz = norms > rel_tol * top if top > 0 else norms > 0
+            nz = np.linalg.norm(V, axis=1) > rel_tol * top
             if not nz.any():
                 continue
             XV = (self.X @ V[nz].T).T  # (p, n)
-            viol = np.maximum(-(S[nz] * XV), 0.0).max(axis=1) / (xmax * norms[nz])
-            worst = max(worst, float(viol.max()))
+            worst = max(worst, float(np.maximum(-(S[nz] * XV), 0.0).max()) / (xmax * top))
         return worst
 
     def describe(self) -> dict[str, Any]:
