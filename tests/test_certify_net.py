@@ -45,10 +45,16 @@ def test_recovered_optimum_is_certified_globally_optimal(exact_case):
     json.dumps(c.to_dict())
 
 
-def test_two_channel_k1_exact_instance():
-    """Another exact family: k = 1 with two channels (d = 2): cells are angular sectors."""
+def _k1():
+    """A 4x4 crop, two noisy channels, k = 1 (d = 2): 16 hyperplanes, 32 cells (exact, cheap)."""
     clean = load_digits_dataset(2, 0, seed=3).train[:1, 2:6, 2:6]
     noisy = np.stack([add_noise(clean, "gaussian", 0.5, seed=4), add_noise(clean, "gaussian", 0.5, seed=5)], 1)
+    return noisy, clean
+
+
+def test_two_channel_k1_exact_instance():
+    """Another exact family: k = 1 with two channels (d = 2): cells are angular sectors."""
+    noisy, clean = _k1()
     pats = cd.enumerate_patterns(noisy, 1)
     beta = 0.05 * cd.beta_max(noisy, clean, 1, pats)
     res = cd.solve(cd.build_problem(noisy, clean, 1, beta, patterns=pats), solver="clarabel")
@@ -64,7 +70,7 @@ def test_two_channel_k1_exact_instance():
 def test_adam_net_stopped_early_is_not_optimal_and_resolve_achieves_the_drop(exact_case):
     from convexdual.train import train_primal
 
-    noisy, clean, beta, pats, _ = exact_case
+    noisy, clean, beta, pats, full = exact_case
     tr = train_primal(noisy, clean, width=8, beta=beta, epochs=20, batch_size=1, lr=1e-2, seed=0)
     c = cd.certify(tr.network, noisy, clean, beta, patterns=pats)
     assert c.status == "not_optimal"
@@ -74,9 +80,8 @@ def test_adam_net_stopped_early_is_not_optimal_and_resolve_achieves_the_drop(exa
     witness = cd.primal_objective(c.improved_network, cd.build_problem(noisy, clean, 3, beta, patterns=pats).inputs,
                                   clean, beta, cd.SquaredLoss())
     assert witness == pytest.approx(c.objective - c.improvement, rel=1e-10)
-    # an independent re-solve of (4) over all patterns reaches (at least) that objective
-    again = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats), solver="clarabel")
-    assert again.objective <= c.objective - c.improvement + 1e-7 * c.objective
+    # the independent solve of (4) over all patterns (the fixture's) reaches (at least) that objective
+    assert full.objective <= c.objective - c.improvement + 1e-7 * c.objective
     # the net's objective agrees with the trainer's own float64 evaluation
     assert c.objective == pytest.approx(tr.objective, rel=1e-9)
 
@@ -171,13 +176,13 @@ def test_exact_cell_maxima_match_search_and_brute_force(exact_case):
     assert brute.max() <= ex.max_ratio * (1 + 1e-9)
 
 
-def test_residual_net_and_sequential_input():
+def test_residual_net_and_sequential_input(exact_case):
     noisy, clean = _tiny()
     rng = np.random.default_rng(2)
     U = rng.standard_normal((2, 9)) * 0.3
     v = np.array([0.3, -0.2])
     res_net = cd.TwoLayerConvNet.from_filters(U, v, 1, 3, residual=True)
-    c = cd.certify(res_net, noisy, clean, 0.5, patterns="enumerate")
+    c = cd.certify(res_net, noisy, clean, 0.5, patterns=exact_case[3])
     assert c.exact and c.status in ("not_optimal", "globally_optimal")
     seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, bias=False), torch.nn.ReLU(),
                               torch.nn.Conv2d(2, 1, 1, bias=False)).double()
@@ -214,13 +219,14 @@ def test_search_conv_path_equals_explicit_path(device):
     assert a.max_ratio > 0 and np.allclose(a.best.u, b.best.u, atol=1e-8)
 
 
-def test_cli_certify_writes_report_and_improved_net(tmp_path, exact_case):
+def test_cli_certify_writes_report_and_improved_net(tmp_path):
     from convexdual.cli import main
 
-    noisy, clean, beta, _, _ = exact_case
+    noisy, clean = _k1()
+    beta = 0.05 * cd.beta_max(noisy, clean, 1, cd.enumerate_patterns(noisy, 1))
     np.savez(tmp_path / "data.npz", noisy=noisy, clean=clean)
-    U = np.random.default_rng(0).standard_normal((3, 9))
-    cd.TwoLayerConvNet.from_filters(U, np.array([1.0, -0.5, 0.3]), 1, 3).save(tmp_path / "net.pt")
+    U = np.random.default_rng(0).standard_normal((3, 2))
+    cd.TwoLayerConvNet.from_filters(U, np.array([1.0, -0.5, 0.3]), 2, 1).save(tmp_path / "net.pt")
     rc = main(["certify", "--net", str(tmp_path / "net.pt"), "--data", str(tmp_path / "data.npz"), "--beta",
                repr(beta), "--out", str(tmp_path / "c.json"), "--save-improved", str(tmp_path / "better.pt")])
     rep = json.loads((tmp_path / "c.json").read_text())
@@ -237,16 +243,16 @@ def test_cli_certify_writes_report_and_improved_net(tmp_path, exact_case):
                  "--beta", "1.0"]) == 2
 
 
-def test_huber_loss_certificate(exact_case):
-    noisy, clean, _, pats, _ = exact_case
+def test_huber_loss_certificate():
+    noisy, clean = _k1()
+    pats = cd.enumerate_patterns(noisy, 1)
     beta = 0.5
-    res = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats, loss="huber", huber_delta=0.5),
-                   solver="clarabel")
     loss = cd.HuberLoss(delta=0.5)
+    res = cd.solve(cd.build_problem(noisy, clean, 1, beta, patterns=pats, loss=loss), solver="clarabel")
     c = cd.certify(res.network, noisy, clean, beta, loss=loss, patterns=pats)
     assert c.verdict == "globally optimal (exact enumeration)"
     # a single descent neuron added to the zero net: the 1-D line search's drop is real
-    zero = cd.TwoLayerConvNet(1, 0, 3, dtype=torch.float64)
+    zero = cd.TwoLayerConvNet(2, 0, 1, dtype=torch.float64)
     cz = cd.certify(zero, noisy, clean, beta, loss=loss, patterns=pats)
     assert cz.status == "not_optimal" and cz.descent_drop > 0
     assert cz.improvement >= cz.descent_drop
