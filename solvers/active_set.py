@@ -140,11 +140,15 @@ class _Data:
             if n * d * d * 8 <= gram_budget_bytes else None
         self._gram: dict[tuple[int, int], np.ndarray] = {}
         self._xty: dict[int, np.ndarray] = {}
+        self._active: dict[Any, np.ndarray] = {}
+        self._signs: dict[int, np.ndarray] = {}
         self.projections = 0
 
     def signs(self, i: int) -> np.ndarray:
         """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
-        return np.where(self.masks[i, self.nz], 1.0, -1.0)
+        if i not in self._signs:
+            self._signs[i] = np.where(self.masks[i, self.nz], 1.0, -1.0)
+        return self._signs[i]
 
     def xty(self, i: int) -> np.ndarray:
         if i not in self._xty:
@@ -155,15 +159,12 @@ class _Data:
         """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)``."""
         uniq = sorted(set(int(p) for p in patterns))
         missing = [(a, b) for k, a in enumerate(uniq) for b in uniq[k:] if (a, b) not in self._gram]
-        for start in range(0, len(missing), 64):
-            part = missing[start:start + 64]
-            both = np.stack([self.masks[a] & self.masks[b] for a, b in part]).astype(np.float64)
+        for a, b in missing:  # one block at a time: the same bits whatever the order (resume)
+            w = (self.masks[a] & self.masks[b]).astype(np.float64)
             if self.outer is not None:
-                blocks = (both @ self.outer).reshape(len(part), self.d, self.d)
+                self._gram[(a, b)] = (w @ self.outer).reshape(self.d, self.d)
             else:
-                blocks = np.stack([self.X.T @ (self.X * w[:, None]) for w in both])
-            for key, blk in zip(part, blocks):
-                self._gram[key] = blk
+                self._gram[(a, b)] = self.X.T @ (self.X * w[:, None])
         S, d = len(patterns), self.d
         G = np.empty((S * d, S * d))
         for k, a in enumerate(patterns):
@@ -174,13 +175,15 @@ class _Data:
                 G[m * d:(m + 1) * d, k * d:(k + 1) * d] = blk.T
         return G
 
-    def project(self, i: int, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def project(self, i: int, c: np.ndarray, key: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``Proj_{K_i}(c)`` for ``K_i = {u : (2 D_i - I) X u >= 0}``; returns ``(proj, active rows)``.
 
         Lazy rows: NNLS (Moreau: ``Proj = c + A^T lam``) on the rows most violated by ``c``,
         then every row is checked at the result and violated ones join; the projection onto
         a superset cone that lands in ``K_i`` is the projection onto ``K_i``. Rows are
-        indices into the nonzero patch rows.
+        indices into the nonzero patch rows. With a ``key``, the rows that ended active are
+        remembered and start the next projection with that key (later rounds project
+        nearby vectors).
         """
         self.projections += 1
         sg = self.signs(i)
@@ -191,6 +194,8 @@ class _Data:
         cap = CONE_PROJECTION_ROWS * self.d
         k = min(m.size, cap)
         active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
+        if key is not None and key in self._active:
+            active = np.union1d(active, self._active[key])
         for _ in range(200):
             A = sg[active][:, None] * self.Xnz[active]
             lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
@@ -199,6 +204,8 @@ class _Data:
             m[active] = np.inf
             bad = np.flatnonzero(m < -tol)
             if bad.size == 0:
+                if key is not None:
+                    self._active[key] = active[lam > 0]
                 return proj, active[lam > 0]
             if bad.size > cap:
                 bad = bad[np.argpartition(m[bad], cap - 1)[:cap]]
@@ -206,6 +213,13 @@ class _Data:
         A = sg[:, None] * self.Xnz  # not settled: every row at once
         lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
         return c + A.T @ lam, np.flatnonzero(lam > 0)
+
+    def projection_rows(self) -> dict[Any, np.ndarray]:
+        """The remembered active rows of keyed projections (part of a checkpoint)."""
+        return {k: v.copy() for k, v in self._active.items()}
+
+    def restore_projection_rows(self, rows: dict[Any, np.ndarray]) -> None:
+        self._active = {k: np.asarray(v, dtype=np.intp) for k, v in rows.items()}
 
     def boundary_rows(self, i: int, direction: np.ndarray, k: int) -> np.ndarray:
         """The ``k`` nonzero rows of pattern ``i`` nearest the cone boundary along ``direction``."""
@@ -332,7 +346,7 @@ class ActiveSetSolver:
                 bound_rest = float(cn[i])  # every skipped group is at most this
                 break
             for s in (1.0, -1.0):
-                proj, _ = data.project(int(i), s * C[i])
+                proj, _ = data.project(int(i), s * C[i], key=("check", int(i), s))
                 val = float(np.linalg.norm(proj))
                 best = max(best, val)
                 if val > threshold and (int(i), s) not in member:
@@ -365,6 +379,7 @@ class ActiveSetSolver:
             rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
             zero_count, history = list(st["zero_count"]), list(st["history"])
             rnd0, elapsed0, warm_info = int(st["round"]), float(st["elapsed"]), dict(st["warm"])
+            data.restore_projection_rows(st["projection_rows"])
         else:
             v_rank, warm_info = self._identify(problem, o, data)
             _, entering = self._check(data, op, v_rank, set(), 0.0, o.init_groups)
@@ -402,7 +417,7 @@ class ActiveSetSolver:
                 norms = np.linalg.norm(U, axis=1)
                 top = float(norms.max(initial=0.0))
                 for k in np.flatnonzero(norms > 0):
-                    Up[k], _ = data.project(int(pat[k]), U[k])
+                    Up[k], _ = data.project(int(pat[k]), U[k], key=("polish", int(pat[k]), sgn[k]))
                 yhat = data.predict(pat, sgn, Up)
                 r = yhat - y
                 pobj = 0.5 * float(r @ r) + beta * float(np.linalg.norm(Up, axis=1).sum())
@@ -464,7 +479,8 @@ class ActiveSetSolver:
                     save_checkpoint(o.checkpoint_path, self.name, problem,
                                     {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
                                      "zero_count": list(zero_count), "round": rnd + 1, "history": history,
-                                     "elapsed": elapsed, "warm": warm_info})
+                                     "elapsed": elapsed, "warm": warm_info,
+                                     "projection_rows": data.projection_rows()})
                 if rel_gap <= o.tol and viol <= o.violation_tol:
                     status = Status.OPTIMAL
                     best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
