@@ -1,0 +1,302 @@
+"""CS-MRI: residual 7x7 denoiser trained primal (Adam) vs dual (convex program), fastMRI pipeline.
+
+Reproduces Section 5.2 / Appendix B.4-B.5 of the paper (MATH.md §9) at a size this
+machine can solve: multi-coil k-space (real fastMRI files with ``--data DIR``, or
+simulated ones with ``--simulate``) -> Poisson-disc undersampling at each acceleration
+-> JSENSE maps -> SENSE zero-filled input and fully sampled target -> real/imaginary
+examples -> the same objective (2) minimised by Adam (primal) and by program (4)
+through ``cd.solve`` (dual), then PSNR/SSIM/NMSE (fastMRI definitions) on test slices.
+
+The dual's pattern set is ``--patterns`` sampled Gaussian gates plus (unless
+``--no-primal-patterns``) the primal net's own filters used as gates, so the convex
+program contains the primal solution and its certified optimum can be compared to the
+primal objective directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_arguments", "run", "run_acceleration"]
+
+logger = logging.getLogger(__name__)
+
+_SMOKE = dict(accelerations=[4.0], sim_shape=32, sim_coils=4, sim_slices=2, train_volumes=1, test_volumes=1,
+              crop=24, train_crop=12, train_slices=1, train_tiles=1, calib=8, width=8, epochs=100, patterns=8, lr=3e-3,
+              beta_frac=0.3, sim_noise=0.0)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="directory of fastMRI multi-coil .h5 files (or with train/ and "
+                     "val/ or test/ subdirectories)")
+    src.add_argument("--simulate", action="store_true", help="simulate multi-coil data offline (SigPy)")
+    src.add_argument("--smoke", action="store_true", help="tiny simulated run for tests (well under a minute)")
+    p.add_argument("--out", type=Path, default=Path("results/mri"), help="output directory")
+    p.add_argument("--accelerations", type=float, nargs="+", default=[4.0, 8.0])
+    p.add_argument("--mask", choices=["poisson", "random"], default="poisson")
+    p.add_argument("--calib", type=int, default=24, help="calibration block side (poisson) / map calibration width")
+    p.add_argument("--center-fraction", type=float, default=0.08, help="central columns (random mask)")
+    p.add_argument("--maps", choices=["jsense", "espirit"], default="jsense")
+    p.add_argument("--crop", type=int, default=64, help="centre crop of the combined images (fastMRI: 320)")
+    p.add_argument("--train-crop", type=int, default=32, help="side of the training tiles cut from the crops")
+    p.add_argument("--train-slices", type=int, default=2, help="training slices (the first ones of the train set)")
+    p.add_argument("--train-tiles", type=int, default=None, help="keep this many train-crop tiles (most "
+                   "energetic input); each tile gives 2 examples (real, imaginary); default all")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="volumes held out when --data has no split")
+    p.add_argument("--skip-edge", type=int, default=0, help="drop this many edge slices per volume")
+    p.add_argument("--sim-shape", type=int, default=80)
+    p.add_argument("--sim-coils", type=int, default=8)
+    p.add_argument("--sim-slices", type=int, default=4)
+    p.add_argument("--sim-noise", type=float, default=0.0, help="k-space noise std relative to the image max")
+    p.add_argument("--sim-source", choices=["shepp_logan", "skimage"], default="shepp_logan")
+    p.add_argument("--train-volumes", type=int, default=2)
+    p.add_argument("--test-volumes", type=int, default=1)
+    p.add_argument("--width", type=int, default=1024, help="primal filters (paper: 1,024)")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-slices", type=int, default=1, help="slices per Adam batch (paper: batch 2 = 1 slice)")
+    p.add_argument("--stream", action="store_true", help="stream primal batches from the on-disk cache")
+    p.add_argument("--patterns", type=int, default=30, help="sampled sign patterns (paper: 5,000)")
+    p.add_argument("--no-primal-patterns", action="store_true", help="do not add the primal filters as gates")
+    p.add_argument("--beta-frac", type=float, default=0.05, help="beta = this * beta_max of the training set")
+    p.add_argument("--solver", default="clarabel", help="a name from convexdual.available_solvers()")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device for primal training and inference")
+
+
+def _apply_smoke(args: argparse.Namespace) -> argparse.Namespace:
+    a = argparse.Namespace(**vars(args))
+    for k, v in _SMOKE.items():
+        setattr(a, k, v)
+    a.simulate, a.sim_source = True, "shepp_logan"
+    return a
+
+
+def _datasets(args: argparse.Namespace) -> tuple[list[Path], list[Path], str]:
+    from convexdual.data.fastmri import list_volumes
+    from convexdual.data.mri_sim import SimulationSpec, simulate_dataset
+
+    if args.data is not None:
+        d = Path(args.data)
+        test_dir = next((d / s for s in ("test", "val") if (d / s).is_dir()), None)
+        if (d / "train").is_dir() and test_dir is not None:
+            return list_volumes(d / "train"), list_volumes(test_dir), f"fastMRI files in {d}"
+        files = list_volumes(d)
+        if len(files) < 2:
+            raise ValueError(f"{d} holds {len(files)} volume; need >= 2 to split train/test (or train/ + val/)")
+        n_test = max(1, int(round(args.test_fraction * len(files))))
+        return files[:-n_test], files[-n_test:], f"fastMRI files in {d} (last {n_test} volumes held out)"
+    spec = SimulationSpec(shape=(args.sim_shape, args.sim_shape), num_coils=args.sim_coils,
+                          num_slices=args.sim_slices, source=args.sim_source, noise=args.sim_noise)
+    root = args.out / "data"
+    train = simulate_dataset(root / "train", args.train_volumes, spec, seed=args.seed)
+    test = simulate_dataset(root / "test", args.test_volumes, spec, seed=args.seed + 1000)
+    return train, test, f"simulated ({args.sim_source}, {args.sim_coils} birdcage coils, {spec.shape})"
+
+
+def _tiles(zf: np.ndarray, tg: np.ndarray, size: int, keep: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping ``size`` x ``size`` tiles of each slice; keep the ``keep`` tiles whose zero-filled
+    input has the most energy (skips empty background); all when ``keep`` is None. ``(S, h, w)`` -> ``(T, size, size)``."""
+    h, w = zf.shape[1:]
+    pos = [(i, j) for i in range(0, h - size + 1, size) for j in range(0, w - size + 1, size)]
+    a = np.stack([z[i : i + size, j : j + size] for z in zf for i, j in pos])
+    b = np.stack([t[i : i + size, j : j + size] for t in tg for i, j in pos])
+    if keep is not None and keep < len(a):
+        order = np.sort(np.argsort(-np.sum(np.abs(a) ** 2, axis=(1, 2)))[: int(keep)])
+        a, b = a[order], b[order]
+    return a, b
+
+
+def _predict_complex(net, zf: np.ndarray) -> tuple[np.ndarray, float]:
+    """Net applied to real and imaginary parts of ``(S, h, w)`` complex; returns (complex, seconds)."""
+    from convexdual.mri.prepare import from_examples, to_examples
+
+    x, _ = to_examples(zf, zf)
+    t0 = time.perf_counter()
+    out = net.predict(x, batch_size=8)
+    return from_examples(out), time.perf_counter() - t0
+
+
+def _evaluate(cache, nets: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Per-volume fastMRI metrics (in the original intensity units), averaged over volumes."""
+    from convexdual.mri.metrics import volume_metrics
+
+    by_vol: dict[str, list[int]] = defaultdict(list)
+    for i, v in enumerate(cache.volumes):
+        by_vol[v].append(i)
+    scales = cache.scales
+    per: dict[str, list[dict]] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)
+    example = {}
+    for vol, idx in by_vol.items():
+        zf, tg = cache.slices(idx)
+        s = scales[np.sort(idx)][:, None, None]
+        gt = np.abs(tg) * s
+        recs = {"zero_filled": np.abs(zf) * s}
+        for name, net in nets.items():
+            pred, sec = _predict_complex(net, zf)
+            recs[name] = np.abs(pred) * s
+            seconds[name] += sec
+        for name, rec in recs.items():
+            per[name].append(volume_metrics(gt, rec))
+        if not example:
+            mid = len(idx) // 2
+            example = {"gt": gt[mid], "images": {k: v[mid] for k, v in recs.items()}, "volume": vol}
+    mean = {name: {k: float(np.mean([m[k] for m in ms])) for k in ms[0]} for name, ms in per.items()}
+    secs = {name: seconds[name] / cache.num_slices for name in nets}
+    return mean, secs, example
+
+
+def _per_pixel_loss(net, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((net.predict(x, batch_size=8) - y) ** 2) / 2.0)
+
+
+def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path], test_files: list[Path]) -> dict:
+    """One acceleration: prepare caches, train primal and dual on the same data, evaluate."""
+    import convexdual as cd
+    from convexdual.data.fastmri import iter_slice_refs
+    from convexdual.experiments import _mri_figures as figs
+    from convexdual.mri.masks import MaskSpec
+    from convexdual.mri.prepare import PrepOptions, SliceCache, build_cache, to_examples
+    from convexdual.nets import primal_objective
+    from convexdual.train import train_primal
+
+    tag = f"R{R:g}"
+    crop = (args.crop, args.crop)
+    opts = PrepOptions(mask=MaskSpec(args.mask, R, calib=args.calib, center_fraction=args.center_fraction,
+                                     seed=args.seed), map_method=args.maps, calib_width=args.calib, crop=crop)
+    cache_dir = args.out / "cache"
+    prep_train = build_cache(iter_slice_refs(train_files, skip_edge=args.skip_edge), cache_dir / f"train_{tag}.h5", opts)
+    prep_test = build_cache(iter_slice_refs(test_files, skip_edge=args.skip_edge), cache_dir / f"test_{tag}.h5", opts)
+    out: dict[str, Any] = {"acceleration": R, "prep_options": {**asdict(opts), "mask": asdict(opts.mask)},
+                           "prep_train": prep_train, "prep_test": prep_test}
+    with SliceCache(cache_dir / f"train_{tag}.h5") as train_cache, SliceCache(cache_dir / f"test_{tag}.h5") as test_cache:
+        ns = min(args.train_slices, train_cache.num_slices)
+        zf, tg = train_cache.slices(slice(0, ns))
+        x, y = to_examples(*_tiles(zf, tg, args.train_crop, args.train_tiles))
+        xt, yt = test_cache.examples()
+        sampled = cd.sample_patterns(x, 7, args.patterns, seed=args.seed)
+        beta = args.beta_frac * cd.beta_max(x, y, 7, sampled, residual=True)
+        out["training_set"] = {"slices": ns, "tiles": int(x.shape[0] // 2), "examples": int(x.shape[0]), "shape": list(x.shape[2:]),
+                               "n": int(x.shape[0] * x.shape[2] * x.shape[3]), "beta": beta}
+        # ---- primal: Adam on (2) --------------------------------------------------
+        t0 = time.perf_counter()
+        if args.stream:
+            from convexdual.mri.stream import train_primal_streaming
+
+            # the whole training cache, one batch of slices read from disk per step (a different,
+            # larger training set than the dual's tiles: the objectives are then not comparable)
+            pr = train_primal_streaming(train_cache, width=args.width, beta=beta, epochs=args.epochs,
+                                        slices_per_batch=args.batch_slices, lr=args.lr, seed=args.seed,
+                                        device=args.device)
+            history = [dict(h) for h in pr.history]
+        else:
+            pr = train_primal(x, y, width=args.width, kernel_size=7, beta=beta, residual=True, epochs=args.epochs,
+                              batch_size=2 * args.batch_slices, lr=args.lr, seed=args.seed, device=args.device,
+                              eval_every=max(1, args.epochs // 25), test=(xt, yt))
+            history = [dict(h) for h in pr.history]
+        primal_seconds = time.perf_counter() - t0
+        primal_net = pr.network.to("cpu")
+        loss = cd.get_loss("squared")
+        primal_obj = primal_objective(primal_net, x, y, beta, loss)
+        # ---- dual: program (4) --------------------------------------------------------
+        pats = sampled if args.no_primal_patterns else sampled.union(cd.patterns_from_gates(
+            x, 7, primal_net.filters()[0], source="primal filters"))
+        problem = cd.build_problem(x, y, 7, beta, patterns=pats, residual=True)
+        t0 = time.perf_counter()
+        res = cd.solve(problem, solver=args.solver)
+        dual_seconds = time.perf_counter() - t0
+        cert = res.certificate
+        out["primal"] = {"width": args.width, "epochs": pr.epochs, "seconds": primal_seconds, "objective": primal_obj,
+                         "train_loss": _per_pixel_loss(primal_net, x, y), "test_loss": _per_pixel_loss(primal_net, xt, yt),
+                         "streamed": bool(args.stream), "history": history,
+                         "objective_note": ("objective (2) on the dual's training tiles; the streamed primal was "
+                                            "trained on the whole training cache") if args.stream else ""}
+        out["dual"] = {"status": str(res.status), "solver": args.solver, "seconds": dual_seconds,
+                       "patterns": problem.P, "sampled_patterns": sampled.num_patterns,
+                       "objective": res.objective, "message": res.message}
+        if res.status.has_solution and res.network is not None:
+            dual_net = res.network.to("cpu")
+            out["dual"].update({"certificate": cert.to_dict() if cert else None,
+                                "network_objective": primal_objective(dual_net, x, y, beta, loss),
+                                "num_neurons": dual_net.width,
+                                "train_loss": _per_pixel_loss(dual_net, x, y),
+                                "test_loss": _per_pixel_loss(dual_net, xt, yt)})
+            bound = cert.dual_bound if cert else res.objective
+            out["comparison"] = None if args.stream else {"dual_bound_minus_primal_rel": (bound - primal_obj) / abs(primal_obj),
+                                 "dual_objective_minus_primal_rel": (res.objective - primal_obj) / abs(primal_obj)}
+            nets = {"primal": primal_net, "dual": dual_net}
+        else:
+            logger.warning("dual solve at R=%g returned %s: no dual network to evaluate", R, res.status)
+            nets = {"primal": primal_net}
+        metrics, infer, example = _evaluate(test_cache, nets)
+        out["test_metrics"] = metrics
+        out["seconds_inference_per_slice"] = infer
+        out["test_slices"] = test_cache.num_slices
+        out["bytes_image_per_slice"] = int(np.prod(crop)) * 16 * 2
+    # ---- figures ------------------------------------------------------------------
+    title = f"R = {R:g}, {args.mask} mask, {args.maps} maps"
+    out["figures"] = [str(figs.reconstruction_figure(args.out / f"recon_{tag}.png", example["images"], example["gt"],
+                                                      metrics, f"{title} ({example['volume']})").name),
+                      str(figs.loss_curves_figure(args.out / f"loss_{tag}.png", history, out["dual"], title).name)]
+    if res.status.has_solution and res.W is not None:
+        out["figures"].append(str(figs.filter_response_figure(args.out / f"dual_filters_{tag}.png", res.W, res.Z, 7,
+                                                              f"dual filters |DFT|, {title}").name))
+    return out
+
+
+def _summary(result: dict) -> str:
+    lines = [f"# CS-MRI: primal vs dual ({result['source']})", "",
+             "| R | set | PSNR ZF | PSNR primal | PSNR dual | SSIM ZF | SSIM primal | SSIM dual | "
+             "obj primal | obj dual (bound) | gap | dual status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        m = r["test_metrics"]
+        d = r["dual"]
+        cert = d.get("certificate") or {}
+        get = lambda name, k: m.get(name, {}).get(k, float("nan"))  # noqa: E731
+        lines.append(
+            f"| {r['acceleration']:g} | {r['test_slices']} test slices | {get('zero_filled', 'psnr'):.2f} | "
+            f"{get('primal', 'psnr'):.2f} | {get('dual', 'psnr'):.2f} | {get('zero_filled', 'ssim'):.4f} | "
+            f"{get('primal', 'ssim'):.4f} | {get('dual', 'ssim'):.4f} | {r['primal']['objective']:.6g} | "
+            f"{d.get('objective', float('nan')):.6g} ({cert.get('dual_bound', float('nan')):.6g}) | "
+            f"{cert.get('relative_gap', float('nan')):.1e} | {d['status']} |")
+    lines += ["", f"Peak resident memory {result['peak_rss_mb']:.0f} MB; total {result['seconds']:.1f} s.",
+              "Per slice (seconds): " + "; ".join(
+                  f"R={r['acceleration']:g}: prepare {r['prep_train']['seconds_per_slice']:.3f} "
+                  f"(maps {r['prep_train']['seconds_maps_per_slice']:.3f}), inference "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in r["seconds_inference_per_slice"].items())
+                  for r in result["runs"]), ""]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.smoke:
+        args = _apply_smoke(args)
+    elif args.data is None and not args.simulate:
+        raise ValueError("choose the data: --data DIR (fastMRI files), --simulate, or --smoke")
+    if args.train_crop > args.crop:
+        raise ValueError(f"--train-crop ({args.train_crop}) must be at most --crop ({args.crop})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train_files, test_files, source = _datasets(args)
+    runs = [run_acceleration(args, float(R), train_files, test_files) for R in args.accelerations]
+    result = {"experiment": "mri", "source": source, "smoke": bool(args.smoke),
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+              "train_files": [p.name for p in train_files], "test_files": [p.name for p in test_files],
+              "runs": runs, "seconds": time.perf_counter() - t0,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    (args.out / "mri.json").write_text(json.dumps(result, indent=2, default=float))
+    (args.out / "mri.md").write_text(_summary(result))
+    print(_summary(result))
+    return 0
