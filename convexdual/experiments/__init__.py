@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "pattern-ablation": "convexdual.experiments.mnist.pattern_ablation",
     "noise-robustness": "convexdual.experiments.mnist.noise_robustness",
     "reconstructions": "convexdual.experiments.mnist.reconstructions",
+    "mri": "convexdual.experiments.mri",
 }
 
 
