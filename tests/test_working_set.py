@@ -184,3 +184,17 @@ def test_status_map_never_invents_optimal():
     assert map_clarabel_status("SolverStatus.Solved") is Status.OPTIMAL
     assert map_clarabel_status("AlmostSolved") is Status.OPTIMAL_INACCURATE
     assert map_clarabel_status("SomethingNew") is Status.SOLVER_ERROR
+
+
+def test_agrees_with_plain_clarabel_on_another_instance():
+    from convexdual.data import add_noise, load_digits_dataset
+
+    clean = load_digits_dataset(3, 0, seed=1).train
+    noisy = add_noise(clean, "gaussian", 0.5, seed=2)
+    pats = cd.sample_patterns(noisy, 3, 40, seed=1)
+    prob = cd.build_problem(noisy, clean, 3, 0.02 * cd.beta_max(noisy, clean, 3, pats), patterns=pats)
+    ref = cd.solve(prob, "clarabel")
+    got = cd.solve(prob, "clarabel-ws")
+    assert ref.status is Status.OPTIMAL and got.status is Status.OPTIMAL, got.message
+    assert _rel(got.objective, ref.objective) <= REL
+    assert got.certificate.ok and got.certificate.relative_gap <= 1e-6
