@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["reconstruction_figure", "loss_curves_figure", "filter_response_figure", "frequency_responses"]
+from convexdual.interpret import frequency_responses
+
+__all__ = ["reconstruction_figure", "loss_curves_figure", "filter_response_figure"]
 
 
 def _plt():
@@ -66,12 +68,6 @@ def loss_curves_figure(path: Path, history: list[dict], dual: dict[str, float], 
     return path
 
 
-def frequency_responses(filters: np.ndarray, kernel_size: int, size: int = 32) -> np.ndarray:
-    """``|DFT|`` (zero-padded to ``size``, centred) of each ``(k*k,)`` filter. Shapes: ``(m, k*k) -> (m, size, size)``."""
-    F = np.asarray(filters, dtype=np.float64).reshape(-1, kernel_size, kernel_size)
-    return np.abs(np.fft.fftshift(np.fft.fft2(F, s=(size, size)), axes=(-2, -1)))
-
-
 def filter_response_figure(path: Path, W: np.ndarray, Z: np.ndarray, kernel_size: int, title: str,
                            max_filters: int = 16) -> Path:
     """Frequency responses of the largest nonzero dual filters ``w_i`` (v > 0) and ``z_i`` (v < 0)."""
@@ -87,7 +83,7 @@ def filter_response_figure(path: Path, W: np.ndarray, Z: np.ndarray, kernel_size
     for a in ax.ravel():
         a.axis("off")
     if keep:
-        resp = frequency_responses(np.stack([groups[i][1] for i in keep]), kernel_size)
+        resp = frequency_responses(np.stack([groups[i][1] for i in keep]), 1, kernel_size)[:, 0]
         for a, i, r in zip(ax.ravel(), keep, resp):
             a.imshow(r, cmap="viridis")
             a.set_title(f"{groups[i][0]} |{norms[i]:.2g}|", fontsize=7)
