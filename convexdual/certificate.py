@@ -24,7 +24,7 @@ from scipy.optimize import nnls
 
 from convexdual.problem import DualProblem
 
-__all__ = ["Certificate", "certify_solution", "cone_projection_norm", "dual_lower_bound"]
+__all__ = ["Certificate", "certify_solution", "cone_projection", "cone_projection_norm", "dual_lower_bound"]
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,45 @@ class Certificate:
         return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in asdict(self).items()}
 
 
-def cone_projection_norm(A: np.ndarray, c: np.ndarray) -> float:
-    """``||Proj_K(c)||`` for the polyhedral cone ``K = {w : A w >= 0}``.
+def cone_projection(A: np.ndarray, c: np.ndarray, *, rel_tol: float = 1e-12) -> tuple[float, np.ndarray]:
+    """``(||Proj_K(c)||, Proj_K(c))`` for the polyhedral cone ``K = {w : A w >= 0}``, exactly.
 
     Moreau: ``c = Proj_K(c) + Proj_{K°}(c)`` with ``K° = {-A^T lam : lam >= 0}``, so
     ``Proj_K(c) = c + A^T lam*`` with ``lam* = argmin_{lam >= 0} ||A^T lam + c||`` (NNLS).
+    Lazy rows: NNLS on the rows most violated by ``c``, check every row at the result,
+    add the violated ones, repeat. The projection onto a superset cone that lands in
+    ``K`` is the projection onto ``K``, so the loop ends with the exact answer; most of
+    the n rows of a cone in R^d are never touched.
     """
-    if np.all(A @ c >= 0):
-        return float(np.linalg.norm(c))
-    # drop zero rows (0 >= 0 holds for every w)
-    keep = np.any(A != 0, axis=1)
-    A = A[keep]
-    lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
-    return float(np.linalg.norm(c + A.T @ lam))
+    c = np.asarray(c, dtype=np.float64)
+    A = A[np.any(A != 0, axis=1)]  # 0 >= 0 holds for every w
+    tol = rel_tol * float(np.linalg.norm(A, axis=1).max(initial=0.0)) * float(np.linalg.norm(c))
+    m = A @ c
+    if m.min(initial=0.0) >= -tol:
+        return float(np.linalg.norm(c)), c
+    cap = 4 * A.shape[1]
+    k = min(m.size, cap)
+    active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
+    for _ in range(100):
+        Aa = A[active]
+        lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
+        proj = c + Aa.T @ lam
+        m = A @ proj
+        m[active] = np.inf
+        bad = np.flatnonzero(m < -tol)
+        if bad.size == 0:
+            return float(np.linalg.norm(proj)), proj
+        if bad.size > cap:
+            bad = bad[np.argpartition(m[bad], cap)[:cap]]
+        active = np.union1d(active, bad)
+    lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])  # not converged: all rows at once
+    proj = c + A.T @ lam
+    return float(np.linalg.norm(proj)), proj
+
+
+def cone_projection_norm(A: np.ndarray, c: np.ndarray) -> float:
+    """``||Proj_K(c)||`` for ``K = {w : A w >= 0}`` (see :func:`cone_projection`)."""
+    return cone_projection(A, c)[0]
 
 
 def _max_dual_constraint(problem: DualProblem, v: np.ndarray) -> float:

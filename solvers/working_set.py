@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convexdual.certificate import cone_projection
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
@@ -174,33 +175,9 @@ class _State:
         onto ``K_i``, so the loop ends with the exact answer (Moreau:
         ``Proj_K(c) = c + A^T lam*``, ``lam* = argmin_{lam >= 0} ||A^T lam + c||``).
         """
-        from scipy.optimize import nnls
-
         sg = self.signs[i, self.nonzero_rows]
         self.num_projections += 1
-        tol = 1e-12 * self.xmax * float(np.linalg.norm(c))
-        m = sg * (self.Xnz @ c)
-        if m.min(initial=0.0) >= -tol:
-            return float(np.linalg.norm(c)), c
-        cap = 4 * self.problem.d
-        k = min(m.size, cap)
-        active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
-        for _ in range(100):
-            Aa = sg[active][:, None] * self.Xnz[active]
-            lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
-            proj = c + Aa.T @ lam
-            m = sg * (self.Xnz @ proj)
-            m[active] = np.inf
-            bad = np.flatnonzero(m < -tol)
-            if bad.size == 0:
-                return float(np.linalg.norm(proj)), proj
-            if bad.size > cap:
-                bad = bad[np.argpartition(m[bad], cap)[:cap]]
-            active = np.union1d(active, bad)
-        A = sg[:, None] * self.Xnz  # not converged: all rows at once
-        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
-        proj = c + A.T @ lam
-        return float(np.linalg.norm(proj)), proj
+        return cone_projection(sg[:, None] * self.Xnz, c)
 
     def screen(self, v: np.ndarray, limit: int, tol: float) -> list[tuple[float, int, float, np.ndarray]]:
         """Outside groups whose dual constraint at ``v`` exceeds ``beta (1 + tol)``, worst first."""

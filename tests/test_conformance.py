@@ -10,7 +10,7 @@ import convexdual as cd
 from convexdual._registry import get_solver
 from tests.conftest import make_digits
 
-IP_SOLVERS = [s for s in ("clarabel", "ecos", "mosek", "scs") if get_solver(s).available()[0]]
+IP_SOLVERS = [s for s in ("clarabel", "ecos", "mosek", "scs", "clarabel-ws") if get_solver(s).available()[0]]
 
 
 def naive_patches(x, k):
