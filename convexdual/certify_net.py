@@ -79,7 +79,8 @@ class NetworkCertificate:
         convex_status, convex_objective: the solve of (4) over S.
         lower_bound: certified lower bound on the optimum of (4) over S (global when ``exact``).
         recovered_objective, recovered_width: objective (2) of the net recovered from the solve.
-        improvement: certified drop of objective (2) (``objective - objective of improved_network``, >= 0).
+        improvement: certified drop of objective (2) (``objective - objective of improved_network``, >= 0);
+            the verdict counts it only above ``tolerance * |objective|``.
         improvement_source: "convex re-solve over S", "descent neuron" or "".
         max_dual_ratio: largest ``|r^T relu(X u)| / (beta ||u||)`` found for the net's
             residual (exact when ``search_exact``); > 1 means a descent neuron.
@@ -87,7 +88,8 @@ class NetworkCertificate:
         descent_drop: objective drop from adding it at its best scale (0 if none).
         search_exact, search_starts, search_gates: how the dual feasibility was checked.
         tolerance: relative tolerance of the verdict.
-        improved_network: the best explicit network found (None when none beats the net).
+        improved_network: the best explicit network found (None when none beats the net),
+            also when its drop is below the tolerance.
         timings: seconds per step.
     """
 
@@ -149,7 +151,9 @@ class NetworkCertificate:
         ]
         if self.improvement > 0:
             lines.append(f"improvement : {self.improvement:.6g} ({self.relative_improvement:.2e} relative) "
-                         f"by {self.improvement_source}")
+                         f"by {self.improvement_source}"
+                         + ("" if self.status == NOT_OPTIMAL else f"; below the tolerance {self.tolerance:g}, "
+                            "so not counted in the verdict"))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -464,11 +468,12 @@ def certify(
     candidates = [(objective - rec_obj if math.isfinite(rec_obj) else 0.0, "convex re-solve over S", rec_net),
                   (d_drop, "descent neuron", d_net)]
     improvement, source, improved = max(candidates, key=lambda c: c[0])
-    if improvement <= tolerance * scale:
-        improvement, source, improved = max(improvement, 0.0), "", None
+    if improvement <= 0.0:  # nothing beats the net (any positive drop is real, if tiny)
+        improvement, source, improved = 0.0, "", None
+    significant = improvement > tolerance * scale
     gap = objective - lower
     K = search.num_starts
-    if improved is not None:
+    if significant:
         status = NOT_OPTIMAL
         verdict = f"not optimal: the objective can drop by {improvement:.6g} (certified)"
     elif gap <= tolerance * scale and S.exact:
