@@ -26,20 +26,35 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="the main job: solve, recover, certify and compare with Adam on bundled digits",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder")
-    p.add_argument("--num-train", type=int, default=8)
+    p.add_argument("--num-train", type=int, default=20)
     p.add_argument("--num-test", type=int, default=24)
     p.add_argument("--sigma", type=float, default=0.5, help="Gaussian noise level (normalised units)")
-    p.add_argument("--patterns", type=int, default=32, help="sampled sign patterns")
-    p.add_argument("--width", type=int, default=24, help="filters of the Adam-trained primal net")
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--patterns", type=int, default=100, help="sampled sign patterns")
+    p.add_argument("--width", type=int, default=32, help="filters of the Adam-trained primal net")
+    p.add_argument("--epochs", type=int, default=400)
     p.add_argument("--beta-fraction", type=float, default=0.02)
-    p.add_argument("--solver", default="auto")
+    p.add_argument("--solver", default="clarabel-ws",
+                   help="exact solver for (4): clarabel-ws (working sets, fast), auto (MOSEK if licensed else Clarabel), ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smaller run (seconds) for tests")
-    p.set_defaults(func=lambda a: run_demo(a.out, num_train=a.num_train, num_test=a.num_test, sigma=a.sigma,
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads during the run (1 is fastest for these tiny convolutions)")
+    p.set_defaults(func=lambda a: _with_threads(a.threads, run_demo,a.out, num_train=a.num_train, num_test=a.num_test, sigma=a.sigma,
                                             num_patterns=a.patterns, width=a.width, epochs=a.epochs,
                                             beta_fraction=a.beta_fraction, solver=a.solver, seed=a.seed,
                                             quick=a.quick)["exit_code"])
+
+
+def _with_threads(n: int, fn, *args, **kwargs):
+    """Run ``fn`` with ``n`` torch threads, restoring the caller's setting afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(old)
 
 
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
@@ -52,8 +67,8 @@ def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def run_demo(out: Path, *, num_train: int = 8, num_test: int = 24, sigma: float = 0.5, num_patterns: int = 32,
-             width: int = 24, epochs: int = 300, beta_fraction: float = 0.02, solver: str = "auto", seed: int = 0,
+def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float = 0.5, num_patterns: int = 100,
+             width: int = 32, epochs: int = 400, beta_fraction: float = 0.02, solver: str = "clarabel-ws", seed: int = 0,
              quick: bool = False) -> dict[str, Any]:
     import convexdual as cd
     from convexdual.data import add_noise, load_digits_dataset
@@ -140,7 +155,7 @@ def _exact_part(noisy: np.ndarray, clean: np.ndarray, k: int, seed: int, quick: 
     beta = 0.05 * cd.beta_max(noisy, clean, k, pats)
     prob = cd.build_problem(noisy, clean, k, beta, patterns=pats)
     _say(f"tiny crop 3x3: all {prob.P} sign patterns enumerated; solving the exact program")
-    res = cd.solve(prob, solver="clarabel")
+    res = cd.solve(prob, solver="clarabel-ws")
     starts = []
     for s in range(2 if quick else 4):
         r = train_primal(noisy, clean, width=16, kernel_size=k, beta=beta, epochs=300 if quick else 1000,

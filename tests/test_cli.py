@@ -34,7 +34,7 @@ def test_solve_reports_bad_file(tmp_path, capsys):
 def test_demo_quick(tmp_path):
     from convexdual.demo import run_demo
 
-    rep = run_demo(tmp_path, quick=True, solver="clarabel")
+    rep = run_demo(tmp_path, quick=True)
     for f in ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png"):
         assert (tmp_path / f).is_file(), f
     assert rep["convex"]["status"] == "optimal"
