@@ -4,11 +4,15 @@ Parts (``--part``):
 * ``pass``: memory bandwidth (numpy/torch copy) and seconds per full fused pass
   (forward + adjoint) at the paper's MNIST scale (600 x 28x28, k = 3, P = 8,000;
   random data), for the numba and torch backends. The bound is one read of n*P float32.
-* ``solvers``: on one instance (20 digits 8x8, P = 100): Clarabel, clarabel-ws,
-  fista (relaxation), augmented_lagrangian, adam_hinge, and pyscnn's AL / R-FISTA when
-  installed; times to 1e-3 and 1e-6 relative suboptimality; JSON + PNG.
+* ``solvers``: on identical instances in one run (5 digits / P = 20 and 20 digits 8x8 /
+  P = 100; k = 3, sigma 0.5, beta = 0.02 beta_max): plain Clarabel (CVXPY; its optimum is
+  the reference), clarabel-ws, active_set, fista (gated relaxation: a lower-bound method),
+  adam_hinge, primal Adam (``train_primal``, objective (2)), and pyscnn's augmented
+  Lagrangian and R-FISTA when ``pyscnn`` is installed. Times to 1e-3 and 1e-6 relative
+  suboptimality; JSON + PNG (see :mod:`bench_solvers`).
 
 Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_first_order.py --part pass --rows-fraction 1
+       OPENBLAS_NUM_THREADS=1 python benchmarks/bench_first_order.py --part solvers
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def main() -> None:
     ap.add_argument("--part", choices=["pass", "solvers"], default="pass")
     ap.add_argument("--rows-fraction", type=int, default=1, help="run 600/F images and scale the time by F")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--adam-seconds", type=float, default=60.0, help="time budget of each Adam baseline (main instance)")
+    ap.add_argument("--quick", action="store_true", help="small instance only (smoke run)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -79,7 +85,12 @@ def main() -> None:
         (OUT / "operator_pass.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
     else:
-        raise SystemExit("--part solvers: not finished yet (see docs/first_order.md)")
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_solvers import run_solvers
+
+        run_solvers(OUT, adam_seconds=a.adam_seconds, quick=a.quick)
 
 
 if __name__ == "__main__":

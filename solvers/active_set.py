@@ -93,7 +93,7 @@ class ActiveSetOptions(TorchSolverOptions):
     warm_start: bool = False
     warm_tol: float = 1e-3
     warm_max_iter: int = 3000
-    init_groups: int = 32
+    init_groups: int = 20
     groups_per_round: int = 16
     init_rows: int = 32
     rows_per_round: int = 32
