@@ -33,6 +33,7 @@ from convexdual.patches import conv_adjoint, conv_forward
 __all__ = [
     "Data", "add_common_arguments", "load_data", "reference_beta", "run_primal", "run_dual",
     "augment_with_net", "per_pixel_loss", "resolve_sizes", "torch_threads", "write_json", "setup_matplotlib", "UnitCache", "pick_solver",
+    "run_experiment", "main", "train_unit", "dual_pair", "write_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,22 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
     if out.get("threads") is None and args.smoke:
         out["threads"] = 1  # tiny convolutions: one thread is many times faster on a loaded machine
     return argparse.Namespace(**out)
+
+
+def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[str, Any], body) -> int:
+    """Resolve the sizes, then ``body(args)`` under the requested torch thread count."""
+    args = resolve_sizes(args, full, smoke)
+    with torch_threads(args.threads):
+        return body(args)
+
+
+def main(module, argv: list[str] | None = None) -> int:
+    """Command-line entry of an experiment module (``add_arguments`` + ``run``), as in ``examples/``."""
+    parser = argparse.ArgumentParser(description=(module.__doc__ or "").strip().splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return module.run(parser.parse_args(argv))
 
 
 @contextlib.contextmanager
@@ -218,6 +235,40 @@ def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, b
         "distinct_patterns": int(len(cd.patterns_from_gates(data.noisy, 3, net.filters()[0]))),
     }
     return rec, net
+
+
+def train_unit(args: argparse.Namespace, noise: str, level: float, *,
+               evals: int) -> tuple[Data, float, dict[str, Any], cd.TwoLayerConvNet]:
+    """Data at one noise setting, the reference beta, and the primal run (about ``evals`` evaluations).
+
+    Returns ``(data, beta, primal record, primal net)``.
+    """
+    data = load_data(args, noise, level, args.seed)
+    beta = reference_beta(data.noisy, data.clean, 3, args.beta_frac)
+    primal, net = run_primal(data, width=args.width, beta=beta, epochs=args.epochs, lr=args.lr,
+                             batch_size=args.batch_size, seed=args.seed, device=args.device,
+                             eval_every=max(1, args.epochs // evals))
+    return data, beta, primal, net
+
+
+def dual_pair(args: argparse.Namespace, data: Data, beta: float, patterns: cd.SignPatterns,
+              net: cd.TwoLayerConvNet, *, prefix: str, seed: int
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, cd.TwoLayerConvNet | None]]:
+    """Certified solves of (4) over ``patterns`` and over ``patterns`` plus the primal ``net``'s own.
+
+    Returns the records and recovered nets, both keyed ``"sampled"`` and ``"augmented"``;
+    labels are ``"{prefix}, {P} sampled"`` and ``"{prefix}, sampled + primal's ({P})"``.
+    """
+    def solve(pats: cd.SignPatterns, label: str) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None]:
+        return run_dual(data, beta, pats, args.solver, label=label, time_limit=args.solver_time_limit,
+                        device=args.device, seed=seed)
+
+    recs: dict[str, dict[str, Any]] = {}
+    nets: dict[str, cd.TwoLayerConvNet | None] = {}
+    recs["sampled"], nets["sampled"] = solve(patterns, f"{prefix}, {len(patterns)} sampled")
+    aug = augment_with_net(patterns, data.noisy, net)
+    recs["augmented"], nets["augmented"] = solve(aug, f"{prefix}, sampled + primal's ({len(aug)})")
+    return recs, nets
 
 
 def augment_with_net(patterns: cd.SignPatterns, noisy: np.ndarray, net: cd.TwoLayerConvNet) -> cd.SignPatterns:
@@ -346,6 +397,28 @@ class UnitCache:
 
     def put(self, key: str, rec: dict[str, Any]) -> None:
         write_json(self.dir / f"{key}.json", rec)
+
+    def get_or_run(self, key: str, compute) -> dict[str, Any]:
+        """The cached unit ``key`` (with ``--resume``), else ``compute()`` stored under ``key``."""
+        rec = self.get(key)
+        if rec is None:
+            rec = compute()
+            self.put(key, rec)
+        return rec
+
+
+def write_outputs(out: Path, stem: str, experiment: str, args: argparse.Namespace, fields: dict[str, Any],
+                  lines: list[str]) -> None:
+    """``{stem}.json`` (experiment, smoke, solver, settings, then ``fields``) and ``summary.md``.
+
+    ``summary.md`` is a title line ``# {experiment} (smoke|full)``, a blank line, then
+    ``lines``; the same text is printed.
+    """
+    write_json(out / f"{stem}.json", {"experiment": experiment, "smoke": bool(args.smoke), "solver": args.solver,
+                                      "settings": {k: v for k, v in vars(args).items() if k != "func"}, **fields})
+    lines = [f"# {experiment} ({'smoke' if args.smoke else 'full'})", ""] + lines
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def fmt(x: Any, spec: str = ".4g") -> str:

@@ -30,9 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args = C.resolve_sizes(args, FULL, SMOKE)
-    with C.torch_threads(args.threads):
-        return _run(args)
+    return C.run_experiment(args, FULL, SMOKE, _run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,25 +42,16 @@ def _run(args: argparse.Namespace) -> int:
     P = C.parse_ints(args.num_patterns)[0]
     units = []
     for noise, level in (("gaussian", sigma), ("exponential", scale)):
-        key = f"robustness_{noise}_{level:g}_w{args.width}"
-        u = cache.get(key)
-        if u is None:
-            u = run_unit(args, noise, level, P, out=out)
-            cache.put(key, u)
-        units.append(u)
+        units.append(cache.get_or_run(f"robustness_{noise}_{level:g}_w{args.width}",
+                                      lambda: run_unit(args, noise, level, P, out=out)))
     plt = C.setup_matplotlib()
     plot_units(plt, units, f"Gaussian vs exponential noise: {args.width}-filter primal vs dual",
                out / "noise_robustness.png")
-    C.write_json(out / "noise_robustness.json", {
-        "experiment": "noise-robustness", "smoke": bool(args.smoke), "solver": args.solver,
-        "settings": {k: v for k, v in vars(args).items() if k != "func"}, "units": units,
-        "figures": ["noise_robustness.png"]})
-    lines = [f"# noise-robustness ({'smoke' if args.smoke else 'full'})", "",
-             f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}; primal {args.width} filters, "
+    lines = [f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}; primal {args.width} filters, "
              f"{args.epochs} epochs; {P} sampled patterns; certified solver `{args.solver}`.", ""] + summary_table(units)
     lines += ["", "Primal objective above the certified optimum over (sampled + primal's) patterns: "
               + ", ".join(f"{u['noise']}: {C.fmt(-u['duals']['augmented'].get('excess_over_primal', float('nan')), '.3%')}"
                           for u in units) + f" (tolerance {TOLERANCE:g})", "", "Figure: noise_robustness.png"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    C.write_outputs(out, "noise_robustness", "noise-robustness", args,
+                    {"units": units, "figures": ["noise_robustness.png"]}, lines)
     return 0

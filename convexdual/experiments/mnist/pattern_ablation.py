@@ -39,11 +39,7 @@ def patterns_needed(points: list[dict[str, Any]], primal_objective: float, rtol:
 
 
 def _unit(args: argparse.Namespace, sigma: float, counts: list[int], out: Path) -> dict[str, Any]:
-    data = C.load_data(args, "gaussian", sigma, args.seed)
-    beta = C.reference_beta(data.noisy, data.clean, 3, args.beta_frac)
-    primal, _ = C.run_primal(data, width=args.width, beta=beta, epochs=args.epochs, lr=args.lr,
-                             batch_size=args.batch_size, seed=args.seed, device=args.device,
-                             eval_every=max(1, args.epochs // 20))
+    data, beta, primal, _ = C.train_unit(args, "gaussian", sigma, evals=20)
     points = []
     for P in counts:
         pats = cd.sample_patterns(data.noisy, 3, P, seed=args.seed)  # same seed: nested gate sets
@@ -59,9 +55,7 @@ def _unit(args: argparse.Namespace, sigma: float, counts: list[int], out: Path) 
 
 
 def run(args: argparse.Namespace) -> int:
-    args = C.resolve_sizes(args, FULL, SMOKE)
-    with C.torch_threads(args.threads):
-        return _run(args)
+    return C.run_experiment(args, FULL, SMOKE, _run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,12 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     counts = sorted(C.parse_ints(args.num_patterns))
     units = []
     for sigma in C.parse_floats(args.sigmas):
-        key = f"ablation_{sigma:g}_" + "-".join(map(str, counts))
-        u = cache.get(key)
-        if u is None:
-            u = _unit(args, sigma, counts, out)
-            cache.put(key, u)
-        units.append(u)
+        units.append(cache.get_or_run(f"ablation_{sigma:g}_" + "-".join(map(str, counts)),
+                                      lambda: _unit(args, sigma, counts, out)))
     plt = C.setup_matplotlib()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for j, u in enumerate(units):
@@ -97,12 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     fig.tight_layout()
     fig.savefig(out / "pattern_ablation.png", dpi=110)
     plt.close(fig)
-    C.write_json(out / "pattern_ablation.json", {
-        "experiment": "pattern-ablation", "smoke": bool(args.smoke), "solver": args.solver,
-        "settings": {k: v for k, v in vars(args).items() if k != "func"}, "units": units,
-        "figures": ["pattern_ablation.png"]})
-    lines = [f"# pattern-ablation ({'smoke' if args.smoke else 'full'})", "",
-             f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}; primal {args.width} filters, "
+    lines = [f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}; primal {args.width} filters, "
              f"{args.epochs} epochs; certified solver `{args.solver}`.", "",
              "| sigma | patterns (distinct) | dual obj. | train / test loss | vs primal | certificate |",
              "|---|---|---|---|---|---|"]
@@ -119,6 +104,6 @@ def _run(args: argparse.Namespace) -> int:
               + "; ".join(f"sigma {u['sigma']:g}: " + ", ".join(str(u['patterns_needed'][t]) for t in u["patterns_needed"])
                           for u in units) + " (None: not reached in the tested range)",
               "", "Figure: pattern_ablation.png"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    C.write_outputs(out, "pattern_ablation", "pattern-ablation", args,
+                    {"units": units, "figures": ["pattern_ablation.png"]}, lines)
     return 0

@@ -37,9 +37,7 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    args = C.resolve_sizes(args, FULL, SMOKE)
-    with C.torch_threads(args.threads):
-        return _run(args)
+    return C.run_experiment(args, FULL, SMOKE, _run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -47,20 +45,10 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sigma = C.parse_floats(args.sigmas)[0]
     P = C.parse_ints(args.num_patterns)[0]
-    data = C.load_data(args, "gaussian", sigma, args.seed)
-    beta = C.reference_beta(data.noisy, data.clean, 3, args.beta_frac)
-    primal, pnet = C.run_primal(data, width=args.width, beta=beta, epochs=args.epochs, lr=args.lr,
-                                batch_size=args.batch_size, seed=args.seed, device=args.device,
-                                eval_every=max(1, args.epochs // 10))
+    data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma, evals=10)
     pats = cd.sample_patterns(data.noisy, 3, P, seed=args.seed)
-    duals = {}
-    nets = {}
-    duals["sampled"], nets["sampled"] = C.run_dual(data, beta, pats, args.solver, label=f"dual, {len(pats)} sampled",
-                                                   time_limit=args.solver_time_limit, device=args.device)
-    aug = C.augment_with_net(pats, data.noisy, pnet)
-    duals["augmented"], nets["augmented"] = C.run_dual(data, beta, aug, args.solver,
-                                                       label=f"dual, sampled + primal's ({len(aug)})",
-                                                       time_limit=args.solver_time_limit, device=args.device)
+    # seed=0: the solvers' own seed was never tied to --seed here (kept as it was)
+    duals, nets = C.dual_pair(args, data, beta, pats, pnet, prefix="dual", seed=0)
     k = min(int(args.num_images), len(data.clean_test))
     rows: dict[str, np.ndarray] = {"clean": data.clean_test[:k], "noisy": data.noisy_test[:k],
                                    f"primal ({args.width} filters)": pnet.predict(data.noisy_test[:k])}
@@ -84,13 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     fig.tight_layout()
     fig.savefig(out / "reconstructions.png", dpi=110)
     plt.close(fig)
-    C.write_json(out / "reconstructions.json", {
-        "experiment": "reconstructions", "smoke": bool(args.smoke), "solver": args.solver, "beta": beta,
-        "settings": {k_: v for k_, v in vars(args).items() if k_ != "func"}, "data": data.describe(),
-        "primal": primal, "duals": duals, "images": {name: imgs for name, imgs in rows.items()},
-        "psnr_db": scores, "figures": ["reconstructions.png"]})
-    lines = [f"# reconstructions ({'smoke' if args.smoke else 'full'})", "",
-             f"Data: {data.source}, Gaussian sigma {sigma:g}; certified solver `{args.solver}`.", "",
+    lines = [f"Data: {data.source}, Gaussian sigma {sigma:g}; certified solver `{args.solver}`.", "",
              "| row | mean PSNR (dB) over shown digits | test loss / pixel (all test images) |", "|---|---|---|"]
     losses = {"noisy": C.per_pixel_loss(data.noisy_test, data.clean_test),
               f"primal ({args.width} filters)": primal["test_loss"]}
@@ -99,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         if name != "clean":
             lines.append(f"| {name} | {np.mean(scores[name]):.2f} | {C.fmt(losses.get(name))} |")
     lines += ["", "Figure: reconstructions.png"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    C.write_outputs(out, "reconstructions", "reconstructions", args, {
+        "beta": beta, "data": data.describe(), "primal": primal, "duals": duals,
+        "images": {name: imgs for name, imgs in rows.items()}, "psnr_db": scores,
+        "figures": ["reconstructions.png"]}, lines)
     return 0

@@ -38,22 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_unit(args: argparse.Namespace, noise: str, level: float, num_patterns: int, *,
              out: Path) -> dict[str, Any]:
     """One noise setting: primal run, certified dual (sampled, sampled + primal's), baseline."""
-    data = C.load_data(args, noise, level, args.seed)
-    beta = C.reference_beta(data.noisy, data.clean, 3, args.beta_frac)
-    primal, net = C.run_primal(data, width=args.width, beta=beta, epochs=args.epochs, lr=args.lr,
-                               batch_size=args.batch_size, seed=args.seed, device=args.device,
-                               eval_every=max(1, args.epochs // 50))
+    data, beta, primal, net = C.train_unit(args, noise, level, evals=50)
     net.save(out / "nets" / f"primal_{noise}_{level:g}.pt", {"beta": beta, "noise": noise, "level": level})
     pats = cd.sample_patterns(data.noisy, 3, num_patterns, seed=args.seed)
-    duals: dict[str, Any] = {}
-    duals["sampled"], dnet = C.run_dual(data, beta, pats, args.solver, label=f"certified, {len(pats)} sampled",
-                                        time_limit=args.solver_time_limit, device=args.device, seed=args.seed)
-    if dnet is not None:
-        dnet.save(out / "nets" / f"dual_{noise}_{level:g}.pt", {"beta": beta, "noise": noise, "level": level})
-    aug = C.augment_with_net(pats, data.noisy, net)
-    duals["augmented"], _ = C.run_dual(data, beta, aug, args.solver,
-                                       label=f"certified, sampled + primal's ({len(aug)})",
-                                       time_limit=args.solver_time_limit, device=args.device, seed=args.seed)
+    duals, dnets = C.dual_pair(args, data, beta, pats, net, prefix="certified", seed=args.seed)
+    if dnets["sampled"] is not None:
+        dnets["sampled"].save(out / "nets" / f"dual_{noise}_{level:g}.pt", {"beta": beta, "noise": noise, "level": level})
     if str(args.baseline).lower() != "none":
         duals["baseline"], _ = C.run_dual(data, beta, pats, args.baseline, label="Adam + hinge (paper)",
                                           device=args.device, epochs=args.baseline_epochs, seed=args.seed,
@@ -125,9 +115,7 @@ def summary_table(units: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    args = C.resolve_sizes(args, FULL, SMOKE)
-    with C.torch_threads(args.threads):
-        return _run(args)
+    return C.run_experiment(args, FULL, SMOKE, _run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,22 +125,13 @@ def _run(args: argparse.Namespace) -> int:
     P = C.parse_ints(args.num_patterns)[0]
     units = []
     for sigma in C.parse_floats(args.sigmas):
-        key = f"zero_gap_gaussian_{sigma:g}"
-        u = cache.get(key)
-        if u is None:
-            u = run_unit(args, "gaussian", sigma, P, out=out)
-            cache.put(key, u)
+        u = cache.get_or_run(f"zero_gap_gaussian_{sigma:g}", lambda: run_unit(args, "gaussian", sigma, P, out=out))
         units.append(u)
         logger.info("sigma %g: primal %.6g, certified dual %s", sigma, u["primal"]["objective"],
                     u["duals"]["sampled"].get("objective"))
     plt = C.setup_matplotlib()
     fig = plot_units(plt, units, "zero duality gap: primal vs dual (MNIST denoising)", out / "zero_gap.png")
-    payload = {"experiment": "zero-gap", "smoke": bool(args.smoke), "solver": args.solver,
-               "settings": {k: v for k, v in vars(args).items() if k != "func"}, "units": units,
-               "figures": [fig.name]}
-    C.write_json(out / "zero_gap.json", payload)
-    lines = [f"# zero-gap ({'smoke' if args.smoke else 'full'})", "",
-             f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}, "
+    lines = [f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}, "
              f"test {units[0]['data']['test_shape']}; beta = {args.beta_frac} x reference beta_max; primal "
              f"{args.width} filters, {args.epochs} epochs; {P} sampled patterns; certified solver "
              f"`{args.solver}`.", "", "Objectives are exact sums of (2)/(4); losses are per pixel "
@@ -162,6 +141,5 @@ def _run(args: argparse.Namespace) -> int:
               f"{TOLERANCE:g})): " + ", ".join(f"{u['level']:g}: {'yes' if u['check']['dual_not_above_primal'] else 'NO'}"
                                                 for u in units if u["check"]) if checks else "no check ran",
               "", f"Figure: {fig.name}"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    C.write_outputs(out, "zero_gap", "zero-gap", args, {"units": units, "figures": [fig.name]}, lines)
     return 0
