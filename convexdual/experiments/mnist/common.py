@@ -103,10 +103,12 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
 
 
 def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[str, Any], body) -> int:
-    """Resolve the sizes, then ``body(args)`` under the requested torch thread count."""
+    """Resolve the sizes, create ``--out``, then ``body(args, out)`` under the requested torch thread count."""
     args = resolve_sizes(args, full, smoke)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with torch_threads(args.threads):
-        return body(args)
+        return body(args, out)
 
 
 def main(module, argv: list[str] | None = None) -> int:

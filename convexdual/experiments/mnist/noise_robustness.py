@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
     return C.run_experiment(args, FULL, SMOKE, _run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _run(args: argparse.Namespace, out: Path) -> int:
     cache = C.UnitCache(out, args.resume)
     sigma = C.parse_floats(args.sigmas)[0]
     scale = sigma if args.exp_scale is None else float(args.exp_scale)

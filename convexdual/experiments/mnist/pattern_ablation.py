@@ -58,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return C.run_experiment(args, FULL, SMOKE, _run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _run(args: argparse.Namespace, out: Path) -> int:
     cache = C.UnitCache(out, args.resume)
     counts = sorted(C.parse_ints(args.num_patterns))
     units = []

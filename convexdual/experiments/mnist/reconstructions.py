@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
     return C.run_experiment(args, FULL, SMOKE, _run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _run(args: argparse.Namespace, out: Path) -> int:
     sigma = C.parse_floats(args.sigmas)[0]
     P = C.parse_ints(args.num_patterns)[0]
     data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma, evals=10)

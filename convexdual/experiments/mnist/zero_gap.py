@@ -118,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
     return C.run_experiment(args, FULL, SMOKE, _run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _run(args: argparse.Namespace, out: Path) -> int:
     cache = C.UnitCache(out, args.resume)
     P = C.parse_ints(args.num_patterns)[0]
     units = []
