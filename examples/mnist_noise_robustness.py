@@ -8,19 +8,13 @@ Same as `convexdual experiment noise-robustness ...`; every option: --help.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from convexdual.experiments.mnist import noise_robustness
+from convexdual.experiments.mnist import common, noise_robustness
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(noise_robustness.__doc__ or "").strip().splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    noise_robustness.add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return noise_robustness.run(parser.parse_args(argv))
+    return common.main(noise_robustness, argv)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,13 @@ Same as `convexdual experiment reconstructions ...`; every option: --help.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from convexdual.experiments.mnist import reconstructions
+from convexdual.experiments.mnist import common, reconstructions
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(reconstructions.__doc__ or "").strip().splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    reconstructions.add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return reconstructions.run(parser.parse_args(argv))
+    return common.main(reconstructions, argv)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,13 @@ Same as `convexdual experiment zero-gap ...`; every option: --help.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from convexdual.experiments.mnist import zero_gap
+from convexdual.experiments.mnist import common, zero_gap
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(zero_gap.__doc__ or "").strip().splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    zero_gap.add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return zero_gap.run(parser.parse_args(argv))
+    return common.main(zero_gap, argv)
 
 
 if __name__ == "__main__":
