@@ -74,26 +74,55 @@ class Certificate:
         return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in asdict(self).items()}
 
 
-def cone_projection(A: np.ndarray, c: np.ndarray, *, rel_tol: float = 1e-12) -> tuple[float, np.ndarray]:
+def cone_projection(A: np.ndarray, c: np.ndarray, *, rel_tol: float = 1e-12, rows: np.ndarray | None = None,
+                    max_rounds: int = 100, return_rows: bool = False
+                    ) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, np.ndarray]:
     """``(||Proj_K(c)||, Proj_K(c))`` for the polyhedral cone ``K = {w : A w >= 0}``, exactly.
 
     Moreau: ``c = Proj_K(c) + Proj_{K°}(c)`` with ``K° = {-A^T lam : lam >= 0}``, so
     ``Proj_K(c) = c + A^T lam*`` with ``lam* = argmin_{lam >= 0} ||A^T lam + c||`` (NNLS).
-    Lazy rows: NNLS on the rows most violated by ``c``, check every row at the result,
-    add the violated ones, repeat. The projection onto a superset cone that lands in
-    ``K`` is the projection onto ``K``, so the loop ends with the exact answer; most of
-    the n rows of a cone in R^d are never touched.
+    Lazy rows: NNLS on the rows most violated by ``c`` (plus ``rows``, if given), check
+    every row at the result, add the violated ones, repeat. The projection onto a
+    superset cone that lands in ``K`` is the projection onto ``K``, so the loop ends with
+    the exact answer; most of the n rows of a cone in R^d are never touched.
+
+    Args:
+        A: ``(n, d)`` cone rows; all-zero rows are ignored (``0 >= 0`` always holds).
+        c: ``(d,)`` the point to project.
+        rel_tol: a row is violated when ``a_j^T w < -rel_tol * max_j ||a_j|| * ||c||``.
+        rows: optional indices into ``A`` that start the first NNLS together with the
+            most violated rows (e.g. the rows that ended active when projecting a nearby
+            point); they only change the path, not the answer.
+        max_rounds: lazy rounds before falling back to NNLS on every row at once.
+        return_rows: also return the rows (indices into ``A``) with a positive multiplier.
+
+    Returns:
+        ``(norm, proj)``, or ``(norm, proj, active_rows)`` with ``return_rows=True``.
     """
     c = np.asarray(c, dtype=np.float64)
-    A = A[np.any(A != 0, axis=1)]  # 0 >= 0 holds for every w
+    nonzero = np.any(A != 0, axis=1)
+    index = None
+    if not nonzero.all():
+        index = np.flatnonzero(nonzero)  # positions in A of the kept rows
+        A = A[nonzero]
+        if rows is not None:
+            rows = np.flatnonzero(np.isin(index, rows))
+
+    def _out(proj: np.ndarray, act: np.ndarray) -> tuple:
+        if not return_rows:
+            return float(np.linalg.norm(proj)), proj
+        return float(np.linalg.norm(proj)), proj, act if index is None else index[act]
+
     tol = rel_tol * float(np.linalg.norm(A, axis=1).max(initial=0.0)) * float(np.linalg.norm(c))
     m = A @ c
     if m.min(initial=0.0) >= -tol:
-        return float(np.linalg.norm(c)), c
+        return _out(c, np.empty(0, dtype=np.intp))
     cap = 4 * A.shape[1]
     k = min(m.size, cap)
     active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
-    for _ in range(100):
+    if rows is not None:
+        active = np.union1d(active, rows)
+    for _ in range(max_rounds):
         Aa = A[active]
         lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
         proj = c + Aa.T @ lam
@@ -101,13 +130,12 @@ def cone_projection(A: np.ndarray, c: np.ndarray, *, rel_tol: float = 1e-12) -> 
         m[active] = np.inf
         bad = np.flatnonzero(m < -tol)
         if bad.size == 0:
-            return float(np.linalg.norm(proj)), proj
+            return _out(proj, active[lam > 0])
         if bad.size > cap:
             bad = bad[np.argpartition(m[bad], cap)[:cap]]
         active = np.union1d(active, bad)
     lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])  # not converged: all rows at once
-    proj = c + A.T @ lam
-    return float(np.linalg.norm(proj)), proj
+    return _out(c + A.T @ lam, np.flatnonzero(lam > 0))
 
 
 def cone_projection_norm(A: np.ndarray, c: np.ndarray) -> float:

@@ -43,8 +43,8 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.optimize import nnls
 
+from convexdual.certificate import cone_projection
 from convexdual.errors import SolverUnavailableError
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
@@ -57,12 +57,9 @@ from convexdual.solvers._common import (
     torch_threads,
 )
 
-__all__ = ["ActiveSetOptions", "ActiveSetSolver", "CONE_PROJECTION_ROWS"]
+__all__ = ["ActiveSetOptions", "ActiveSetSolver"]
 
 logger = logging.getLogger(__name__)
-
-CONE_PROJECTION_ROWS = 4  # rows per dimension in the first lazy NNLS of a cone projection
-
 
 @dataclass(frozen=True)
 class ActiveSetOptions(TorchSolverOptions):
@@ -178,41 +175,18 @@ class _Data:
     def project(self, i: int, c: np.ndarray, key: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``Proj_{K_i}(c)`` for ``K_i = {u : (2 D_i - I) X u >= 0}``; returns ``(proj, active rows)``.
 
-        Lazy rows: NNLS (Moreau: ``Proj = c + A^T lam``) on the rows most violated by ``c``,
-        then every row is checked at the result and violated ones join; the projection onto
-        a superset cone that lands in ``K_i`` is the projection onto ``K_i``. Rows are
-        indices into the nonzero patch rows. With a ``key``, the rows that ended active are
+        Lazy-row NNLS by :func:`convexdual.certificate.cone_projection` (Moreau:
+        ``Proj = c + A^T lam``). Rows are indices into the nonzero patch rows. With a ``key``, the rows that ended active are
         remembered and start the next projection with that key (later rounds project
         nearby vectors).
         """
         self.projections += 1
-        sg = self.signs(i)
-        m = sg * (self.Xnz @ c)
-        tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
-        if m.min(initial=0.0) >= -tol:
-            return c.copy(), np.empty(0, dtype=np.intp)
-        cap = CONE_PROJECTION_ROWS * self.d
-        k = min(m.size, cap)
-        active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
-        if key is not None and key in self._active:
-            active = np.union1d(active, self._active[key])
-        for _ in range(200):
-            A = sg[active][:, None] * self.Xnz[active]
-            lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
-            proj = c + A.T @ lam
-            m = sg * (self.Xnz @ proj)
-            m[active] = np.inf
-            bad = np.flatnonzero(m < -tol)
-            if bad.size == 0:
-                if key is not None:
-                    self._active[key] = active[lam > 0]
-                return proj, active[lam > 0]
-            if bad.size > cap:
-                bad = bad[np.argpartition(m[bad], cap - 1)[:cap]]
-            active = np.union1d(active, bad)
-        A = sg[:, None] * self.Xnz  # not settled: every row at once
-        lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
-        return c + A.T @ lam, np.flatnonzero(lam > 0)
+        rows = self._active.get(key) if key is not None else None
+        _, proj, active = cone_projection(self.signs(i)[:, None] * self.Xnz, c, rel_tol=1e-13, rows=rows,
+                                          max_rounds=200, return_rows=True)
+        if key is not None and active.size:
+            self._active[key] = active
+        return (c.copy() if proj is c else proj), active
 
     def projection_rows(self) -> dict[Any, np.ndarray]:
         """The remembered active rows of keyed projections (part of a checkpoint)."""
