@@ -15,18 +15,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
 
 from convexdual.certificate import cone_projection_norm
+from convexdual.errors import SolverUnavailableError
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.solvers.base import SolverOptions
 
 __all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint", "progress_bar",
-           "exact_dual_constraint", "certified_bound", "relative_violation"]
+           "exact_dual_constraint", "certified_bound", "relative_violation", "BASE_OPTION_FIELDS", "coerce_options",
+           "require_squared_loss", "run_solver", "TorchSolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,70 @@ def torch_threads(num: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+BASE_OPTION_FIELDS = ("tol", "max_iter", "time_limit", "verbose", "native")
+
+
+def coerce_options(options: Any, cls: type, fields: tuple[str, ...] = BASE_OPTION_FIELDS) -> Any:
+    """``options`` if it is a ``cls`` already; else a ``cls`` taking ``fields`` from it (None: defaults).
+
+    Lets every torch solver accept the generic :class:`SolverOptions` that ``cd.solve`` may pass.
+    """
+    if isinstance(options, cls):
+        return options
+    return cls(**({} if options is None else {k: getattr(options, k) for k in fields}))
+
+
+def require_squared_loss(problem: DualProblem, solver: str, hint: str = "") -> None:
+    """Raise ``ValueError`` unless ``problem`` uses the squared loss (``hint`` is appended to the message)."""
+    if problem.loss.name != "squared":
+        raise ValueError(f"solver {solver!r} supports the squared loss only (got {problem.loss.name!r}){hint}")
+
+
+def run_solver(solver: Any, problem: DualProblem, options: Any, *, fields: tuple[str, ...] = BASE_OPTION_FIELDS,
+               squared_only: bool = False, loss_hint: str = "") -> Any:
+    """The ``solve`` of a torch solver: coerce the options to ``solver.options_class``, check
+    ``solver.available()`` (and the loss, with ``squared_only``), then ``solver._solve(problem, o)``
+    with ``o.num_threads`` torch threads.
+
+    Raises:
+        SolverUnavailableError: the solver's backend is not installed.
+        ValueError: bad options, or a non-squared loss with ``squared_only``.
+    """
+    o = coerce_options(options, solver.options_class, fields)
+    ok, why = solver.available()
+    if not ok:
+        raise SolverUnavailableError(why)
+    if squared_only:
+        require_squared_loss(problem, solver.name, loss_hint)
+    with torch_threads(o.num_threads):
+        return solver._solve(problem, o)
+
+
+class TorchSolver:
+    """Base of the torch solvers: ``available()`` (nothing to install) and ``solve()`` by :func:`run_solver`.
+
+    A subclass sets ``name``, ``options_class`` and implements ``_solve(problem, options)``;
+    ``option_fields`` (generic fields taken from a plain :class:`SolverOptions`),
+    ``squared_only`` and ``loss_hint`` tune :func:`run_solver`.
+    """
+
+    name: ClassVar[str]
+    options_class: ClassVar[type]
+    option_fields: ClassVar[tuple[str, ...]] = BASE_OPTION_FIELDS
+    squared_only: ClassVar[bool] = False
+    loss_hint: ClassVar[str] = ""
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def solve(self, problem: DualProblem, options: Any = None) -> Any:
+        return run_solver(self, problem, options, fields=self.option_fields, squared_only=self.squared_only,
+                          loss_hint=self.loss_hint)
+
+    def _solve(self, problem: DualProblem, o: Any) -> Any:
+        raise NotImplementedError
 
 
 def torch_dtype(name: str) -> torch.dtype:

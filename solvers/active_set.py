@@ -45,16 +45,15 @@ import scipy.sparse as sp
 import torch
 
 from convexdual.certificate import cone_projection
-from convexdual.errors import SolverUnavailableError
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
+    TorchSolver,
     TorchSolverOptions,
     load_checkpoint,
     progress_bar,
     save_checkpoint,
-    torch_threads,
 )
 
 __all__ = ["ActiveSetOptions", "ActiveSetSolver"]
@@ -251,29 +250,19 @@ def _clarabel_program(data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: 
     return Pm, q, A, b, r0
 
 
-class ActiveSetSolver:
+class ActiveSetSolver(TorchSolver):
     """Active-set rounds: warm start, exact restricted solve + cone polish, certificate over all patterns."""
 
     name: ClassVar[str] = "active_set"
     options_class: ClassVar[type] = ActiveSetOptions
+    option_fields: ClassVar[tuple[str, ...]] = ("tol", "time_limit", "verbose", "native")
+    squared_only: ClassVar[bool] = True
+    loss_hint: ClassVar[str] = "; use solver='clarabel' for other losses"
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("clarabel") is None:
             return False, "active_set needs Clarabel for its restricted solves: pip install clarabel"
         return True, ""
-
-    def solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = options if isinstance(options, ActiveSetOptions) else ActiveSetOptions(
-            **({} if options is None else {k: getattr(options, k) for k in ("tol", "time_limit", "verbose",
-                                                                              "native")}))
-        ok, why = self.available()
-        if not ok:
-            raise SolverUnavailableError(why)
-        if problem.loss.name != "squared":
-            raise ValueError(f"solver 'active_set' supports the squared loss only (got {problem.loss.name!r}); "
-                             "use solver='clarabel' for other losses")
-        with torch_threads(o.num_threads):
-            return self._solve(problem, o)
 
     # ------------------------------------------------------------------ pieces
     def _restricted(self, data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],

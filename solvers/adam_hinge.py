@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
+    TorchSolver,
     TorchSolverOptions,
     certified_bound,
     load_checkpoint,
@@ -33,7 +34,6 @@ from convexdual.solvers._common import (
     relative_violation,
     save_checkpoint,
     torch_dtype,
-    torch_threads,
 )
 
 __all__ = ["AdamHingeOptions", "AdamHingeSolver"]
@@ -69,21 +69,11 @@ class AdamHingeOptions(TorchSolverOptions):
             raise ValueError("batch_size must be >= 1, lr > 0 and hinge >= 0")
 
 
-class AdamHingeSolver:
+class AdamHingeSolver(TorchSolver):
     """Minibatch Adam on the hinge-penalised program (4) (the paper's approach)."""
 
     name: ClassVar[str] = "adam_hinge"
     options_class: ClassVar[type] = AdamHingeOptions
-
-    def available(self) -> tuple[bool, str]:
-        return True, ""
-
-    def solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = options if isinstance(options, AdamHingeOptions) else AdamHingeOptions(
-            **({} if options is None else {k: getattr(options, k) for k in ("tol", "max_iter", "time_limit",
-                                                                              "verbose", "native")}))
-        with torch_threads(o.num_threads):
-            return self._solve(problem, o)
 
     def _solve(self, problem: DualProblem, o: AdamHingeOptions) -> SolveResult:
         t0 = time.perf_counter()

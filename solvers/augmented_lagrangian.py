@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,13 +33,13 @@ from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
+    TorchSolver,
     TorchSolverOptions,
     certified_bound,
     load_checkpoint,
     progress_bar,
     save_checkpoint,
     torch_dtype,
-    torch_threads,
 )
 from convexdual.solvers.fista import group_soft_threshold
 
@@ -74,23 +74,12 @@ class AugmentedLagrangianOptions(TorchSolverOptions):
             raise ValueError("inner_iter must be >= 1, rho > 0 and rho_growth >= 1")
 
 
-class AugmentedLagrangianSolver:
+class AugmentedLagrangianSolver(TorchSolver):
     """Augmented Lagrangian + restarted FISTA, exact cone polish, certified stop."""
 
     name: ClassVar[str] = "augmented_lagrangian"
     options_class: ClassVar[type] = AugmentedLagrangianOptions
-
-    def available(self) -> tuple[bool, str]:
-        return True, ""
-
-    def solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = options if isinstance(options, AugmentedLagrangianOptions) else AugmentedLagrangianOptions(
-            **({} if options is None else {k: getattr(options, k) for k in ("tol", "max_iter", "time_limit",
-                                                                              "verbose", "native")}))
-        if problem.loss.name != "squared":
-            raise ValueError(f"solver 'augmented_lagrangian' supports the squared loss only (got {problem.loss.name!r})")
-        with torch_threads(o.num_threads):
-            return self._solve(problem, o)
+    squared_only: ClassVar[bool] = True
 
     def _solve(self, problem: DualProblem, o: AugmentedLagrangianOptions) -> SolveResult:
         t0 = time.perf_counter()

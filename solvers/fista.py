@@ -36,13 +36,15 @@ from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
+    TorchSolver,
     TorchSolverOptions,
+    coerce_options,
     load_checkpoint,
     progress_bar,
     relative_violation,
+    require_squared_loss,
     save_checkpoint,
     torch_dtype,
-    torch_threads,
 )
 
 __all__ = ["FistaOptions", "FistaSolver", "group_soft_threshold", "power_lipschitz", "split_gated"]
@@ -103,26 +105,15 @@ def split_gated(op: PatternOperator, V: np.ndarray) -> tuple[np.ndarray, np.ndar
     return W, Z
 
 
-class FistaSolver:
+class FistaSolver(TorchSolver):
     """Gated-ReLU relaxation by restarted FISTA; certified by the gated dual bound."""
 
     name: ClassVar[str] = "fista"
     options_class: ClassVar[type] = FistaOptions
 
-    def available(self) -> tuple[bool, str]:
-        return True, ""
-
-    def solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = options if isinstance(options, FistaOptions) else None
-        with torch_threads(None if o is None else o.num_threads):
-            return self._solve(problem, options)
-
     def _solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = options if isinstance(options, FistaOptions) else FistaOptions(
-            **({} if options is None else {k: getattr(options, k) for k in ("tol", "max_iter", "time_limit",
-                                                                              "verbose", "native")}))
-        if problem.loss.name != "squared":
-            raise ValueError(f"solver 'fista' supports the squared loss only (got {problem.loss.name!r})")
+        o = coerce_options(options, FistaOptions)
+        require_squared_loss(problem, self.name)
         t0 = time.perf_counter()
         op = PatternOperator.from_problem(problem, device=o.device, dtype=torch_dtype(o.dtype),
                                           memory_budget_mb=o.memory_budget_mb, backend=o.backend)
