@@ -6,7 +6,8 @@ Program (4) with the squared loss is
 
 where the groups ``k`` are pairs ``(pattern i, sign s)`` (``s = +1`` for ``w_i``,
 ``s = -1`` for ``z_i``) and ``A = [s_k D_{i_k} X]``. This module emits a
-*restricted* version of it for the solver of :mod:`convexdual.solvers.working_set`:
+*restricted* version of it for the solvers of :mod:`convexdual.solvers.working_set` and
+:mod:`convexdual.solvers.active_set`:
 
 * only a **working set of groups** (the others are fixed at zero);
 * only a **working set of cone rows** per group (a relaxation of the cones);
@@ -164,7 +165,7 @@ def group_weights(P: int, d: int, pattern: np.ndarray, sign: np.ndarray, U: np.n
 
 def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray] | tuple,
                      *, compressed: bool = True, gram: PatternGram | None = None,
-                     cone_scale: np.ndarray | None = None) -> RestrictedProgram:
+                     cone_scale: np.ndarray | None = None, xty: np.ndarray | None = None) -> RestrictedProgram:
     """Emit program (4) restricted to the given groups and cone rows (squared loss only).
 
     Args:
@@ -172,9 +173,12 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
         pattern, sign: ``(S,)`` the working groups (pattern index, +1 for w / -1 for z).
         rows: per group, indices of the patch rows whose cone constraint is imposed.
         compressed: Gram form of the data term (``P d``-sized) instead of the ``n``-row residual.
-        gram: a :class:`PatternGram` to reuse across calls (made on the fly if None).
+        gram: a :class:`PatternGram` to reuse across calls (made on the fly if None); any
+            object with the same ``matrix(patterns)`` method will do.
         cone_scale: optional ``(n,)`` positive row scales for the cone rows (1/||x_j||
             puts every row on the same footing; feasibility is unchanged).
+        xty: optional ``(S, d)`` precomputed ``X^T D_{i_k} y`` per group (unsigned), e.g. from a
+            caller's cache; computed from the row masks when None (compressed form only).
 
     Returns:
         A :class:`RestrictedProgram`.
@@ -188,7 +192,7 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
     sign = np.asarray(sign, dtype=np.float64)
     if pattern.ndim != 1 or pattern.shape != sign.shape or len(rows) != len(pattern):
         raise ValueError("pattern, sign and rows must describe the same number of groups")
-    X, y, M = problem.X, problem.y, problem.row_masks
+    X, y = problem.X, problem.y
     n, d, S = problem.n, problem.d, len(pattern)
     nu, nt = S * d, S
     nr = 0 if compressed else n
@@ -198,11 +202,13 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
     q = np.zeros(nvar)
     q[nu:nu + nt] = problem.beta
     if compressed:
-        gram = gram if gram is not None else PatternGram(X, M)
+        gram = gram if gram is not None else PatternGram(X, problem.row_masks)
         G = gram.matrix(pattern) * np.repeat(sign, d)[:, None] * np.repeat(sign, d)[None, :]
         Pm = sp.triu(sp.csc_matrix(G), format="csc")
         Pm.resize(nvar, nvar)
-        by = (M[pattern] @ (X * y[:, None])) * sign[:, None]  # (S, d): s_k X^T D_k y
+        if xty is None:
+            xty = problem.row_masks[pattern] @ (X * y[:, None])
+        by = np.asarray(xty, dtype=np.float64) * sign[:, None]  # (S, d): s_k X^T D_k y
         q[:nu] = -by.reshape(-1)
         offset = 0.5 * float(y @ y)
     else:
@@ -212,20 +218,20 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
     blocks, rhs = [], []
     # --- zero cone: r - A_S u = -y (explicit form only) ------------------------------
     if not compressed:
-        AS = (M[pattern][:, :, None] * X[None]) * sign[:, None, None]  # (S, n, d)
+        AS = (problem.row_masks[pattern][:, :, None] * X[None]) * sign[:, None, None]  # (S, n, d)
         AS = AS.transpose(1, 0, 2).reshape(n, nu)
         Z0 = sp.hstack([sp.csc_matrix(-AS), sp.csc_matrix((n, nt)), sp.identity(n, format="csc")], format="csc")
         blocks.append(Z0)
         rhs.append(-y)
     # --- nonnegative cone: (2 D_k - I) X u_k >= 0 on the working rows ----------------
-    sgn_rows = 2.0 * M - 1.0
+    masks = problem.patterns.row_masks()  # (P, n) bool view: 2 D_k - I without a (P, n) float copy
     data, ri, ci = [], [], []
     r0 = 0
     for k in range(S):
         rk = np.asarray(rows[k], dtype=np.intp)
         if rk.size == 0:
             continue
-        coef = -(sgn_rows[pattern[k], rk][:, None] * X[rk])
+        coef = -(np.where(masks[pattern[k], rk], 1.0, -1.0)[:, None] * X[rk])
         if cone_scale is not None:
             coef = coef * cone_scale[rk][:, None]
         data.append(coef.reshape(-1))

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from convexdual.certificate import cone_projection
+from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
@@ -151,8 +151,11 @@ class _Data:
             self._xty[i] = self.X[self.masks[i]].T @ self.y[self.masks[i]]
         return self._xty[i]
 
-    def gram(self, patterns: np.ndarray) -> np.ndarray:
-        """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)``."""
+    def matrix(self, patterns: np.ndarray) -> np.ndarray:
+        """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)`` (the ``gram`` of
+        :func:`~convexdual.compressed_program.build_restricted`; unlike its ``PatternGram`` each
+        block is computed alone from the bool masks, so its bits do not depend on the order in
+        which blocks were first needed, which keeps a resumed run bit-identical)."""
         uniq = sorted(set(int(p) for p in patterns))
         missing = [(a, b) for k, a in enumerate(uniq) for b in uniq[k:] if (a, b) not in self._gram]
         for a, b in missing:  # one block at a time: the same bits whatever the order (resume)
@@ -210,46 +213,6 @@ class _Data:
         return yhat
 
 
-def _clarabel_program(data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],
-                      beta: float) -> tuple[Any, ...]:
-    """Clarabel data of the restricted program: ``x = [u_1..u_S, t_1..t_S]``.
-
-    ``min 1/2 u^T G u - b^T u + beta sum t`` s.t. unit-norm cone rows ``>= 0`` and ``||u_k|| <= t_k``.
-    """
-    S, d = len(pattern), data.d
-    nu = S * d
-    nvar = nu + S
-    G = data.gram(pattern) * np.repeat(sign, d)[:, None] * np.repeat(sign, d)[None, :]
-    Pm = sp.triu(sp.csc_matrix(G), format="csc")
-    Pm.resize(nvar, nvar)
-    q = np.concatenate([-(np.stack([data.xty(int(i)) for i in pattern]) * sign[:, None]).reshape(-1),
-                        np.full(S, beta)])
-    vals, ri, ci, r0 = [], [], [], 0
-    for k in range(S):
-        rk = rows[k]
-        if rk.size == 0:
-            continue
-        j = data.nz[rk]
-        coef = -(data.signs(int(pattern[k]))[rk] * data.inv_norm[j])[:, None] * data.X[j]
-        vals.append(coef.reshape(-1))
-        ri.append(np.repeat(np.arange(r0, r0 + rk.size), d))
-        ci.append(np.tile(np.arange(k * d, (k + 1) * d), rk.size))
-        r0 += rk.size
-    blocks = []
-    if r0:
-        blocks.append(sp.csc_matrix((np.concatenate(vals), (np.concatenate(ri), np.concatenate(ci))),
-                                    shape=(r0, nvar)))
-    soc_rows = np.arange(S * (d + 1))
-    t_rows = soc_rows[:: d + 1]
-    u_rows = np.delete(soc_rows, np.s_[:: d + 1])
-    blocks.append(sp.csc_matrix((-np.ones(S * (d + 1)), (np.concatenate([t_rows, u_rows]),
-                                                          np.concatenate([nu + np.arange(S), np.arange(nu)]))),
-                                shape=(S * (d + 1), nvar)))
-    A = sp.vstack(blocks, format="csc")
-    b = np.zeros(A.shape[0])
-    return Pm, q, A, b, r0
-
-
 class ActiveSetSolver(TorchSolver):
     """Active-set rounds: warm start, exact restricted solve + cone polish, certificate over all patterns."""
 
@@ -271,9 +234,8 @@ class ActiveSetSolver(TorchSolver):
 
         from convexdual.solvers.working_set import map_clarabel_status
 
-        Pm, q, A, b, nrows = _clarabel_program(data, pattern, sign, rows, float(data.problem.beta))
-        cones = ([clarabel.NonnegativeConeT(nrows)] if nrows else []) + \
-            [clarabel.SecondOrderConeT(data.d + 1) for _ in range(len(pattern))]
+        prog = build_restricted(data.problem, pattern, sign, [data.nz[r] for r in rows], gram=data,
+                                cone_scale=data.inv_norm, xty=np.stack([data.xty(int(i)) for i in pattern]))
         st = clarabel.DefaultSettings()
         st.verbose = bool(o.verbose)
         st.tol_gap_abs = st.tol_gap_rel = float(o.clarabel_tol)
@@ -286,8 +248,8 @@ class ActiveSetSolver(TorchSolver):
             if not hasattr(st, key):
                 raise ValueError(f"unknown Clarabel setting {key!r} in options.native")
             setattr(st, key, val)
-        sol = clarabel.DefaultSolver(Pm, q, A, b, cones, st).solve()
-        U = np.asarray(sol.x, dtype=np.float64)[: len(pattern) * data.d].reshape(len(pattern), data.d)
+        sol = clarabel.DefaultSolver(prog.P, prog.q, prog.A, prog.b, prog.cones(), st).solve()
+        U = prog.split(sol.x)
         return map_clarabel_status(sol.status), U, str(sol.status).split(".")[-1], int(sol.iterations)
 
     @staticmethod
