@@ -261,16 +261,21 @@ def certified_bound(problem: DualProblem, op: PatternOperator, yhat: np.ndarray,
 
 
 def relative_violation(op: PatternOperator, W: np.ndarray, Z: np.ndarray, xmax: float,
-                       rel_tol: float = 1e-6) -> float:
-    """Largest relative cone violation of the nonzero groups (``DualProblem.cone_violation``)."""
+                       rel_tol: float = 1e-6, scale: float = 0.0) -> float:
+    """Largest relative cone violation, defined as in ``DualProblem.cone_violation``.
+
+    ``max relu(-(2D_i - I) X w_i) / (xmax * s)`` over groups with ``||w_i|| > rel_tol * s``,
+    ``s = max(max_j ||w_j||, scale)`` (``scale``: ``DualProblem.weight_scale`` when known).
+    """
     nw, nz = np.linalg.norm(W, axis=1), np.linalg.norm(Z, axis=1)
-    top = max(nw.max(initial=0.0), nz.max(initial=0.0))
+    top = max(nw.max(initial=0.0), nz.max(initial=0.0), float(scale))
+    if top == 0.0:
+        return 0.0
     worst = 0.0
     for V, norms in ((W, nw), (Z, nz)):
-        idx = np.flatnonzero(norms > rel_tol * top) if top > 0 else np.array([], int)
+        idx = np.flatnonzero(norms > rel_tol * top)
         if len(idx) == 0:
             continue
         vals = op.group_values(idx, V[idx]).double().cpu().numpy()  # (n, m)
-        viol = np.maximum(-vals, 0.0).max(axis=0) / (xmax * norms[idx])
-        worst = max(worst, float(viol.max()))
+        worst = max(worst, float(np.maximum(-vals, 0.0).max()) / (xmax * top))
     return worst
