@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
                    help="'auto' (enumerate when the arrangement is small, else sample), 'enumerate', or the "
                         "number of sampled patterns")
     p.add_argument("--max-enumerate", type=int, default=1024, help="largest arrangement 'auto' enumerates")
-    p.add_argument("--solver", default="clarabel", help="solver of (4) over S (see 'convexdual solvers')")
+    p.add_argument("--solver", default="clarabel-ws", help="solver of (4) over S (see 'convexdual solvers')")
     p.add_argument("--starts", type=int, default=64, help="projected-ascent starts of the descent search")
     p.add_argument("--gates", type=int, default=2048, help="random gates of the descent search")
     p.add_argument("--seed", type=int, default=0)

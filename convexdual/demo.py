@@ -140,6 +140,13 @@ def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float
     }
     ok = (result.status is cd.Status.OPTIMAL and cert is not None and cert.ok and exact["certificate"]["ok"])
     report["exit_code"] = 0 if ok else 1
+    # artefacts a user can take further: `convexdual certify --net ... --data ... --beta ...`
+    np.savez(out / "train.npz", noisy=noisy, clean=clean)
+    adam.network.save(out / "adam_net.pt", metadata={"beta": beta, "objective": adam.objective})
+    if result.network is not None:
+        result.network.save(out / "convex_net.pt", metadata={"beta": beta, "objective": result.objective})
+    report["certify_command"] = (f"convexdual certify --net {out}/adam_net.pt --data {out}/train.npz "
+                                 f"--beta {beta!r} --out {out}/certificate.json")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     _figures(out, clean_test, noisy_test, den_adam, den_cvx, adam, result, cert, problem)
     _summary(out, report)
@@ -254,5 +261,9 @@ def _summary(out: Path, r: dict[str, Any]) -> None:
         f"({e['adam_min_minus_optimum_relative']:+.2e} relative to the optimum).",
         "",
         f"Total time {r['seconds']:.1f} s.",
+        "",
+        "Is the Adam net globally optimal, and if not by how much can it improve? Ask:",
+        "",
+        f"    {r['certify_command']}",
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -35,7 +35,8 @@ def test_demo_quick(tmp_path):
     from convexdual.demo import run_demo
 
     rep = run_demo(tmp_path, quick=True)
-    for f in ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png"):
+    for f in ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png", "train.npz",
+              "adam_net.pt", "convex_net.pt"):
         assert (tmp_path / f).is_file(), f
     assert rep["convex"]["status"] == "optimal"
     # the pattern set contains Adam's own patterns, so the convex optimum cannot be above Adam's objective
