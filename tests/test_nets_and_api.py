@@ -98,3 +98,18 @@ def test_solvers_package_refuses_other_names(tmp_path):
     code = f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(folder).parent)!r}); import solvers"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode != 0 and "import it as 'convexdual.solvers'" in out.stderr
+
+
+def test_finalize_trusts_the_certificate_not_the_label(small_problem, small_solution):
+    import dataclasses
+
+    from convexdual.solvers.base import finalize
+
+    raw = dataclasses.replace(small_solution, status=cd.Status.OPTIMAL_INACCURATE, network=None, certificate=None)
+    up = finalize(small_problem, raw)
+    assert up.status is cd.Status.OPTIMAL and "certified" in up.message
+    bad = dataclasses.replace(raw, W=0.8 * raw.W, Z=0.8 * raw.Z)
+    assert finalize(small_problem, bad).status is cd.Status.OPTIMAL_INACCURATE
+    wrong = dataclasses.replace(bad, status=cd.Status.OPTIMAL)
+    down = finalize(small_problem, wrong)
+    assert down.status is cd.Status.OPTIMAL_INACCURATE and "certificate disagrees" in down.message
