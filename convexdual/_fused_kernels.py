@@ -32,7 +32,7 @@ def _src(d: int, R: int) -> str:
     L: list[str] = []
     a = L.append
     # ---------------------------------------------------------------- forward part
-    def phase1(indent: str, with_v: bool) -> None:
+    def phase1(indent: str, with_v: bool, store: bool = True) -> None:
         for r in rs:
             for k in ks:
                 a(f"{indent}x{r}_{k} = X[j + {r}, {k}]")
@@ -47,7 +47,8 @@ def _src(d: int, R: int) -> str:
         for r in rs:
             a(f"{ii}s{r} = " + " + ".join(f"x{r}_{k} * g{k}" for k in ks))
             a(f"{ii}m{r} = one if s{r} >= zero else zero")
-            a(f"{ii}M[{r}, i] = m{r}")
+            if store:  # the adjoint sweep reads the masks back; forward alone does not
+                a(f"{ii}M[{r}, i] = m{r}")
             if with_v:
                 a(f"{ii}f{r} = " + " + ".join(f"x{r}_{k} * v{k}" for k in ks))
                 a(f"{ii}yh{r} += m{r} * f{r}")
@@ -82,7 +83,7 @@ def _src(d: int, R: int) -> str:
         a(f"        V{k} = VT[{k}]")
     a("        for bj in range(t * per, min(nb, (t + 1) * per)):")
     a("            j = bj * R")
-    phase1("            ", True)
+    phase1("            ", True, store=False)
     for r in rs:
         a(f"            yhat[j + {r}] = yh{r}")
     a("")
