@@ -119,6 +119,19 @@ def _direct_ratio(X: np.ndarray, r: np.ndarray, u: np.ndarray, sign: float, beta
     return float(sign * (r @ np.maximum(X @ u, 0.0)) / (beta * nu))
 
 
+
+def _record(cand: "DescentCandidate", best: "DescentCandidate | None", violators: list, margin: float):
+    """Keep ``cand`` among the violators if it beats ``1 + margin``; return the better of it and ``best``."""
+    if cand.ratio > 1.0 + margin:
+        violators.append(cand)
+    return cand if best is None or cand.ratio > best.ratio else best
+
+
+def _worst_first(violators: list, limit: int | None) -> list:
+    """Violators by decreasing ratio, at most ``limit`` of them."""
+    violators = sorted(violators, key=lambda c: -c.ratio)
+    return violators if limit is None else violators[:limit]
+
 def _polish(X: np.ndarray, r: np.ndarray, mask: np.ndarray, sign: float, beta: float,
             gate: np.ndarray) -> DescentCandidate:
     """Exact maximum of ``sign r^T relu(X u)`` on the closed cell of ``mask`` (unit ``u``)."""
@@ -172,14 +185,8 @@ def cell_maxima(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: float
             break
         visited += 1
         for sign in (1.0, -1.0):
-            cand = _polish(X, r, M[i], sign, beta, patterns.gates[i])
-            if best is None or cand.ratio > best.ratio:
-                best = cand
-            if cand.ratio > 1.0 + margin:
-                violators.append(cand)
-    violators.sort(key=lambda c: -c.ratio)
-    if max_violators is not None:
-        violators = violators[:max_violators]
+            best = _record(_polish(X, r, M[i], sign, beta, patterns.gates[i]), best, violators, margin)
+    violators = _worst_first(violators, max_violators)
     return DescentSearch(max_ratio=0.0 if best is None else max(best.ratio, 0.0), best=best,
                          violators=tuple(violators), exact=bool(patterns.exact), num_starts=0,
                          num_gates=0, seconds=time.perf_counter() - t0,
@@ -279,14 +286,8 @@ def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: fl
         polished += 1
         direct = DescentCandidate(_direct_ratio(X, r_np, pool_u[j], pool_s[j], beta), pool_u[j], pool_s[j], pool_u[j])
         pol = _polish(X, r_np, mask, pool_s[j], beta, pool_u[j])
-        cand = pol if pol.ratio > direct.ratio else direct
-        if best is None or cand.ratio > best.ratio:
-            best = cand
-        if cand.ratio > 1.0 + margin:
-            violators.append(cand)
-    violators.sort(key=lambda c: -c.ratio)
-    if max_violators is not None:
-        violators = violators[:max_violators]
+        best = _record(pol if pol.ratio > direct.ratio else direct, best, violators, margin)
+    violators = _worst_first(violators, max_violators)
     secs = time.perf_counter() - t0
     logger.info("descent search: %d gates, %d starts, best ratio %.6g, %d violating cells (%.2f s)",
                 len(gates), K, 0.0 if best is None else best.ratio, len(violators), secs)
