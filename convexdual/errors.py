@@ -12,6 +12,7 @@ __all__ = [
     "SolverUnavailableError",
     "SolverFailedError",
     "DataFormatError",
+    "CheckpointError",
 ]
 
 
@@ -37,3 +38,16 @@ class SolverFailedError(ConvexDualError):
 
 class DataFormatError(ConvexDualError, ValueError):
     """A data file is missing, unreadable, or not in the expected format."""
+
+
+class CheckpointError(ConvexDualError, ValueError):
+    """A checkpoint cannot be used: missing, empty, truncated, corrupt, not a checkpoint,
+    another format version, or written by another solver or for another problem.
+
+    The message names the file, says what is wrong and what to do; ``path`` is the file.
+    (A ``ValueError`` too, as the checks it replaces raised ValueError.)
+    """
+
+    def __init__(self, message: str, path: object | None = None) -> None:
+        super().__init__(message)
+        self.path = path
