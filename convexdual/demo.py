@@ -115,6 +115,10 @@ def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float
         "psnr_noisy": _psnr(noisy_test, clean_test),
         "psnr_adam": _psnr(den_adam, clean_test),
         "psnr_convex": _psnr(den_cvx, clean_test),
+        "psnr_data_range": float(clean_test.max() - clean_test.min()),
+        "units": ("MSE and pixel values in normalised units (digits standardised by the training pixels' "
+                  "mean and std); PSNR in dB with data range = max - min of the clean test digits "
+                  "(normalised units)"),
     }
     _say("test PSNR [dB]: noisy {psnr_noisy:.2f}, Adam {psnr_adam:.2f}, convex {psnr_convex:.2f}".format(**test))
 
@@ -126,6 +130,11 @@ def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float
                  "sigma": sigma, "normalisation": {"mean": split.mean, "std": split.std}},
         "problem": problem.describe(),
         "beta": beta,
+        "beta_rule": {"fraction": beta_fraction, "beta_max": beta / beta_fraction,
+                      "text": f"beta = {beta_fraction:g} x beta_max, beta_max = max_i ||X^T D_i y||_2 over the "
+                              f"{len(sampled)} sampled patterns (before the Adam net's own are added)"},
+        "pattern_set": {"sampled": len(sampled), "total": problem.P,
+                        "text": f"{problem.P} patterns: the {len(sampled)} sampled + the Adam net's own"},
         "adam": {"width": width, "epochs": adam.epochs, "objective": adam.objective,
                  "history": list(adam.history)},
         "convex": result.to_dict(),
@@ -148,7 +157,7 @@ def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float
     report["certify_command"] = (f"convexdual certify --net {out}/adam_net.pt --data {out}/train.npz "
                                  f"--beta {beta!r} --out {out}/certificate.json")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    _figures(out, clean_test, noisy_test, den_adam, den_cvx, adam, result, cert, problem)
+    _figures(out, report, clean_test, noisy_test, den_adam, den_cvx, adam, result, cert, problem)
     _summary(out, report)
     _say(f"done in {report['seconds']:.1f}s; report in {out}/ (report.json, summary.md, *.png)")
     return report
@@ -175,90 +184,166 @@ def _exact_part(noisy: np.ndarray, clean: np.ndarray, k: int, seed: int, quick: 
             "adam_min_minus_optimum_relative": (min(starts) - res.objective) / abs(res.objective)}
 
 
-def _figures(out: Path, clean, noisy, den_adam, den_cvx, adam, result, cert, problem) -> None:
-    import matplotlib
+def _figures(out: Path, report: dict[str, Any], clean, noisy, den_adam, den_cvx, adam, result, cert,
+             problem) -> list[Path]:
+    """reconstructions.png, objective.png, filters.png (through convexdual.plotting)."""
+    from convexdual import plotting as pl
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    d = report["data"]
+    P, n_sampled = report["pattern_set"]["total"], report["pattern_set"]["sampled"]
+    data_line = (f"{d['num_train']} training / {d['num_test']} test {pl.describe_source(d['source'])}, "
+                 f"Gaussian noise sigma {d['sigma']:g} (normalised units), k = {problem.kernel_size}, "
+                 f"beta = {report['beta']:.4g} ({report['beta_rule']['fraction']:g} x beta_max)")
+    set_line = f"convex: program (4) over P = {P} patterns = the {n_sampled} sampled + the Adam net's own"
+    written = [_reconstructions_figure(pl, out / "reconstructions.png", report, clean, noisy, den_adam, den_cvx,
+                                       data_line, set_line),
+               _objective_figure(pl, out / "objective.png", adam, result, cert, n_sampled, P, data_line, set_line)]
+    if result.network is not None and result.network.width > 0:
+        written.append(_filters_figure(pl, out / "filters.png", result, problem, data_line, set_line))
+    return written
 
-    from convexdual.interpret import frequency_responses
 
+def _reconstructions_figure(pl, path: Path, report, clean, noisy, den_adam, den_cvx, data_line: str,
+                            set_line: str) -> Path:
     m = min(6, clean.shape[0])
-    fig, axes = plt.subplots(4, m, figsize=(1.6 * m, 6.6))
+    rng = report["test"]["psnr_data_range"]
     rows = [("clean", clean), ("noisy", noisy), ("Adam", den_adam), ("convex", den_cvx)]
+    fig, axes = pl.new_figure(4, m, size=(1.45 * m + 1.2, 7.4))
     lo, hi = float(clean.min()), float(clean.max())
+    im = None
     for r, (name, imgs) in enumerate(rows):
         for c in range(m):
-            ax = axes[r, c] if m > 1 else axes[r]
-            ax.imshow(imgs[c], cmap="gray", vmin=lo, vmax=hi)
-            ax.set_xticks([]), ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name)
-    fig.suptitle("held-out digits")
-    fig.tight_layout()
-    fig.savefig(out / "reconstructions.png", dpi=120)
-    plt.close(fig)
+            if name == "clean":
+                title = f"test digit {c}"
+            else:
+                title = f"{_psnr_range(imgs[c], clean[c], rng):.1f} dB"
+            im = pl.show_image(axes[r, c], imgs[c], vmin=lo, vmax=hi, title=title)
+        axes[r, 0].set_ylabel(name)
+    pl.colorbar(fig, im, axes, "pixel value, normalised units\n(shared scale: clean range; noisy clipped)",
+                extend="both", shrink=0.5)
+    t = report["test"]
+    pl.set_title(fig, "demo: held-out test digits, denoised by the Adam net and the convex net", data_line,
+                 f"PSNR per image in dB, data range {rng:.3g} = clean test range; mean over all "
+                 f"{report['data']['num_test']}: noisy {t['psnr_noisy']:.2f}, Adam {t['psnr_adam']:.2f}, "
+                 f"convex {t['psnr_convex']:.2f}", set_line, fontsize=9)
+    return pl.save(fig, path)
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ep = np.array([h["epoch"] for h in adam.history])
-    obj = np.array([h["objective"] for h in adam.history])
-    ax.plot(ep, obj, label="Adam, objective (2)")
-    ax.axhline(result.objective, color="C1", ls="--", label="convex optimum (4) over S")
-    if cert is not None:
-        ax.axhline(cert.dual_bound, color="C2", ls=":", label="certified lower bound over S")
-    ax.set_yscale("log"), ax.set_xlabel("epoch"), ax.set_ylabel("objective (sum)")
-    ax.legend()
-    excess = (obj - result.objective) / abs(result.objective)
-    ax2.semilogy(ep, np.maximum(excess, 1e-12), color="C0")
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("(Adam - convex optimum) / convex optimum")
-    ax2.set_title("Adam's excess over the certified convex optimum", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "objective.png", dpi=120)
-    plt.close(fig)
 
-    if result.network is not None and result.network.width > 0:
-        U, v = result.network.filters()
-        order = np.argsort(-np.abs(v))[:8]
-        resp = frequency_responses(U[order] * np.abs(v[order])[:, None], problem.in_channels, problem.kernel_size)
-        fig, axes = plt.subplots(2, len(order), figsize=(1.5 * len(order), 3.2))
-        axes = np.atleast_2d(axes.reshape(2, -1))
-        for j, idx in enumerate(order):
-            a = float(np.abs(U[idx]).max()) or 1.0
-            axes[0, j].imshow(U[idx].reshape(problem.kernel_size, problem.kernel_size), cmap="RdBu_r", vmin=-a, vmax=a)
-            axes[0, j].set_title(f"v={v[idx]:+.2f}", fontsize=7)
-            axes[1, j].imshow(resp[j, 0], cmap="viridis")
-            for a in axes[:, j]:
-                a.set_xticks([]), a.set_yticks([])
-        axes[0, 0].set_ylabel("filter u")
-        axes[1, 0].set_ylabel("|DFT|")
-        fig.tight_layout()
-        fig.savefig(out / "filters.png", dpi=120)
-        plt.close(fig)
+def _psnr_range(x: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    mse = float(np.mean((np.asarray(x) - ref) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
+
+
+def _objective_figure(pl, path: Path, adam, result, cert, n_sampled: int, P: int, data_line: str,
+                      set_line: str) -> Path:
+    fig, axes = pl.new_figure(1, 2, size=(11, 4.8))
+    ax, ax2 = axes[0]
+    ep = np.array([h["epoch"] for h in adam.history], dtype=float)
+    obj = np.array([h["objective"] for h in adam.history], dtype=float)
+    opt = float(result.objective)
+    bound = None if cert is None else float(cert.dual_bound)
+    ax.plot(ep, obj, color="C0", label=f"Adam, objective (2): final {obj[-1]:.6g}")
+    ax.axhline(opt, color="C1", ls="-", lw=5, alpha=0.35, label=f"optimum of (4) over the {P} patterns: {opt:.10g}")
+    if bound is not None:
+        ax.axhline(bound, color="C2", ls=(0, (2, 2)), lw=1.5,
+                   label=f"certified lower bound: {bound:.10g}\n(relative gap {cert.relative_gap:.1e}: the lines coincide)")
+    ax.set_yscale("log")
+    ax.set_xlabel("Adam epoch")
+    ax.set_ylabel("objective (2) / (4) (exact sum)")
+    ax.set_title("objective during Adam training vs the convex optimum", fontsize=9)
+    ax.legend(fontsize=7)
+
+    excess, low = pl.relative_excess(obj, opt)
+    ax2.plot(ep, excess, color="C0",
+             label="Adam objective (2)" + (f" ({low} points at or below the optimum, drawn at the floor)" if low else ""))
+    ax2.plot([ep[-1]], [excess[-1]], "o", color="C0")
+    ax2.annotate(f"final {100 * (obj[-1] - opt) / abs(opt):+.3g}%", (ep[-1], excess[-1]), xytext=(-10, 12),
+                 textcoords="offset points", ha="right", fontsize=8, color="C0")
+    if bound is not None:
+        gap, _ = pl.relative_excess([opt], bound)
+        ax2.axhline(gap[0], color="C2", ls=(0, (2, 2)), lw=1.5,
+                    label=f"optimum minus certified lower bound (relative gap {cert.relative_gap:.1e})")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("Adam epoch")
+    ax2.set_ylabel("(objective - optimum) / optimum")
+    ax2.set_title(f"relative excess over the optimum of (4)\nover the {n_sampled} sampled patterns + the Adam "
+                  "net's own", fontsize=9)
+    ax2.legend(fontsize=7, loc="upper right")
+    pl.set_title(fig, "demo: Adam on the primal (2) vs the convex program (4)", data_line, set_line, fontsize=9)
+    return pl.save(fig, path)
+
+
+def _filters_figure(pl, path: Path, result, problem, data_line: str, set_line: str) -> Path:
+    from convexdual.interpret import frequency_responses
+
+    U, v = result.network.filters()
+    M = len(v)
+    order = np.argsort(-np.abs(v))[:8]
+    k = problem.kernel_size
+    eff = U[order] * np.abs(v[order])[:, None]  # |v_j| u_j: the filter's size in the net (= its dual weight)
+    resp = frequency_responses(eff, problem.in_channels, k)[:, 0]
+    ncol = len(order)
+    fig, axes = pl.new_figure(2, ncol, size=(1.55 * ncol + 1.4, 4.4))
+    flo, fhi = pl.shared_limits([eff], symmetric=True)
+    slo, shi = pl.shared_limits([resp], zero=True)
+    im = sp = None
+    for j, idx in enumerate(order):
+        im = pl.show_image(axes[0, j], eff[j].reshape(problem.in_channels, k, k)[0], vmin=flo, vmax=fhi,
+                           cmap="RdBu_r", title=f"#{j + 1}: v = {v[idx]:+.3g}", fontsize=7)
+        sp = pl.spectrum(axes[1, j], resp[j], vmin=slo, vmax=shi, xlabel=True, ylabel=(j == 0))
+    axes[0, 0].set_ylabel(r"$|v_j|\,u_j$ (3x3)", fontsize=8)
+    pl.colorbar(fig, im, axes[0, :], "weight (shared scale)")
+    pl.colorbar(fig, sp, axes[1, :], "|DFT| (shared scale)")
+    pl.set_title(fig, f"demo: the convex net's top {ncol} of {M} neurons by |v|: filters and |DFT| "
+                      "(zero-padded to 32, DC at centre)", data_line, set_line, fontsize=9)
+    return pl.save(fig, path)
 
 
 def _summary(out: Path, r: dict[str, Any]) -> None:
     c, t, e = r["convex"], r["test"], r["exact_tiny_crop"]
     cert = c["certificate"] or {}
+    ps = r["pattern_set"]
+    over = f"over the {ps['sampled']} sampled patterns + the Adam net's own ({ps['total']} in all)"
+    verdict = "optimal" if c.get("status") == "optimal" and cert.get("ok") else f"status {c.get('status')}, not certified"
+    ecert = e["certificate"]
+    adam_excess = 100 * (r["adam"]["objective"] - c["objective"]) / abs(c["objective"])
+    e_verdict = "globally optimal (exact enumeration)" if ecert.get("ok") else "not certified"
     lines = [
         "# convexdual demo",
         "",
-        f"Data: {r['data']['num_train']} training / {r['data']['num_test']} test digits (sklearn, 8x8), "
-        f"Gaussian noise sigma={r['data']['sigma']}; k=3, beta={r['beta']:.4g}, P={r['problem']['P']} patterns.",
+        f"Data: {r['data']['num_train']} training / {r['data']['num_test']} test digits (scikit-learn 8x8 digits), "
+        f"standardised by the training pixels' mean {r['data']['normalisation']['mean']:.4g} and std "
+        f"{r['data']['normalisation']['std']:.4g} (all values below in these normalised units); Gaussian noise "
+        f"sigma={r['data']['sigma']} (normalised units); kernel k=3.",
         "",
-        "| | objective (2)/(4) | test PSNR [dB] | test MSE |",
+        f"Weight decay: {r['beta_rule']['text']}: beta = {r['beta']:.4g}.",
+        "",
+        f"Pattern set of (4): {ps['total']} patterns = the {ps['sampled']} distinct sampled Gaussian-gate patterns "
+        "+ the Adam net's own (so the optimum of (4) over this set is <= Adam's objective).",
+        "",
+        f"Test metrics on the {r['data']['num_test']} held-out digits: MSE = mean squared error per pixel in "
+        f"normalised units; PSNR in dB with data range {t['psnr_data_range']:.4g} (max - min of the clean test "
+        "digits, normalised units).",
+        "",
+        "| | objective (2)/(4) (exact sum) | test PSNR [dB] | test MSE (normalised units) |",
         "|---|---|---|---|",
         f"| noisy input | | {t['psnr_noisy']:.2f} | {t['mse_noisy']:.4f} |",
         f"| Adam ({r['adam']['width']} filters) | {r['adam']['objective']:.6g} | {t['psnr_adam']:.2f} | {t['mse_adam']:.4f} |",
-        f"| convex ({c['num_neurons']} neurons, {c['solver']}) | {c['objective']:.6g} | {t['psnr_convex']:.2f} | {t['mse_convex']:.4f} |",
+        f"| convex ({c['num_neurons']} neurons, {c['solver']}; {verdict} {over}) | {c['objective']:.6g} | "
+        f"{t['psnr_convex']:.2f} | {t['mse_convex']:.4f} |",
         "",
-        f"Certificate over S: relative gap {cert.get('relative_gap', float('nan')):.2e}, "
-        f"cone violation {cert.get('max_violation', float('nan')):.2e}, recovered-net objective (2) "
-        f"{cert.get('network_objective', float('nan')):.10g}; ok = {cert.get('ok')}.",
+        f"Certificate ({verdict} {over}; not a statement about all patterns): relative gap "
+        f"{cert.get('relative_gap', float('nan')):.2e}, cone violation {cert.get('max_violation', float('nan')):.2e}, "
+        f"recovered-net objective (2) {cert.get('network_objective', float('nan')):.10g}; ok = {cert.get('ok')}. "
+        f"Adam's objective is {adam_excess:+.3g}% relative to this optimum.",
         "",
-        f"Exact enumeration on a 3x3 crop: {e['P']} patterns, global optimum {e['objective']:.8g} "
-        f"(relative gap {e['certificate']['relative_gap']:.1e}); Adam from {len(e['adam_objectives'])} "
-        f"initialisations ended at best {min(e['adam_objectives']):.8g} "
-        f"({e['adam_min_minus_optimum_relative']:+.2e} relative to the optimum).",
+        f"Exact enumeration on a 3x3 crop of one training digit: all {e['P']} sign patterns, beta = {e['beta']:.4g} "
+        f"(0.05 x beta_max over all of them); optimum {e['objective']:.8g}, {e_verdict}, relative gap "
+        f"{ecert['relative_gap']:.1e}. Adam from {len(e['adam_objectives'])} initialisations ended at best "
+        f"{min(e['adam_objectives']):.8g} ({e['adam_min_minus_optimum_relative']:+.2e} relative to the global optimum).",
+        "",
+        "Figures: objective.png (Adam vs the optimum and certified bound over the pattern set), filters.png "
+        "(the convex net's largest neurons and their spectra), reconstructions.png (test digits with PSNR per image).",
         "",
         f"Total time {r['seconds']:.1f} s.",
         "",
