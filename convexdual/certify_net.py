@@ -44,7 +44,7 @@ from convexdual.certificate import dual_lower_bound
 from convexdual.descent import DescentSearch, cell_maxima, search_descent
 from convexdual.losses import Loss, SquaredLoss, get_loss
 from convexdual.nets import TwoLayerConvNet, primal_objective
-from convexdual.patterns import SignPatterns, compute_masks, enumerate_patterns, sample_patterns
+from convexdual.patterns import SignPatterns, data_key, enumerate_patterns, pattern_hashes, sample_patterns
 from convexdual.problem import build_problem
 
 __all__ = ["NetworkCertificate", "certify", "as_two_layer_net", "net_stationarity", "net_to_dual"]
@@ -254,11 +254,6 @@ def net_stationarity(net: TwoLayerConvNet, inputs: np.ndarray, targets: np.ndarr
             "num_dead": dead}
 
 
-def _mask_keys(masks: np.ndarray) -> list[bytes]:
-    flat = masks.reshape(masks.shape[0], -1)
-    return [np.packbits(row).tobytes() for row in flat]
-
-
 def net_to_dual(net: TwoLayerConvNet, patterns: SignPatterns, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The net as a feasible point ``(W, Z)`` of (4) over ``patterns``.
 
@@ -274,9 +269,10 @@ def net_to_dual(net: TwoLayerConvNet, patterns: SignPatterns, inputs: np.ndarray
     Z = np.zeros((P, d))
     if U.shape[0] == 0:
         return W, Z
-    index = {key: i for i, key in enumerate(_mask_keys(patterns.masks))}
-    own = compute_masks(inputs, net.kernel_size, U)
-    for j, key in enumerate(_mask_keys(own)):
+    index: dict[bytes, int] = {}
+    for i, key in enumerate(pattern_hashes(inputs, net.kernel_size, patterns.gates)):
+        index.setdefault(key, i)
+    for j, key in enumerate(pattern_hashes(inputs, net.kernel_size, U)):
         if v[j] == 0 or not np.any(U[j]):
             continue
         if key not in index:
@@ -417,15 +413,15 @@ def certify(
     base = _pattern_set(x, k, patterns, num_patterns, max_enumerate, seed)
     live = (np.abs(v) > 0) & np.any(U != 0, axis=1)
     if live.any():
-        own_masks = compute_masks(x, k, U[live])
-        own = SignPatterns(gates=U[live], masks=own_masks, exact=False, num_requested=int(live.sum()), source="net")
+        own = SignPatterns(gates=U[live], exact=False, num_requested=int(live.sum()), source="net",
+                           data_key=data_key(x, k), info={"deduplicated": False})
         S = base.union(own)
-        num_own = len(set(_mask_keys(own_masks)))
+        num_own = len(set(pattern_hashes(x, k, U[live])))
     else:
         S, num_own = base, 0
     problem = build_problem(x, y, k, b, patterns=S, loss=lo, residual=f_net.residual,
                             residual_channel=f_net.residual_channel)
-    Wn, Zn = net_to_dual(f_net, S, x)
+    Wn, Zn = net_to_dual(f_net, problem.patterns, x)
     mapped = problem.objective(Wn, Zn)
     if mapped > objective + 1e-9 * max(abs(objective), 1.0):  # pragma: no cover - a bug if it happens
         raise RuntimeError(f"the net mapped into (4) has value {mapped} > its objective (2) {objective}")

@@ -41,7 +41,8 @@ class PatternGram:
 
     Args:
         X: patch matrix ``(n, d)``.
-        masks: ``(P, n)`` float 0/1 row masks.
+        masks: a callable ``i -> (n,)`` bool mask of pattern ``i`` (e.g. ``DualProblem.mask``), or
+            a ``(P, n)`` 0/1 array.
         chunk: pattern pairs per matrix product (at most ``max_bytes`` of masks at once).
         max_bytes: memory budget of the precomputed outer products and of a chunk.
 
@@ -49,9 +50,9 @@ class PatternGram:
         ``outer`` is ``(n, d*d)``: row ``j`` is ``vec(x_j x_j^T)`` (None when over budget).
     """
 
-    def __init__(self, X: np.ndarray, masks: np.ndarray, chunk: int = 256, max_bytes: float = 2**28) -> None:
+    def __init__(self, X: np.ndarray, masks, chunk: int = 256, max_bytes: float = 2**28) -> None:
         self.X = X
-        self.masks = masks
+        self.mask = masks if callable(masks) else (lambda i, _m=masks: np.asarray(_m[i], dtype=bool))
         self.d = int(X.shape[1])
         n = X.shape[0]
         # the (n, d*d) table of row outer products is the fast path; for large d it would
@@ -69,13 +70,12 @@ class PatternGram:
     def _fill(self, pairs: list[tuple[int, int]]) -> None:
         if self.outer is None:
             for i, j in pairs:
-                self._blocks[(i, j)] = self.X.T @ (self.X * (self.masks[i] * self.masks[j])[:, None])
+                self._blocks[(i, j)] = self.X.T @ (self.X * (self.mask(i) & self.mask(j))[:, None])
             return
         for start in range(0, len(pairs), self.chunk):
             part = pairs[start:start + self.chunk]
-            a = np.fromiter((p[0] for p in part), dtype=np.intp, count=len(part))
-            b = np.fromiter((p[1] for p in part), dtype=np.intp, count=len(part))
-            prod = (self.masks[a] * self.masks[b]) @ self.outer  # (len, d*d)
+            both = np.stack([self.mask(i) & self.mask(j) for i, j in part]).astype(np.float64)
+            prod = both @ self.outer  # (len, d*d)
             for (i, j), blk in zip(part, prod.reshape(len(part), self.d, self.d)):
                 self._blocks[(i, j)] = blk
 
@@ -202,12 +202,12 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
     q = np.zeros(nvar)
     q[nu:nu + nt] = problem.beta
     if compressed:
-        gram = gram if gram is not None else PatternGram(X, problem.row_masks)
+        gram = gram if gram is not None else PatternGram(X, problem.mask)
         G = gram.matrix(pattern) * np.repeat(sign, d)[:, None] * np.repeat(sign, d)[None, :]
         Pm = sp.triu(sp.csc_matrix(G), format="csc")
         Pm.resize(nvar, nvar)
         if xty is None:
-            xty = problem.row_masks[pattern] @ (X * y[:, None])
+            xty = np.stack([X[problem.mask(int(i))].T @ y[problem.mask(int(i))] for i in pattern])
         by = np.asarray(xty, dtype=np.float64) * sign[:, None]  # (S, d): s_k X^T D_k y
         q[:nu] = -by.reshape(-1)
         offset = 0.5 * float(y @ y)
@@ -218,20 +218,19 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
     blocks, rhs = [], []
     # --- zero cone: r - A_S u = -y (explicit form only) ------------------------------
     if not compressed:
-        AS = (problem.row_masks[pattern][:, :, None] * X[None]) * sign[:, None, None]  # (S, n, d)
+        AS = (problem.masks(pattern)[:, :, None] * X[None]) * sign[:, None, None]  # (S, n, d)
         AS = AS.transpose(1, 0, 2).reshape(n, nu)
         Z0 = sp.hstack([sp.csc_matrix(-AS), sp.csc_matrix((n, nt)), sp.identity(n, format="csc")], format="csc")
         blocks.append(Z0)
         rhs.append(-y)
     # --- nonnegative cone: (2 D_k - I) X u_k >= 0 on the working rows ----------------
-    masks = problem.patterns.row_masks()  # (P, n) bool view: 2 D_k - I without a (P, n) float copy
     data, ri, ci = [], [], []
     r0 = 0
     for k in range(S):
         rk = np.asarray(rows[k], dtype=np.intp)
         if rk.size == 0:
             continue
-        coef = -(np.where(masks[pattern[k], rk], 1.0, -1.0)[:, None] * X[rk])
+        coef = -(np.where(problem.mask(int(pattern[k]))[rk], 1.0, -1.0)[:, None] * X[rk])
         if cone_scale is not None:
             coef = coef * cone_scale[rk][:, None]
         data.append(coef.reshape(-1))

@@ -51,9 +51,19 @@ class CvxpyProgram:
         return None if val is None else np.asarray(val, dtype=np.float64).reshape(-1).copy()
 
 
+def _check_size(problem: DualProblem) -> None:
+    from convexdual.engine import check_memory
+
+    # the dense data matrix, the cone matrix's entries and CVXPY's copies of both
+    check_memory(8.0 * 4 * problem.n * problem.P * problem.d, problem.memory_limit_mb,
+                 f"the explicit SOCP (4) (n = {problem.n:,}, P = {problem.P:,}, d = {problem.d})",
+                 "use solver='auto' (active_set / clarabel-ws work from the gates), or fewer patterns")
+
+
 def data_matrix(problem: DualProblem) -> np.ndarray:
-    """``A = [D_1 X, ..., D_P X]``, dense ``(n, P*d)``."""
-    X, M = problem.X, problem.row_masks
+    """``A = [D_1 X, ..., D_P X]``, dense ``(n, P*d)`` (small problems only; memory-checked)."""
+    _check_size(problem)
+    X, M = problem.X, problem.masks()
     return (M[:, :, None] * X[None]).transpose(1, 0, 2).reshape(problem.n, problem.P * problem.d)
 
 
@@ -62,7 +72,8 @@ def cone_matrix(problem: DualProblem) -> sp.csr_matrix:
     X = problem.X
     keep = np.any(X != 0, axis=1)
     Xk = X[keep]
-    S = (2.0 * problem.row_masks - 1.0)[:, keep]  # (P, n')
+    _check_size(problem)
+    S = np.where(problem.masks()[:, keep], 1.0, -1.0)  # (P, n')
     P, nk, d = problem.P, Xk.shape[0], problem.d
     data = (S[:, :, None] * Xk[None]).reshape(-1)
     rows = np.repeat(np.arange(P * nk), d)

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 
+from convexdual.engine import PatternEngine, cone_projection
 from convexdual.patches import conv_adjoint, conv_forward, patch_matrix
 from convexdual.patterns import SignPatterns
 
-__all__ = ["DescentCandidate", "DescentSearch", "cone_projection", "cell_maxima", "search_descent",
+__all__ = ["DescentCandidate", "DescentSearch", "cell_maxima", "search_descent",
            "dual_correlations"]
 
 logger = logging.getLogger(__name__)
@@ -86,20 +86,6 @@ class DescentSearch:
         return len(self.violators) > 0
 
 
-def cone_projection(A: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """``Proj_K(c)`` for ``K = {w : A w >= 0}`` (Moreau + NNLS, as in certificate.py).
-
-    Shapes:
-        A ``(m, d)``, c ``(d,)`` -> ``(d,)``.
-    """
-    if np.all(A @ c >= 0):
-        return c.copy()
-    keep = np.any(A != 0, axis=1)
-    A = A[keep]
-    lam, _ = nnls(A.T, -c, maxiter=50 * max(A.shape[0], 1))
-    return c + A.T @ lam
-
-
 def dual_correlations(images: torch.Tensor, kernel_size: int, r: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     """``r^T relu(X u_j) / ||u_j||`` for every row of ``U`` (0 for zero rows).
 
@@ -137,8 +123,7 @@ def _polish(X: np.ndarray, r: np.ndarray, mask: np.ndarray, sign: float, beta: f
     """Exact maximum of ``sign r^T relu(X u)`` on the closed cell of ``mask`` (unit ``u``)."""
     Dm = mask.astype(np.float64)
     c = sign * (X.T @ (Dm * r))
-    A = (2.0 * Dm - 1.0)[:, None] * X
-    p = cone_projection(A, c)
+    _, p = cone_projection(X, c, signs=2.0 * Dm - 1.0)
     npn = float(np.linalg.norm(p))
     if npn == 0.0:
         return DescentCandidate(0.0, gate / max(np.linalg.norm(gate), 1e-300), sign, gate)
@@ -170,27 +155,27 @@ def cell_maxima(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: float
         DescentSearch with ``exact = patterns.exact``.
     """
     t0 = time.perf_counter()
-    X = patch_matrix(images, kernel_size)
+    eng = PatternEngine(np.asarray(images, dtype=np.float64), kernel_size, patterns.gates)
     r = np.asarray(r, dtype=np.float64).reshape(-1)
-    M = patterns.row_masks()
-    C = (M.astype(np.float64) @ (X * r[:, None]))  # (P, d): X^T D_i r
-    cn = np.linalg.norm(C, axis=1)
-    order = np.argsort(-cn)
-    best: DescentCandidate | None = None
+    res = eng.scan(r, threshold=beta * (1.0 + margin), exact_max=True, tag="cells")
+
+    def candidate(i: int, sign: float, proj: np.ndarray) -> DescentCandidate:
+        npn = float(np.linalg.norm(proj))
+        gate = patterns.gates[i]
+        if npn == 0.0:
+            return DescentCandidate(0.0, gate / max(np.linalg.norm(gate), 1e-300), sign, gate)
+        u = proj / npn  # evaluated directly: relu(X u) equals D X u only up to the NNLS accuracy
+        return DescentCandidate(_direct_ratio(eng.X, r, u, sign, beta), u, sign, gate)
+
+    best = None if res.best is None else candidate(*res.best)
     violators: list[DescentCandidate] = []
-    visited = 0
-    for i in order:
-        best_val = best.ratio * beta if best is not None else 0.0
-        if cn[i] <= best_val and cn[i] <= beta * (1.0 + margin):
-            break
-        visited += 1
-        for sign in (1.0, -1.0):
-            best = _record(_polish(X, r, M[i], sign, beta, patterns.gates[i]), best, violators, margin)
+    for _, i, sign, proj in res.found:
+        best = _record(candidate(i, sign, proj), best, violators, margin)
     violators = _worst_first(violators, max_violators)
     return DescentSearch(max_ratio=0.0 if best is None else max(best.ratio, 0.0), best=best,
                          violators=tuple(violators), exact=bool(patterns.exact), num_starts=0,
                          num_gates=0, seconds=time.perf_counter() - t0,
-                         info={"cells": int(len(order)), "cells_projected": int(visited)})
+                         info={"cells": int(eng.P), "cells_projected": int(res.projections)})
 
 
 def search_descent(images: np.ndarray, kernel_size: int, r: np.ndarray, beta: float, *,

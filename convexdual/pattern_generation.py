@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from convexdual.descent import search_descent
-from convexdual.patterns import SignPatterns, patterns_from_gates
+from convexdual.patterns import SignPatterns, pattern_hashes, patterns_from_gates
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult
 
@@ -211,14 +211,14 @@ def generate_patterns(
         if search.violators:
             gates = np.array([c.gate for c in search.violators])
             new = patterns_from_gates(prob.inputs, prob.kernel_size, gates, source="generated")
-            grown = S.union(new)
+            have = set(pattern_hashes(prob.inputs, prob.kernel_size, S.gates))
             # keep the best `patterns_per_round` genuinely new cells (violators come best first)
-            fresh = np.arange(S.num_patterns, grown.num_patterns)[: int(opts.patterns_per_round)]
+            fresh = [j for j, h in enumerate(pattern_hashes(prob.inputs, prob.kernel_size, new.gates))
+                     if h not in have][: int(opts.patterns_per_round)]
             added = int(len(fresh))
             if added:
-                keep = np.concatenate([np.arange(S.num_patterns), fresh])
-                S = SignPatterns(gates=grown.gates[keep], masks=grown.masks[keep], exact=False,
-                                 num_requested=len(keep), source="generated")
+                S = SignPatterns(gates=np.concatenate([S.gates, new.gates[fresh]]), exact=False,
+                                 num_requested=S.num_patterns + added, source="generated", data_key=new.data_key)
         cert = result.certificate
         rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
                "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),

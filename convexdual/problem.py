@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convexdual._validation import as_images, as_targets, check_beta, check_kernel_size
+from convexdual.engine import check_memory
 from convexdual.losses import Loss, get_loss
-from convexdual.patches import patch_matrix
-from convexdual.patterns import SignPatterns, sample_patterns
+from convexdual.patterns import SignPatterns, data_key, sample_patterns, unique_gates
+
+if TYPE_CHECKING:
+    from convexdual.engine import PatternEngine
 
 __all__ = ["DualProblem", "build_problem", "beta_max"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,6 +36,8 @@ class DualProblem:
         residual: if True the network is ``f(x) = x[:, residual_channel] + sum_j ...``
             (Corollary 1.1) and the program regresses on ``targets - skip``.
         residual_channel: the input channel that holds the image for the skip.
+        memory_limit_mb: memory limit of the problem's engine and explicit paths (None: half of
+            the memory available when it is first needed).
 
     Shapes:
         ``n = N*H*W`` patch rows, ``d = C*k*k`` columns, ``P`` patterns; dual
@@ -44,6 +52,7 @@ class DualProblem:
     loss: Loss
     residual: bool = False
     residual_channel: int = 0
+    memory_limit_mb: float | None = None
 
     # ---- sizes ------------------------------------------------------------
     @property
@@ -89,22 +98,34 @@ class DualProblem:
         return (self.targets - self.skip).reshape(-1)
 
     @functools.cached_property
+    def engine(self) -> "PatternEngine":
+        """The :class:`~convexdual.engine.PatternEngine` of this problem (masks from the gates on
+        these inputs, operator, cone projections, scan, dual bound, violation)."""
+        from convexdual.engine import PatternEngine
+
+        budget = 512.0 if self.memory_limit_mb is None else max(32.0, min(512.0, self.memory_limit_mb / 4))
+        return PatternEngine(self.inputs, self.kernel_size, self.patterns.gates, memory_budget_mb=budget)
+
+    @property
     def X(self) -> np.ndarray:
-        """Explicit patch matrix ``(n, d)``; only for problems that fit in memory."""
-        return patch_matrix(self.inputs, self.kernel_size)
+        """Patch rows ``(n, d)`` float64 (``n x d``, never ``P x n``)."""
+        return self.engine.X
+
+    def mask(self, i: int) -> np.ndarray:
+        """``1[X g_i >= 0]``: the mask of pattern ``i`` on this problem's rows, ``(n,)`` bool."""
+        return self.engine.mask(i)
+
+    def masks(self, index: Any = None) -> np.ndarray:
+        """Explicit masks ``(m, n)`` bool of the given patterns (all by default); refused (with the
+        size) when they do not fit the memory limit. For small problems and tests."""
+        return self.engine.masks(index, self.memory_limit_mb)
 
     @functools.cached_property
     def weight_scale(self) -> float:
         """Natural size of a group's weights, ``max|y| / max_j ||x_j||``: thresholds for
         "zero" groups are relative to it (and to the largest group)."""
-        xmax = float(np.linalg.norm(self.X, axis=1).max()) if self.n * self.d <= 50_000_000 else float(
-            np.sqrt((self.inputs**2).sum(axis=1).max() * self.kernel_size**2))
+        xmax = self.engine.xmax
         return float(np.abs(self.y).max()) / xmax if xmax > 0 else 0.0
-
-    @functools.cached_property
-    def row_masks(self) -> np.ndarray:
-        """``(P, n)`` float64 0/1 masks."""
-        return self.patterns.row_masks().astype(np.float64)
 
     # ---- the program's functions --------------------------------------------
     def check_weights(self, W: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +140,7 @@ class DualProblem:
     def predict(self, W: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """``sum_i D_i X (w_i - z_i)``, length n (without the skip)."""
         W, Z = self.check_weights(W, Z)
-        XW = self.X @ (W - Z).T  # (n, P)
-        return np.einsum("pn,np->n", self.row_masks, XW)
+        return self.engine.predict(W, Z)
 
     def objective(self, W: np.ndarray, Z: np.ndarray) -> float:
         """Value of (4): ``L(yhat - y) + beta sum_i (||w_i|| + ||z_i||)`` (a sum, not a mean)."""
@@ -130,32 +150,16 @@ class DualProblem:
         return float(self.loss.value(r) + self.beta * reg)
 
     def cone_violation(self, W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> float:
-        """Largest relative violation of ``(2 D_i - I) X w_i >= 0`` (and z_i).
-
-        ``max_i max_rows relu(-(2D_i - I) X w_i) / (max_j ||x_j|| * s)`` over the groups that
-        become neurons (``||w_i|| > rel_tol * s``, the threshold of
-        :func:`~convexdual.recover.active_groups`), with ``s = max(max_j ||w_j||, weight_scale)``
-        the size of the solution. The numerator is how far a recovered neuron's ReLU departs
-        from its pattern on a row; the denominator is the size of the largest group's
-        contribution there, so 0 means feasible and the number is scale-free. Groups below the
-        threshold are dropped by the recovery; their effect shows in the certificate's
-        recovery error.
-        """
+        """Largest relative violation of ``(2 D_i - I) X w_i >= 0`` (and z_i), scale-free
+        (:meth:`convexdual.engine.PatternEngine.cone_violation`)."""
         W, Z = self.check_weights(W, Z)
-        S = 2.0 * self.row_masks - 1.0  # (P, n)
-        xmax = float(np.linalg.norm(self.X, axis=1).max()) or 1.0
-        top = max(np.linalg.norm(W, axis=1).max(initial=0.0), np.linalg.norm(Z, axis=1).max(initial=0.0),
-                  self.weight_scale)
-        if top == 0.0:
-            return 0.0
-        worst = 0.0
-        for V in (W, Z):
-            nz = np.linalg.norm(V, axis=1) > rel_tol * top
-            if not nz.any():
-                continue
-            XV = (self.X @ V[nz].T).T  # (p, n)
-            worst = max(worst, float(np.maximum(-(S[nz] * XV), 0.0).max()) / (xmax * top))
-        return worst
+        return self.engine.cone_violation(W, Z, rel_tol=rel_tol, scale=self.weight_scale)
+
+    def __repr__(self) -> str:
+        N, C, H, W = self.inputs.shape
+        return (f"DualProblem(N={N}, C={C}, H={H}, W={W}, k={self.kernel_size}, n={self.n:,}, d={self.d}, "
+                f"P={self.P}, beta={self.beta:.6g}, loss={self.loss.name!r}, residual={self.residual}, "
+                f"patterns={self.patterns.source!r}{', exact' if self.exact else ''})")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -168,15 +172,22 @@ class DualProblem:
 
 def beta_max(noisy, clean, kernel_size: int, patterns: SignPatterns, residual: bool = False,
              residual_channel: int = 0) -> float:
-    """``max_i ||X^T D_i y||``: the gated bound above which the squared-loss
-    solution of (4) is zero (MATH.md §6). A common choice is a small fraction of it."""
+    """``max_i ||X^T D_i y||``: the gated bound above which the squared-loss solution of (4) is
+    zero (docs/math.md §6). A common choice of beta is a small fraction of it. One streaming pass
+    of the pattern operator (no ``P x n`` masks)."""
+    from convexdual.engine import PatternEngine
+
     x = as_images(noisy)
     y = as_targets(clean, x)
+    k = check_kernel_size(kernel_size, x.shape[2], x.shape[3])
+    if not isinstance(patterns, SignPatterns):
+        raise TypeError(f"patterns must be a SignPatterns, got {type(patterns).__name__}")
+    if patterns.gates.shape[1] != x.shape[1] * k * k:
+        raise ValueError(f"the patterns have d = {patterns.gates.shape[1]} but C*k*k = {x.shape[1] * k * k}")
     if residual:
-        y = y - x[:, residual_channel]
-    X = patch_matrix(x, kernel_size)
-    G = patterns.row_masks().astype(np.float64) @ (X * y.reshape(-1, 1))  # (P, d)
-    return float(np.linalg.norm(G, axis=1).max())
+        y = y - x[:, int(residual_channel)]
+    G = PatternEngine(x, k, patterns.gates).adjoint(y.reshape(-1))
+    return float(np.sqrt((G * G).sum(axis=1)).max())
 
 
 def build_problem(
@@ -192,6 +203,8 @@ def build_problem(
     huber_delta: float = 1.0,
     residual: bool = False,
     residual_channel: int = 0,
+    memory_limit_mb: float | None = None,
+    progress: bool = False,
 ) -> DualProblem:
     """Validate the data and build program (4)'s data (nothing is solved).
 
@@ -202,14 +215,19 @@ def build_problem(
         beta: weight decay of (2), > 0.
         num_patterns: Gaussian gates to sample when ``patterns`` is not given.
         seed: seed of the gate sampling.
-        patterns: a ready :class:`SignPatterns` (e.g. ``enumerate_patterns``);
-            it must have been computed on these same inputs.
+        patterns: a ready :class:`SignPatterns` (e.g. ``enumerate_patterns``). Its masks are
+            always recomputed from its gates on these inputs; gates that give the same pattern
+            here are merged. An exact (enumerated) set is accepted only for the data it enumerated.
         loss: "squared" (default), "absolute", "huber", or a Loss.
         huber_delta: the Huber threshold.
         residual: learn the residual ``clean - noisy[:, residual_channel]`` (skip net).
         residual_channel: which input channel the skip connection carries.
+        memory_limit_mb: refuse, before allocating, a problem whose data, patch rows and gates
+            do not fit (None: half of the available memory).
+        progress: tqdm bars while sampling / deduplicating patterns.
 
     Raises:
+        MemoryBudgetError: the problem does not fit ``memory_limit_mb`` (with the size it needs).
         ValueError / TypeError: with what was wrong and what is allowed.
     """
     x = as_images(noisy, "noisy")
@@ -223,17 +241,39 @@ def build_problem(
         raise ValueError(
             f"residual_channel must index an input channel (0..{x.shape[1] - 1}); got {residual_channel}"
         )
+    if memory_limit_mb is not None and not (float(memory_limit_mb) > 0):
+        raise ValueError(f"memory_limit_mb must be > 0 (MB) or None, got {memory_limit_mb!r}")
+    N, C, H, W = x.shape
+    n, d = N * H * W, C * k * k
+    P_est = int(num_patterns) if patterns is None and isinstance(num_patterns, (int, np.integer)) else (
+        len(patterns) if isinstance(patterns, SignPatterns) else 0)
+    # inputs, targets, patch rows X (and one temporary copy), gates: what the problem itself holds
+    check_memory(8.0 * (x.size + y.size + 2 * n * d + 2 * P_est * d), memory_limit_mb,
+                 f"the problem (n = {n:,} patch rows, d = {d}, P = {P_est:,})",
+                 "use fewer or smaller images or fewer patterns, a machine with more memory, or more processes")
+    key = data_key(x, k)
     if patterns is None:
-        patterns = sample_patterns(x, k, num_patterns, seed=seed)
+        patterns = sample_patterns(x, k, num_patterns, seed=seed, memory_limit_mb=memory_limit_mb,
+                                   progress=progress)
     else:
         if not isinstance(patterns, SignPatterns):
             raise TypeError(f"patterns must be a SignPatterns, got {type(patterns).__name__}")
-        N, _, H, W = x.shape
-        if patterns.masks.shape[1:] != (N, H, W) or patterns.gates.shape[1] != x.shape[1] * k * k:
+        if patterns.gates.shape[1] != d:
             raise ValueError(
-                f"patterns were computed for masks {patterns.masks.shape[1:]} and d = {patterns.gates.shape[1]}, "
-                f"but the data has (N, H, W) = {(N, H, W)} and d = C*k*k = {x.shape[1] * k * k}; "
-                "compute the patterns on these inputs with this kernel size"
-            )
+                f"patterns have gates of dimension d = {patterns.gates.shape[1]}, but the data has "
+                f"d = C*k*k = {d}; compute the patterns on these inputs with this kernel size")
+        if patterns.exact and patterns.data_key != key:
+            raise ValueError(
+                "these patterns were enumerated on other images (or another kernel size): an enumeration is "
+                "exact only for the data it enumerated. Enumerate on these inputs "
+                "(cd.enumerate_patterns(noisy, k)) or sample patterns")
+        if patterns.data_key != key or patterns.info.get("deduplicated") is False:
+            keep = unique_gates(x, k, patterns.gates, progress=progress)
+            if len(keep) < len(patterns) or patterns.data_key != key:
+                logger.info("patterns: %d gates give %d distinct patterns on these inputs", len(patterns), len(keep))
+            patterns = SignPatterns(gates=patterns.gates[keep], exact=patterns.exact, data_key=key,
+                                    num_requested=patterns.num_requested or len(patterns),
+                                    source=patterns.source, info={**patterns.info, "deduplicated": True})
     return DualProblem(inputs=x, targets=y, kernel_size=k, beta=b, patterns=patterns, loss=lo,
-                       residual=bool(residual), residual_channel=int(residual_channel))
+                       residual=bool(residual), residual_channel=int(residual_channel),
+                       memory_limit_mb=None if memory_limit_mb is None else float(memory_limit_mb))

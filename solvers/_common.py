@@ -1,9 +1,9 @@
 """Shared pieces of the torch solvers: options, checkpoints, progress bar, certified bounds.
 
-Checkpoints are ``torch.save`` dictionaries holding everything a run needs to
-continue bit-for-bit on CPU (iterates, momentum, optimiser state, RNG state,
-iteration counter, history); ``resume_from`` loads one and the solve continues the
-same run. The certified bounds here are the exact ones of MATH.md §6 (cone
+Checkpoints (:mod:`convexdual.checkpoint`: npz + JSON, loaded without unpickling, checked
+against a sha256 problem fingerprint) hold everything a run needs to continue
+bit-for-bit on CPU (iterates, momentum, optimiser state, RNG state, iteration counter,
+history); ``resume_from`` loads one and the solve continues the same run. The certified bounds here are the exact ones of MATH.md §6 (cone
 projections by NNLS), computed through :class:`~convexdual.operators.PatternOperator`
 so they never need the explicit patch matrix of all patterns.
 """
@@ -20,14 +20,13 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 import torch
 
-from convexdual.certificate import cone_projection_norm
 from convexdual.errors import SolverUnavailableError
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.solvers.base import SolverOptions
 
-__all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint", "progress_bar",
-           "exact_dual_constraint", "certified_bound", "relative_violation", "BASE_OPTION_FIELDS", "coerce_options",
+__all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint", "checkpoint_finished", "progress_bar",
+           "certified_bound", "relative_violation", "BASE_OPTION_FIELDS", "coerce_options",
            "require_squared_loss", "run_solver", "TorchSolver"]
 
 logger = logging.getLogger(__name__)
@@ -169,32 +168,44 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def save_checkpoint(path: str | os.PathLike, solver: str, problem: DualProblem, state: dict[str, Any]) -> None:
-    """Atomically write ``state`` (tensors moved to CPU) with a problem fingerprint."""
-    blob = {"solver": solver, "fingerprint": _fingerprint(problem),
-            "state": {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in state.items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(path: str | os.PathLike, solver: str, problem: DualProblem, state: dict[str, Any], *,
+                    finished: bool = False) -> None:
+    """Atomically write ``state`` (tensors moved to CPU) with the problem fingerprint.
+
+    ``finished=True``: ``state`` is the final state of a run that ended (see
+    :func:`checkpoint_finished`). Format: :mod:`convexdual.checkpoint` (npz + JSON, no pickle).
+    """
+    from convexdual import checkpoint as _ck
+
+    _ck.save_checkpoint(path, solver, problem, state, finished=finished)
     logger.debug("checkpoint written to %s", path)
 
 
 def load_checkpoint(path: str | os.PathLike, solver: str, problem: DualProblem) -> dict[str, Any]:
-    """Load a checkpoint; refuse one from another solver or another problem."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if blob.get("solver") != solver:
-        raise ValueError(f"checkpoint {path} was written by solver {blob.get('solver')!r}, not {solver!r}")
-    if blob.get("fingerprint") != _fingerprint(problem):
-        raise ValueError(f"checkpoint {path} belongs to a different problem (sizes/beta/patterns differ)")
-    return blob["state"]
+    """Load a checkpoint's state dict, verified before use (nothing is unpickled or executed).
+
+    Raises:
+        convexdual.errors.CheckpointError: (a ValueError) missing, empty, truncated or corrupt file,
+            another format version, another solver, or another problem.
+    """
+    from convexdual import checkpoint as _ck
+
+    return _ck.load_checkpoint(path, solver, problem).state
 
 
-def _fingerprint(problem: DualProblem) -> dict[str, Any]:
-    g = problem.patterns.gates
-    return {"n": problem.n, "d": problem.d, "P": problem.P, "beta": float(problem.beta),
-            "loss": problem.loss.name, "gates": float(np.abs(g).sum()), "y": float(np.abs(problem.y).sum())}
+def checkpoint_finished(path: str | os.PathLike) -> bool:
+    """True when the checkpoint at ``path`` was saved with ``finished=True`` (the run had ended):
+    a solver resuming from it returns the recorded final state instead of running another round."""
+    from convexdual import checkpoint as _ck
+
+    return _ck.checkpoint_finished(path)
+
+
+def _fingerprint(problem: DualProblem) -> str:
+    """sha256 of the problem's inputs, targets, gates, kernel, beta, loss and residual setting."""
+    from convexdual.checkpoint import problem_fingerprint
+
+    return problem_fingerprint(problem)
 
 
 def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
@@ -203,79 +214,19 @@ def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def cone_rows(op: PatternOperator, i: int) -> np.ndarray:
-    """``(2 D_i - I) X`` as an ``(n, d)`` float64 numpy matrix (one pattern)."""
-    rows = []
-    g = op.gates[i:i + 1]
-    for s, e in op.batches():
-        Xb = op.patches(s, e)
-        sgn = torch.where(Xb @ g.T >= 0, 1.0, -1.0).to(op.dtype)
-        rows.append((sgn * Xb).double().cpu().numpy())
-    return np.concatenate(rows)
-
-
-def exact_dual_constraint(op: PatternOperator, C: np.ndarray, *, stop_below: float = 0.0,
-                          cache: dict[int, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
-    """``max_i max(||Proj_Ki(c_i)||, ||Proj_Ki(-c_i)||)`` for ``C = (X^T D_i v)_i``.
-
-    Groups are visited by decreasing ``||c_i||`` (an upper bound of both projections)
-    and the scan stops once ``||c_i||`` is below the best so far and ``stop_below``.
-
-    Returns:
-        ``(max, values (2P,))``: values ``[+c_i projections, -c_i projections]`` (NaN
-        where skipped: those are at most ``max(best, stop_below)``).
-    """
-    cn = np.linalg.norm(C, axis=1)
-    vals = np.full(2 * len(C), np.nan)
-    best = 0.0
-    for i in np.argsort(-cn):
-        if cn[i] <= max(best, stop_below):
-            break
-        A = cache.get(int(i)) if cache is not None else None
-        if A is None:
-            A = cone_rows(op, int(i))
-            if cache is not None:
-                cache[int(i)] = A
-        vals[i] = cone_projection_norm(A, C[i])
-        vals[len(C) + i] = cone_projection_norm(A, -C[i])
-        best = max(best, vals[i], vals[len(C) + i])
-    return best, vals
-
-
-def certified_bound(problem: DualProblem, op: PatternOperator, yhat: np.ndarray,
-                    cache: dict[int, np.ndarray] | None = None) -> tuple[float, np.ndarray]:
+def certified_bound(problem: DualProblem, op: PatternOperator | None, yhat: np.ndarray,
+                    cache: Any = None) -> tuple[float, np.ndarray]:
     """Certified lower bound ``g`` on (4) from the residual at ``yhat``; returns ``(g, v)``.
 
-    ``v0 = -dL/dyhat`` is scaled to dual feasibility exactly as
-    :func:`convexdual.certificate.dual_lower_bound` does, using the operator.
+    ``v0 = -dL/dyhat`` scaled to dual feasibility by the problem's engine
+    (:meth:`convexdual.engine.PatternEngine.dual_bound`); ``op`` and ``cache`` are ignored (kept
+    for callers that pass them).
     """
     v0 = problem.loss.dual_candidate(np.asarray(yhat, dtype=np.float64) - problem.y)
-    C = op.adjoint(torch.as_tensor(v0, dtype=op.dtype, device=op.device)).double().cpu().numpy()
-    M, _ = exact_dual_constraint(op, C, cache=cache)
-    s_max = np.inf if M == 0 else problem.beta / M
-    vinf = float(np.abs(v0).max(initial=0.0))
-    if np.isfinite(problem.loss.dual_bound) and vinf > 0:
-        s_max = min(s_max, problem.loss.dual_bound / vinf)
-    s = problem.loss.best_dual_scale(v0, problem.y, 1e300 if not np.isfinite(s_max) else s_max)
-    return problem.loss.dual_value(s * v0, problem.y), s * v0
+    b = problem.engine.dual_bound(problem.loss, problem.y, problem.beta, v0)
+    return b.value, b.scale * v0
 
 
-def relative_violation(op: PatternOperator, W: np.ndarray, Z: np.ndarray, xmax: float,
-                       rel_tol: float = 1e-6, scale: float = 0.0) -> float:
-    """Largest relative cone violation, defined as in ``DualProblem.cone_violation``.
-
-    ``max relu(-(2D_i - I) X w_i) / (xmax * s)`` over groups with ``||w_i|| > rel_tol * s``,
-    ``s = max(max_j ||w_j||, scale)`` (``scale``: ``DualProblem.weight_scale`` when known).
-    """
-    nw, nz = np.linalg.norm(W, axis=1), np.linalg.norm(Z, axis=1)
-    top = max(nw.max(initial=0.0), nz.max(initial=0.0), float(scale))
-    if top == 0.0:
-        return 0.0
-    worst = 0.0
-    for V, norms in ((W, nw), (Z, nz)):
-        idx = np.flatnonzero(norms > rel_tol * top)
-        if len(idx) == 0:
-            continue
-        vals = op.group_values(idx, V[idx]).double().cpu().numpy()  # (n, m)
-        worst = max(worst, float(np.maximum(-vals, 0.0).max()) / (xmax * top))
-    return worst
+def relative_violation(problem: DualProblem, W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> float:
+    """Largest relative cone violation, the certificate's definition (``DualProblem.cone_violation``)."""
+    return problem.cone_violation(np.asarray(W, dtype=np.float64), np.asarray(Z, dtype=np.float64), rel_tol)

@@ -43,7 +43,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from convexdual.certificate import cone_projection
 from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
@@ -118,48 +117,49 @@ class ActiveSetOptions(TorchSolverOptions):
 
 
 class _Data:
-    """Per-problem float64 data and caches: patch rows, signs, Gram blocks, cone projections."""
+    """Per-problem float64 data and caches: patch rows, signs, Gram blocks (masks and cone
+    projections come from the problem's :class:`~convexdual.engine.PatternEngine`)."""
+
+    TAGS = ("check", "polish")
 
     def __init__(self, problem: DualProblem, gram_budget_bytes: float) -> None:
         self.problem = problem
-        self.X = np.ascontiguousarray(problem.X, dtype=np.float64)
+        self.engine = eng = problem.engine
+        eng.forget(self.TAGS)  # this run's projection rows start empty (or from its checkpoint)
+        self.X = eng.X
         self.y = np.asarray(problem.y, dtype=np.float64)
         self.d = problem.d
-        self.xnorm = np.linalg.norm(self.X, axis=1)
-        self.nz = np.flatnonzero(self.xnorm > 0)
-        self.Xnz = self.X[self.nz]
-        self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
+        self.xnorm = eng.xnorm
+        self.nz = eng.nz
+        self.Xnz = eng.Xnz
+        self.xmax = eng.xmax or 1.0
         self.inv_norm = 1.0 / np.where(self.xnorm > 0, self.xnorm, 1.0)
-        self.masks = problem.patterns.masks.reshape(problem.P, -1)  # bool view, no copy
         n, d = self.X.shape
         self.outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(n, d * d) \
             if n * d * d * 8 <= gram_budget_bytes else None
         self._gram: dict[tuple[int, int], np.ndarray] = {}
         self._xty: dict[int, np.ndarray] = {}
-        self._active: dict[Any, np.ndarray] = {}
-        self._signs: dict[int, np.ndarray] = {}
         self.projections = 0
 
     def signs(self, i: int) -> np.ndarray:
         """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
-        if i not in self._signs:
-            self._signs[i] = np.where(self.masks[i, self.nz], 1.0, -1.0)
-        return self._signs[i]
+        return self.engine.signs(i)
 
     def xty(self, i: int) -> np.ndarray:
         if i not in self._xty:
-            self._xty[i] = self.X[self.masks[i]].T @ self.y[self.masks[i]]
+            m = self.engine.mask(i)
+            self._xty[i] = self.X[m].T @ self.y[m]
         return self._xty[i]
 
     def matrix(self, patterns: np.ndarray) -> np.ndarray:
         """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)`` (the ``gram`` of
-        :func:`~convexdual.compressed_program.build_restricted`; unlike its ``PatternGram`` each
-        block is computed alone from the bool masks, so its bits do not depend on the order in
-        which blocks were first needed, which keeps a resumed run bit-identical)."""
+        :func:`~convexdual.compressed_program.build_restricted`; each block is computed alone from
+        the masks, so its bits do not depend on the order in which blocks were first needed, which
+        keeps a resumed run bit-identical)."""
         uniq = sorted(set(int(p) for p in patterns))
         missing = [(a, b) for k, a in enumerate(uniq) for b in uniq[k:] if (a, b) not in self._gram]
         for a, b in missing:  # one block at a time: the same bits whatever the order (resume)
-            w = (self.masks[a] & self.masks[b]).astype(np.float64)
+            w = (self.engine.mask(a) & self.engine.mask(b)).astype(np.float64)
             if self.outer is not None:
                 self._gram[(a, b)] = (w @ self.outer).reshape(self.d, self.d)
             else:
@@ -175,27 +175,19 @@ class _Data:
         return G
 
     def project(self, i: int, c: np.ndarray, key: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``Proj_{K_i}(c)`` for ``K_i = {u : (2 D_i - I) X u >= 0}``; returns ``(proj, active rows)``.
-
-        Lazy-row NNLS by :func:`convexdual.certificate.cone_projection` (Moreau:
-        ``Proj = c + A^T lam``). Rows are indices into the nonzero patch rows. With a ``key``, the rows that ended active are
-        remembered and start the next projection with that key (later rounds project
-        nearby vectors).
-        """
+        """Exact ``Proj_{K_i}(c)`` by the engine; returns ``(proj, active rows)`` (rows of the nonzero
+        patch rows). Keyed projections remember their active rows for the next one."""
         self.projections += 1
-        rows = self._active.get(key) if key is not None else None
-        _, proj, active = cone_projection(self.signs(i)[:, None] * self.Xnz, c, rel_tol=1e-13, rows=rows,
-                                          max_rounds=200, return_rows=True)
-        if key is not None and active.size:
-            self._active[key] = active
-        return (c.copy() if proj is c else proj), active
+        _, proj, active = self.engine.project(i, c, key=key, rel_tol=1e-13)
+        return proj, active
 
     def projection_rows(self) -> dict[Any, np.ndarray]:
-        """The remembered active rows of keyed projections (part of a checkpoint)."""
-        return {k: v.copy() for k, v in self._active.items()}
+        """The remembered active rows of this solver's keyed projections (part of a checkpoint)."""
+        return {k: v for k, v in self.engine.remembered_rows().items() if k[0] in self.TAGS}
 
     def restore_projection_rows(self, rows: dict[Any, np.ndarray]) -> None:
-        self._active = {k: np.asarray(v, dtype=np.intp) for k, v in rows.items()}
+        self.engine.forget(self.TAGS)
+        self.engine.restore_rows(rows, clear=False)
 
     def boundary_rows(self, i: int, direction: np.ndarray, k: int) -> np.ndarray:
         """The ``k`` nonzero rows of pattern ``i`` nearest the cone boundary along ``direction``."""
@@ -209,7 +201,7 @@ class _Data:
         if len(pattern):
             XU = self.X @ U.T  # (n, S)
             for k, (i, s) in enumerate(zip(pattern, sign)):
-                yhat += s * np.where(self.masks[i], XU[:, k], 0.0)
+                yhat += s * np.where(self.engine.mask(int(i)), XU[:, k], 0.0)
         return yhat
 
 
@@ -255,33 +247,16 @@ class ActiveSetSolver(TorchSolver):
     @staticmethod
     def _check(data: _Data, op: PatternOperator, v: np.ndarray, member: set[tuple[int, float]], threshold: float,
                limit: int) -> tuple[float, list[tuple[float, int, float, np.ndarray]]]:
-        """Dual constraints at ``v`` over every pattern.
+        """Dual constraints at ``v`` over every pattern, by the engine's scan.
 
-        Returns ``(M, found)``: ``M >= max_{i,s} ||Proj_{K_i}(s X^T D_i v)||`` (exact values
-        where computed, ``||X^T D_i v||`` bounds the rest), and up to ``limit`` groups outside
-        ``member`` whose value exceeds ``threshold`` (the largest first; each with its projection).
-        Patterns are visited by decreasing ``||X^T D_i v||`` (an upper bound of both values).
+        Returns ``(M, found)``: ``M >= max_{i,s} ||Proj_{K_i}(s X^T D_i v)||`` and up to ``limit``
+        groups outside ``member`` whose value exceeds ``threshold`` (the largest first, each with
+        its projection). ``X^T D_i v`` comes from the solver's operator (its device and backend).
         """
         C = op.adjoint(torch.as_tensor(v, dtype=op.dtype, device=op.device)).double().cpu().numpy()
-        cn = np.linalg.norm(C, axis=1)
-        best, bound_rest, found = 0.0, 0.0, []
-        kth = -np.inf
-        for i in np.argsort(-cn):
-            if cn[i] <= max(threshold, kth):
-                bound_rest = float(cn[i])  # every skipped group is at most this
-                break
-            for s in (1.0, -1.0):
-                proj, _ = data.project(int(i), s * C[i], key=("check", int(i), s))
-                val = float(np.linalg.norm(proj))
-                best = max(best, val)
-                if val > threshold and (int(i), s) not in member:
-                    found.append((val, int(i), s, proj))
-            if len(found) >= limit:
-                found.sort(key=lambda t: -t[0])
-                del found[limit:]
-                kth = found[-1][0]
-        found.sort(key=lambda t: -t[0])
-        return max(best, bound_rest), found
+        res = data.engine.scan(C=C, threshold=threshold, exclude=member, limit=limit, tag="check")
+        data.projections += res.projections
+        return res.max_value, list(res.found)
 
     # ------------------------------------------------------------------ main loop
     def _solve(self, problem: DualProblem, o: ActiveSetOptions) -> SolveResult:
@@ -350,16 +325,14 @@ class ActiveSetSolver(TorchSolver):
                 v0 = -r
                 member = set(zip(pattern, sign))
                 M, entering = self._check(data, op, v0, member, beta * (1.0 + o.group_tol), o.groups_per_round)
-                vy, vv = float(v0 @ y), float(v0 @ v0)
-                s = min(vy / vv if vv > 0 else 0.0, beta / M if M > 0 else np.inf)
-                s = max(s, 0.0)
-                lower = s * vy - 0.5 * s * s * vv
+                db = data.engine.dual_bound(problem.loss, y, beta, v0, max_constraint=M)
+                s, lower = db.scale, db.value
                 rel_gap = (pobj - lower) / max(abs(pobj), 1e-300)
                 W = np.zeros((P, d))
                 Z = np.zeros((P, d))
                 for k, (i, sg) in enumerate(zip(pattern, sign)):
                     (W if sg > 0 else Z)[i] = Up[k]
-                viol = problem.cone_violation(W, Z) if problem.n * P <= 5e7 else 0.0
+                viol = problem.cone_violation(W, Z)
                 if pobj < best["objective"]:
                     best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
                 tc = time.perf_counter()

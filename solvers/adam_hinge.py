@@ -97,7 +97,6 @@ class AdamHingeSolver(TorchSolver):
             opt.load_state_dict(st["opt"])
             gen.set_state(st["rng"])
             ep0, history, elapsed0 = int(st["epoch"]), list(st["history"]), float(st["elapsed"])
-        xmax = op.max_row_norm() or 1.0
         t1 = time.perf_counter()
         status, message = Status.MAX_ITERATIONS, ""
         bar = progress_bar(o.max_iter, o.progress, "adam+hinge", ep0)
@@ -131,7 +130,7 @@ class AdamHingeSolver(TorchSolver):
                                  + problem.beta * (np.linalg.norm(Wn, axis=1).sum() + np.linalg.norm(Zn, axis=1).sum()))
                     lower, _ = certified_bound(problem, op, yhat)
                     gap_rel = (pobj - lower) / max(abs(pobj), 1e-300)
-                    viol = relative_violation(op, Wn, Zn, xmax)
+                    viol = relative_violation(problem, Wn, Zn)
                     history.append({"iteration": ep + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
                                     "relative_gap": gap_rel, "violation": viol})
                     bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{gap_rel:.1e}", viol=f"{viol:.1e}")

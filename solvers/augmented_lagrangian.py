@@ -27,7 +27,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
@@ -97,8 +96,6 @@ class AugmentedLagrangianSolver(TorchSolver):
         y = torch.as_tensor(problem.y, dtype=dt, device=op.device)
         P, d, beta = problem.P, problem.d, float(problem.beta)
         xnorm2 = float(torch.linalg.matrix_norm(X, ord=2)) ** 2
-        Xn = X.double().cpu().numpy()
-        Sn = S.double().cpu().numpy()
         xmax = float(X.norm(dim=1).max()) or 1.0
 
         def parts(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +151,7 @@ class AugmentedLagrangianSolver(TorchSolver):
                     rho *= o.rho_growth
                 last_viol = raw_viol
                 # exact polish + certificate
-                Upol = _polish(U.double().cpu().numpy(), Xn, Sn, P)
+                Upol = _polish(problem, U.double().cpu().numpy())
                 Wp, Zp = Upol[:P], Upol[P:]
                 pobj = problem.objective(Wp, Zp)
                 yhat = problem.predict(Wp, Zp)
@@ -183,7 +180,7 @@ class AugmentedLagrangianSolver(TorchSolver):
         finally:
             bar.close()
         t2 = time.perf_counter()
-        Ubest = best[1] if best[1] is not None else _polish(U.double().cpu().numpy(), Xn, Sn, P)
+        Ubest = best[1] if best[1] is not None else _polish(problem, U.double().cpu().numpy())
         W, Z = Ubest[:P].copy(), Ubest[P:].copy()
         if not message:
             message = f"certified relative gap {gap_rel:.2e}, violation {viol:.2e} after {it + 1} outer iterations"
@@ -192,15 +189,10 @@ class AugmentedLagrangianSolver(TorchSolver):
                            history=tuple(history), info={"rho": rho, **problem.describe()})
 
 
-def _polish(U: np.ndarray, X: np.ndarray, S: np.ndarray, P: int) -> np.ndarray:
-    """Project every nonzero group exactly onto its cone ``{u : S_i X u >= 0}`` (NNLS, Moreau)."""
+def _polish(problem: DualProblem, U: np.ndarray) -> np.ndarray:
+    """Project every nonzero group exactly onto its cone (the engine's projection)."""
     out = U.copy()
+    P = problem.P
     for g in np.flatnonzero(np.linalg.norm(U, axis=1) > 0):
-        A = S[:, g % P][:, None] * X
-        c = U[g]
-        if np.all(A @ c >= 0):
-            continue
-        keep = np.any(A != 0, axis=1)
-        lam, _ = nnls(A[keep].T, -c, maxiter=50 * int(keep.sum()))
-        out[g] = c + A[keep].T @ lam
+        out[g] = problem.engine.project(int(g % P), U[g])[1]
     return out

@@ -21,7 +21,7 @@ from convexdual.problem import DualProblem
 from convexdual.recover import recover_network
 from convexdual.result import SolveResult, Status
 
-__all__ = ["Solver", "SolverOptions", "finalize"]
+__all__ = ["Solver", "SolverOptions", "finalize", "status_from_certificate"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +71,42 @@ class Solver(Protocol):
         """Solve; return a raw result (no network, no certificate)."""
 
 
+def status_from_certificate(status: Status, cert: Any, message: str, tolerance: float,
+                            violation_tolerance: float) -> tuple[Status, str]:
+    """The status rule, in one place: a solution is OPTIMAL iff its certificate holds at the
+    requested tolerances (relative gap, cone violation and recovery error), whatever the backend
+    said; an OPTIMAL / OPTIMAL_INACCURATE point whose certificate fails is OPTIMAL_INACCURATE with
+    the reason. Early stops (time or iteration limits, interruptions, errors) keep their status."""
+    if cert is None or status not in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE):
+        return status, message
+    if cert.ok:
+        if status is Status.OPTIMAL:
+            return status, message
+        note = (f"backend reported an inaccurate solve, but the point is certified: relative gap "
+                f"{cert.relative_gap:.2e} <= {tolerance:g}, violation {cert.max_violation:.2e} "
+                f"<= {violation_tolerance:g}")
+        return Status.OPTIMAL, f"{message}; {note}" if message else note
+    why = []
+    if not (cert.relative_gap <= tolerance):
+        why.append(f"relative gap {cert.relative_gap:.2e} > {tolerance:g}")
+    if not (cert.max_violation <= violation_tolerance):
+        why.append(f"cone violation {cert.max_violation:.2e} > {violation_tolerance:g}")
+    if cert.recovery_error is not None and not (cert.recovery_error <= tolerance):
+        why.append(f"recovered net's objective differs by {cert.recovery_error:.2e} (> {tolerance:g})")
+    note = ("not certified: " + ", ".join(why)) if why else "not certified"
+    if status is Status.OPTIMAL:
+        note = f"solver reported optimal but the certificate disagrees ({note})"
+        logger.warning(note)
+    return Status.OPTIMAL_INACCURATE, f"{message}; {note}" if message else note
+
+
 def finalize(problem: DualProblem, raw: SolveResult, *, recover: bool = True, certify: bool = True,
              device: torch.device | str = "cpu", tolerance: float = 1e-6,
-             violation_tolerance: float = 1e-7) -> SolveResult:
+             violation_tolerance: float = 1e-7, progress: bool = False) -> SolveResult:
     """Recover the network and certify a raw result; returns a new SolveResult.
 
-    A solver's "optimal" whose certificate fails badly (relative gap > 1e-3 or
-    violation > 1e-4) is downgraded to OPTIMAL_INACCURATE, with the reason in the message.
-    An OPTIMAL_INACCURATE whose certificate holds (``certificate.ok``: gap and violation
-    within the tolerances, recovered net reproducing the program) is upgraded to OPTIMAL,
-    also with the reason: the certificate is an independent proof.
+    The status follows the certificate (:func:`status_from_certificate`): OPTIMAL iff the
+    certificate holds at ``tolerance`` / ``violation_tolerance``.
     """
     if raw.W is None or raw.Z is None or not raw.status.has_solution:
         return raw
@@ -94,21 +120,8 @@ def finalize(problem: DualProblem, raw: SolveResult, *, recover: bool = True, ce
         if net is not None:
             net_cpu = net if str(device) == "cpu" else recover_network(problem, raw.W, raw.Z)
         cert = certify_solution(problem, raw.W, raw.Z, network=net_cpu, dual=raw.dual,
-                                tolerance=tolerance, violation_tolerance=violation_tolerance)
-        if status is Status.OPTIMAL and (cert.relative_gap > 1e-3 or cert.max_violation > 1e-4):
-            status = Status.OPTIMAL_INACCURATE
-            note = (f"solver reported optimal but the certificate disagrees (relative gap "
-                    f"{cert.relative_gap:.2e}, violation {cert.max_violation:.2e})")
-            logger.warning(note)
-            message = f"{message}; {note}" if message else note
-        elif status is Status.OPTIMAL_INACCURATE and cert.ok:
-            # the certificate is a proof on its own (a dual feasible point from exact cone
-            # projections, and the recovered net's objective evaluated independently)
-            status = Status.OPTIMAL
-            note = (f"backend reported an inaccurate solve, but the point is certified: relative gap "
-                    f"{cert.relative_gap:.2e} <= {tolerance:g}, violation {cert.max_violation:.2e} "
-                    f"<= {violation_tolerance:g}")
-            message = f"{message}; {note}" if message else note
+                                tolerance=tolerance, violation_tolerance=violation_tolerance, progress=progress)
+        status, message = status_from_certificate(status, cert, message, tolerance, violation_tolerance)
     t2 = time.perf_counter()
     timings = dataclasses.replace(raw.timings, recover=t1 - t0, certify=t2 - t1)
     return dataclasses.replace(raw, network=net, certificate=cert, timings=timings, status=status,

@@ -133,7 +133,6 @@ class FistaSolver(TorchSolver):
             Vprev, tk, it0, history, elapsed0 = V.clone(), 1.0, 0, [], 0.0
         t1 = time.perf_counter()
         step = 1.0 / L
-        xmax = op.max_row_norm() or 1.0
         status, message = Status.MAX_ITERATIONS, ""
         best = {"lower": lower0}
         bar = progress_bar(o.max_iter, o.progress, "fista (gated)", it0)
@@ -166,7 +165,7 @@ class FistaSolver(TorchSolver):
                 if done_relax or (it + 1) % o.check_every == 0 or it + 1 == o.max_iter:
                     Yn = Yk.double().cpu().numpy()
                     Wc, Zc = split_gated(op, Yn)
-                    viol = relative_violation(op, Wc, Zc, xmax)
+                    viol = relative_violation(problem, Wc, Zc)
                     history.append({"iteration": it + 1, "time": elapsed, "objective": pobj,
                                     "dual_bound": best["lower"], "relative_gap": rel_gap, "violation": viol})
                     bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{rel_gap:.1e}", viol=f"{viol:.1e}")

@@ -40,7 +40,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convexdual.certificate import cone_projection
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
@@ -138,20 +137,22 @@ class _State:
     def __init__(self, problem: DualProblem, options: WorkingSetOptions) -> None:
         self.problem = problem
         self.options = options
-        X = problem.X
-        self.xnorm = np.linalg.norm(X, axis=1)
-        self.nonzero_rows = np.flatnonzero(self.xnorm > 0)
-        self.xmax = float(self.xnorm.max(initial=0.0)) or 1.0
-        self.signs = 2.0 * problem.row_masks - 1.0  # (P, n)
-        self.Xnz = X[self.nonzero_rows]  # the rows that constrain anything
+        self.engine = eng = problem.engine
+        eng.forget(("screen",))
+        self.xnorm = eng.xnorm
+        self.nonzero_rows = eng.nz
+        self.xmax = eng.xmax or 1.0
+        self.Xnz = eng.Xnz  # the rows that constrain anything
         self.row_scale = 1.0 / np.where(self.xnorm > 0, self.xnorm, 1.0)  # unit-norm cone rows
-        self.Xy = X * problem.y[:, None]
-        self.gram = PatternGram(X, problem.row_masks) if options.compressed else None
+        self.gram = PatternGram(eng.X, problem.mask) if options.compressed else None
         self.pattern: list[int] = []
         self.sign: list[float] = []
         self.rows: list[np.ndarray] = []
         self.member = np.zeros((problem.P, 2), dtype=bool)  # [:, 0] w groups, [:, 1] z groups
-        self.num_projections = 0
+
+    @property
+    def num_projections(self) -> int:
+        return self.engine.num_projections
 
     # ---- entering ---------------------------------------------------------------
     def add_group(self, i: int, s: float, direction: np.ndarray) -> None:
@@ -159,56 +160,31 @@ class _State:
         rows = self.nonzero_rows
         k = self.options.init_rows
         if k and k < rows.size:
-            margin = self.signs[i, rows] * (self.Xnz @ direction) / self.xnorm[rows]
+            margin = self.engine.group_values(i, direction) / self.xnorm[rows]
             rows = rows[np.argpartition(margin, k)[:k]]
         self.pattern.append(int(i))
         self.sign.append(float(s))
         self.rows.append(np.sort(rows))
         self.member[i, 0 if s > 0 else 1] = True
 
-    def projected_correlation(self, i: int, c: np.ndarray) -> tuple[float, np.ndarray]:
-        """``||Proj_{K_i}(c)||`` and the projection, exact, for ``K_i = {w : (2D_i - I) X w >= 0}``.
-
-        Lazy rows again: project onto the cone of a few rows (those most violated by
-        ``c``) by NNLS, check every row at the result, add the violated ones, repeat.
-        The projection onto a superset cone that lands in ``K_i`` is the projection
-        onto ``K_i``, so the loop ends with the exact answer (Moreau:
-        ``Proj_K(c) = c + A^T lam*``, ``lam* = argmin_{lam >= 0} ||A^T lam + c||``).
-        """
-        sg = self.signs[i, self.nonzero_rows]
-        self.num_projections += 1
-        return cone_projection(sg[:, None] * self.Xnz, c)
-
     def screen(self, v: np.ndarray, limit: int, tol: float) -> list[tuple[float, int, float, np.ndarray]]:
-        """Outside groups whose dual constraint at ``v`` exceeds ``beta (1 + tol)``, worst first."""
-        beta = self.problem.beta
-        C = self.problem.row_masks @ (self.problem.X * v[:, None])  # (P, d): X^T D_i v
-        cn = np.linalg.norm(C, axis=1)
-        found = []
-        for i in np.argsort(-cn):
-            if cn[i] <= beta * (1.0 + tol):
-                break
-            for col, s in ((0, 1.0), (1, -1.0)):
-                if self.member[i, col]:
-                    continue
-                val, proj = self.projected_correlation(int(i), s * C[i])
-                if val > beta * (1.0 + tol):
-                    found.append((val, int(i), s, proj))
-            if len(found) >= 2 * limit:  # enough to add this round; a full pass comes later
-                break
-        found.sort(key=lambda t: -t[0])
-        return found[:limit]
+        """Outside groups whose dual constraint at ``v`` exceeds ``beta (1 + tol)``, worst first
+        (the engine's scan, exact cone projections)."""
+        res = self.engine.scan(v, threshold=self.problem.beta * (1.0 + tol), limit=limit, tag="screen",
+                               exclude=[(i, s) for i in range(self.problem.P) for col, s in ((0, 1.0), (1, -1.0))
+                                        if self.member[i, col]])
+        return list(res.found)
 
     def violated_rows(self, U: np.ndarray) -> list[np.ndarray]:
         """Per working group, the most violated cone rows not yet imposed (worst first)."""
         opts = self.options
         norms = np.linalg.norm(U, axis=1)
         top = float(norms.max(initial=0.0))
-        XU = self.problem.X @ U.T  # (n, S)
+        XU = self.engine.X @ U.T  # (n, S)
         out = []
         for k, (i, rows) in enumerate(zip(self.pattern, self.rows)):
             scale = opts.row_tol * self.xmax * max(norms[k], 1e-6 * top)
-            viol = -(self.signs[i] * XU[:, k])
+            viol = -(np.where(self.engine.mask(i), 1.0, -1.0) * XU[:, k])
             viol[rows] = -np.inf
             bad = np.flatnonzero(viol > scale)
             if bad.size > opts.rows_per_round:
@@ -282,7 +258,7 @@ class WorkingSetSolver:
         state = _State(problem, options)
         # ---- first working set ---------------------------------------------------
         if options.init_groups == 0 or options.init_groups >= 2 * P:
-            C = problem.row_masks @ state.Xy
+            C = state.engine.adjoint(problem.y)
             for i in range(P):
                 for s in (1.0, -1.0):
                     state.add_group(i, s, s * C[i])

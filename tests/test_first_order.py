@@ -38,11 +38,12 @@ def test_operator_matches_explicit_patch_matrix(small_problem, backend, dtype, t
     op = PatternOperator.from_problem(p, backend=backend, dtype=dtype, memory_budget_mb=0.05)
     assert len(op.batches()) > 1
     fwd_ref = p.predict(V, np.zeros_like(V))
-    adj_ref = p.row_masks @ (p.X * r[:, None])
+    M_ref = (p.X @ p.patterns.gates.T >= 0).T.astype(float)  # explicit masks from the gates
+    adj_ref = M_ref @ (p.X * r[:, None])
     assert np.allclose(op.forward(V).double().numpy(), fwd_ref, atol=tol * np.abs(fwd_ref).max())
     assert np.allclose(op.adjoint(r).double().numpy(), adj_ref, atol=tol * np.abs(adj_ref).max())
     yhat, g = op.gradient_sq(V, p.y)
-    g_ref = p.row_masks @ (p.X * (fwd_ref - p.y)[:, None])
+    g_ref = M_ref @ (p.X * (fwd_ref - p.y)[:, None])
     assert np.allclose(g.double().numpy(), g_ref, atol=tol * np.abs(g_ref).max())
 
 
@@ -68,7 +69,7 @@ def _gated_reference(p):
     import cvxpy as cp
 
     V = cp.Variable((p.P, p.d))
-    X, M = p.X, p.row_masks
+    X, M = p.X, (p.X @ p.patterns.gates.T >= 0).T.astype(float)
     pred = cp.sum(cp.multiply(M.T, X @ V.T), axis=1)
     prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - p.y) + p.beta * cp.sum(cp.norm(V, 2, axis=1))))
     prob.solve(solver="CLARABEL")
@@ -121,8 +122,17 @@ def test_checkpoint_from_other_solver_is_refused(small_problem, tmp_path):
 def test_adam_hinge_is_reported_honestly(small_problem, small_solution, tmp_path):
     opts = AdamHingeOptions(max_iter=6, batch_size=2, check_every=3, seed=0)
     r = cd.solve(small_problem, solver="adam_hinge", options=opts)
-    assert r.status is not Status.OPTIMAL or r.certificate.ok
+    # 6 epochs of Adam + hinge cannot reach the optimum: the status says so and the certificate shows why
+    assert r.status is Status.MAX_ITERATIONS and r.iterations == 6, (r.status, r.message)
+    c = r.certificate
+    assert not c.ok and (c.relative_gap > 1e-6 or c.max_violation > 1e-7)
+    assert c.convex_objective == pytest.approx(small_problem.objective(r.W, r.Z), rel=1e-12)
+    # the bound it reports is a real lower bound (Clarabel's certified optimum) even at an infeasible iterate
+    assert c.dual_bound <= small_solution.objective * (1 + 1e-9)
+    # the history logs the certificate at the last check, not a number of its own
     assert len(r.history) == 2 and all(np.isfinite(h["relative_gap"]) for h in r.history)
+    assert r.history[-1]["objective"] == pytest.approx(c.convex_objective, rel=1e-9)
+    assert r.history[-1]["relative_gap"] == pytest.approx(c.relative_gap, rel=1e-6)
     # resume: 3 epochs + 3 epochs == 6 epochs (same minibatch order, same Adam state)
     ck = tmp_path / "h.pt"
     cd.solve(small_problem, solver="adam_hinge", recover=False, certify=False,
@@ -137,10 +147,13 @@ def test_augmented_lagrangian_never_claims_a_wrong_optimum(small_problem, small_
                  options=AugmentedLagrangianOptions(max_iter=5, inner_iter=50))
     assert r.certificate.max_violation <= 1e-9  # the exact polish keeps every point feasible
     assert r.objective >= small_solution.objective * (1 - 1e-9)
-    if r.status is Status.OPTIMAL:
-        assert r.certificate.relative_gap <= 1e-6
-    else:
-        assert r.status is Status.MAX_ITERATIONS
+    # 5 outer iterations stall far above the optimum (~40% here): never "optimal", and the
+    # certificate that says so is honest (its bound is below Clarabel's certified optimum)
+    c = r.certificate
+    assert r.status is Status.MAX_ITERATIONS, (r.status, r.message)
+    assert not c.ok and c.relative_gap > 1e-3
+    assert c.dual_bound <= small_solution.objective * (1 + 1e-9)
+    assert c.convex_objective - small_solution.objective <= c.gap * (1 + 1e-9)  # gap bounds the excess
 
 
 def test_options_validation():

@@ -61,8 +61,8 @@ def test_final_working_set_is_a_strict_subset(small_problem, ws_solution):
 
 def test_every_cone_row_of_the_full_program_holds(small_problem, ws_solution):
     # independent of the solver's own check: all P*n rows, explicit patch matrix
-    S = 2.0 * small_problem.row_masks - 1.0
     X = small_problem.X
+    S = 2.0 * (X @ small_problem.patterns.gates.T >= 0).T - 1.0  # explicit, from the gates
     scale = np.abs(X).sum(axis=1).max() * max(np.abs(ws_solution.W).max(), np.abs(ws_solution.Z).max())
     for V in (ws_solution.W, ws_solution.Z):
         margins = S * (V @ X.T)  # (P, n)
@@ -130,7 +130,8 @@ def test_nonsquared_loss_falls_back_to_plain_program(digits_small, small_problem
 
 def test_gram_blocks_and_compressed_objective(small_problem):
     prob = small_problem
-    X, M, y = prob.X, prob.row_masks, prob.y
+    X, y = prob.X, prob.y
+    M = (X @ prob.patterns.gates.T >= 0).T.astype(float)  # explicit masks from the gates
     pats = np.array([3, 0, 7, 3])
     G = PatternGram(X, M).matrix(pats)
     A = np.concatenate([M[i][:, None] * X for i in pats], axis=1)

@@ -1,0 +1,450 @@
+"""The one dual-feasibility and certificate engine of program (4) (docs/math.md §6).
+
+Everything that touches *all* sign patterns goes through :class:`PatternEngine`, built from
+the problem's own data and gates (never from stored masks):
+
+* **masks** ``1[X g_i >= 0]`` recomputed from the gates on demand, one pattern at a time,
+  with a small cache under the memory budget (:meth:`PatternEngine.mask`);
+* the **pattern operator** ``sum_i D_i X v_i`` and its adjoint ``(X^T D_i v)_i`` in one
+  streaming pass (:class:`~convexdual.operators.PatternOperator`, float64);
+* the **exact cone projection** ``Proj_{K_i}(c)``, ``K_i = {w : (2 D_i - I) X w >= 0}``, by
+  NNLS with lazy rows (:func:`cone_projection`);
+* the **dual-constraint scan** ``max_{i, s} ||Proj_{K_i}(s X^T D_i v)||`` over every pattern
+  (:meth:`PatternEngine.scan`): patterns visited by decreasing ``||X^T D_i v||`` (an upper
+  bound of both projections), each pruned first by that norm and then by the projection onto
+  the cone of the rows that were active the last time the same pattern was projected (a
+  superset cone, so again an upper bound); only the survivors get an exact projection;
+* **scaling a dual candidate to feasibility** and its dual value, a certified lower bound on
+  (4) (:meth:`PatternEngine.dual_bound`);
+* the **relative cone violation** of a candidate ``(W, Z)`` (:meth:`PatternEngine.cone_violation`).
+
+``finalize``/``certify_solution``, every solver's stopping test, the descent search and
+pattern generation use these and nothing else. Memory: the patch rows ``X`` (``n x d``
+float64) when they fit the budget, the operator's image batches, one ``n``-vector per cached
+mask. Nothing is proportional to ``P x n``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from convexdual.operators import PatternOperator
+from convexdual.patches import patch_matrix
+
+__all__ = ["PatternEngine", "ScanResult", "DualBound", "cone_projection", "cone_projection_norm",
+           "MemoryBudgetError", "default_memory_limit_mb", "check_memory"]
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryBudgetError(MemoryError, ValueError):
+    """A computation would not fit the memory limit; raised before anything is allocated."""
+
+
+def default_memory_limit_mb() -> float:
+    """Half of the memory available now (``MemAvailable`` of /proc/meminfo), at least 256 MB."""
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = float(line.split()[1]) / 1024.0
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            import os
+
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (ValueError, OSError, AttributeError):
+            avail = 4096.0
+    return max(256.0, 0.5 * avail)
+
+
+def check_memory(need_bytes: float, limit_mb: float | None, what: str, hint: str) -> None:
+    """Raise :class:`MemoryBudgetError` when ``need_bytes`` exceeds ``limit_mb`` (None: the default)."""
+    limit = default_memory_limit_mb() if limit_mb is None else float(limit_mb)
+    if need_bytes > limit * 2**20:
+        raise MemoryBudgetError(
+            f"{what} needs about {need_bytes / 2**30:.2f} GiB but the memory limit is {limit / 1024:.2f} GiB "
+            f"(memory_limit_mb={limit:.0f}); {hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the exact cone projection
+# ---------------------------------------------------------------------------------------------
+def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = None, rel_tol: float = 1e-12,
+                    rows: np.ndarray | None = None, max_rounds: int = 100, return_rows: bool = False
+                    ) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, np.ndarray]:
+    """``(||Proj_K(c)||, Proj_K(c))`` for the polyhedral cone ``K = {w : A w >= 0}``, exactly.
+
+    Moreau: ``c = Proj_K(c) + Proj_{K°}(c)`` with ``K° = {-A^T lam : lam >= 0}``, so
+    ``Proj_K(c) = c + A^T lam*`` with ``lam* = argmin_{lam >= 0} ||A^T lam + c||`` (NNLS).
+    Lazy rows: NNLS on the rows most violated by ``c`` (plus ``rows``), check every row at the
+    result, add the violated ones, repeat. The projection onto a superset cone that lands in
+    ``K`` is the projection onto ``K``, so the loop ends with the exact answer.
+
+    Args:
+        A: ``(n, d)`` cone rows; all-zero rows never bind (``0 >= 0``).
+        c: ``(d,)`` the point to project.
+        signs: optional ``(n,)`` +-1: the cone rows are then ``signs[j] * A[j]`` (so a pattern's
+            cone ``(2 D_i - I) X`` needs no ``n x d`` copy).
+        rel_tol: a row is violated when ``a_j^T w < -rel_tol * max_j ||a_j|| * ||c||``.
+        rows: indices that start the first NNLS with the most violated rows (e.g. the rows that
+            ended active when projecting a nearby point); they change the path, not the answer.
+        max_rounds: lazy rounds before falling back to NNLS on every row at once.
+        return_rows: also return the rows with a positive multiplier.
+
+    Returns:
+        ``(norm, proj)``, or ``(norm, proj, active_rows)`` with ``return_rows=True``.
+    """
+    c = np.asarray(c, dtype=np.float64)
+
+    def matvec(w: np.ndarray) -> np.ndarray:
+        m = A @ w
+        return m if signs is None else signs * m
+
+    def take(idx: np.ndarray) -> np.ndarray:
+        return A[idx] if signs is None else signs[idx, None] * A[idx]
+
+    def out(proj: np.ndarray, act: np.ndarray) -> tuple:
+        nrm = float(np.linalg.norm(proj))
+        return (nrm, proj, act) if return_rows else (nrm, proj)
+
+    amax = float(np.sqrt((A * A).sum(axis=1).max(initial=0.0))) if A.size else 0.0
+    tol = rel_tol * amax * float(np.linalg.norm(c))
+    m = matvec(c)
+    if m.min(initial=0.0) >= -tol:
+        return out(c, np.empty(0, dtype=np.intp))
+    cap = 4 * A.shape[1]
+    k = min(m.size, cap)
+    active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
+    if rows is not None and len(rows):
+        active = np.union1d(active, np.asarray(rows, dtype=np.intp))
+    for _ in range(max_rounds):
+        Aa = take(active)
+        lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
+        proj = c + Aa.T @ lam
+        m = matvec(proj)
+        m[active] = np.inf
+        bad = np.flatnonzero(m < -tol)
+        if bad.size == 0:
+            return out(proj, active[lam > 0])
+        if bad.size > cap:
+            bad = bad[np.argpartition(m[bad], cap)[:cap]]
+        active = np.union1d(active, bad)
+    Aall = take(np.arange(A.shape[0]))  # not converged: all rows at once (small problems only)
+    lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])
+    return out(c + Aall.T @ lam, np.flatnonzero(lam > 0))
+
+
+def cone_projection_norm(A: np.ndarray, c: np.ndarray) -> float:
+    """``||Proj_K(c)||`` for ``K = {w : A w >= 0}`` (see :func:`cone_projection`)."""
+    return cone_projection(A, c)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanResult:
+    """The dual-constraint scan at one dual point ``v``.
+
+    Attributes:
+        max_value: a certified upper bound on ``max_{i, s} ||Proj_{K_i}(s X^T D_i v)||`` (exact
+            when ``threshold`` was None: every pattern that could exceed the best was projected).
+        best_exact: the largest exactly computed value.
+        found: up to ``limit`` groups ``(value, pattern, sign, projection)`` outside ``exclude``
+            whose value exceeds ``threshold``, largest first.
+        projections: exact projections computed; ``pruned``: patterns skipped by a bound.
+        best: ``(pattern, sign, projection)`` attaining ``best_exact`` (None if nothing was projected).
+    """
+
+    max_value: float
+    best_exact: float
+    found: tuple
+    projections: int
+    pruned: int
+    best: tuple | None = None
+
+
+@dataclass(frozen=True)
+class DualBound:
+    """A dual candidate scaled to feasibility: ``value = dual_value(scale * v0)`` (a lower bound on (4))."""
+
+    value: float
+    scale: float
+    max_constraint: float
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------
+class PatternEngine:
+    """Masks, operator, cone projections, scan, dual bound and violation for one data set and gate set.
+
+    Args:
+        inputs: images ``(N, C, H, W)`` float64.
+        kernel_size: odd ``k``.
+        gates: ``(P, d)``.
+        memory_budget_mb: working memory of the operator and of the caches.
+        device: where the operator passes run (the projections run on CPU in float64).
+        backend: operator backend ("auto", "torch", "numba").
+
+    Raises:
+        MemoryBudgetError: the patch rows ``X`` (``n x d`` float64) do not fit the budget.
+    """
+
+    def __init__(self, inputs: np.ndarray, kernel_size: int, gates: np.ndarray, *,
+                 memory_budget_mb: float = 512.0, device: Any = "cpu", backend: str = "auto") -> None:
+        self.inputs = np.ascontiguousarray(inputs, dtype=np.float64)
+        self.kernel_size = int(kernel_size)
+        self.gates = np.ascontiguousarray(gates, dtype=np.float64)
+        N, C, H, W = self.inputs.shape
+        self.n, self.d, self.P = int(N * H * W), int(C * self.kernel_size**2), int(self.gates.shape[0])
+        self.memory_budget_mb = float(memory_budget_mb)
+        self.device, self.backend = device, backend
+        check_memory(self.n * self.d * 8 * 2, None, f"the patch rows X (n = {self.n:,} x d = {self.d})",
+                     "use fewer or smaller images, or shard them over processes")
+        self.X = patch_matrix(self.inputs, self.kernel_size)  # (n, d)
+        xn = np.sqrt((self.X * self.X).sum(axis=1))
+        self.xnorm = xn
+        self.xmax = float(xn.max(initial=0.0))
+        self.nz = np.flatnonzero(xn > 0)
+        self.Xnz = self.X[self.nz] if self.nz.size < self.n else self.X
+        self._op: PatternOperator | None = None
+        cap = max(4, int(self.memory_budget_mb * 2**20 / 4 / max(self.n, 1)))
+        self._mask_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._mask_cap = cap
+        self._rows: dict[Any, np.ndarray] = {}
+        self.num_projections = 0
+
+    # ---- the operator ----------------------------------------------------------------------
+    @property
+    def op(self) -> PatternOperator:
+        if self._op is None:
+            self._op = PatternOperator(self.inputs, self.kernel_size, self.gates, device=self.device,
+                                       dtype=torch.float64, memory_budget_mb=self.memory_budget_mb,
+                                       backend=self.backend)
+        return self._op
+
+    def adjoint(self, v: np.ndarray) -> np.ndarray:
+        """``(X^T D_i v)_i`` for every pattern, ``(P, d)`` float64 (one operator pass)."""
+        op = self.op
+        return op.adjoint(torch.as_tensor(np.asarray(v, dtype=np.float64), device=op.device)).double().cpu().numpy()
+
+    # ---- masks -----------------------------------------------------------------------------
+    def mask(self, i: int) -> np.ndarray:
+        """``1[X g_i >= 0]`` over the patch rows, ``(n,)`` bool (cached under the budget)."""
+        i = int(i)
+        m = self._mask_cache.get(i)
+        if m is None:
+            m = (self.X @ self.gates[i]) >= 0
+            self._mask_cache[i] = m
+            if len(self._mask_cache) > self._mask_cap:
+                self._mask_cache.popitem(last=False)
+        else:
+            self._mask_cache.move_to_end(i)
+        return m
+
+    def masks(self, index: Iterable[int] | None = None, limit_mb: float | None = None) -> np.ndarray:
+        """Masks of several patterns, ``(m, n)`` bool; refused when they do not fit ``limit_mb``."""
+        idx = np.arange(self.P) if index is None else np.asarray(list(index) if not isinstance(index, np.ndarray)
+                                                                 else index, dtype=np.intp)
+        check_memory(len(idx) * self.n, limit_mb, f"{len(idx)} explicit masks over {self.n:,} rows",
+                     "this path is for small problems; use the operator-based solvers (solver='auto')")
+        out = np.empty((len(idx), self.n), dtype=bool)
+        step = max(1, int(2**26 // max(8 * self.n, 1)))
+        for s in range(0, len(idx), step):
+            out[s:s + step] = (self.X @ self.gates[idx[s:s + step]].T >= 0).T
+        return out
+
+    def signs(self, i: int) -> np.ndarray:
+        """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
+        m = self.mask(i)
+        return np.where(m[self.nz] if self.nz.size < self.n else m, 1.0, -1.0)
+
+    # ---- the program's maps ------------------------------------------------------------------
+    def predict(self, W: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """``sum_i D_i X (w_i - z_i)``, ``(n,)``: over the nonzero groups, or one operator pass when dense."""
+        V = np.asarray(W, dtype=np.float64) - np.asarray(Z, dtype=np.float64)
+        live = np.flatnonzero(np.any(V != 0, axis=1))
+        if live.size > max(64, self.P // 4):
+            op = self.op
+            return op.forward(torch.as_tensor(V, device=op.device)).double().cpu().numpy()
+        out = np.zeros(self.n)
+        for s in range(0, live.size, 64):
+            blk = live[s:s + 64]
+            XV = self.X @ V[blk].T  # (n, b)
+            for k, i in enumerate(blk):
+                out += np.where(self.mask(int(i)), XV[:, k], 0.0)
+        return out
+
+    def group_values(self, i: int, u: np.ndarray) -> np.ndarray:
+        """``(2 D_i - I) X u`` on the nonzero rows (nonnegative iff ``u`` is in ``K_i``)."""
+        return self.signs(i) * (self.Xnz @ np.asarray(u, dtype=np.float64))
+
+    # ---- projections ----------------------------------------------------------------------------
+    def project(self, i: int, c: np.ndarray, *, key: Any = None, rel_tol: float = 1e-13,
+                rows: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+        """Exact ``Proj_{K_i}(c)``; returns ``(norm, proj, active rows)`` (rows index the nonzero rows).
+
+        With a ``key`` the rows that ended active are remembered: they start the next projection
+        with that key and give :meth:`relaxed_norm` its superset cone.
+        """
+        self.num_projections += 1
+        start = rows if rows is not None else self._rows.get(key) if key is not None else None
+        nrm, proj, act = cone_projection(self.Xnz, c, signs=self.signs(i), rel_tol=rel_tol, rows=start,
+                                         max_rounds=200, return_rows=True)
+        if key is not None and act.size:
+            self._rows[key] = act
+        return nrm, (np.array(proj) if proj is c else proj), act
+
+    def relaxed_norm(self, i: int, c: np.ndarray, key: Any) -> float:
+        """An upper bound on ``||Proj_{K_i}(c)||``: the projection onto the cone of the remembered rows
+        of ``key`` (a superset of ``K_i``), or ``||c||`` when none are remembered."""
+        rows = self._rows.get(key)
+        if rows is None or rows.size == 0:
+            return float(np.linalg.norm(c))
+        Xr = self.Xnz[rows]
+        s = np.where(Xr @ self.gates[int(i)] >= 0, 1.0, -1.0)
+        A = s[:, None] * Xr
+        if (A @ c).min(initial=0.0) >= 0:
+            return float(np.linalg.norm(c))
+        lam, _ = nnls(A.T, -np.asarray(c, dtype=np.float64), maxiter=50 * A.shape[0])
+        return float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
+
+    def remembered_rows(self) -> dict[Any, np.ndarray]:
+        return {k: v.copy() for k, v in self._rows.items()}
+
+    def restore_rows(self, rows: dict[Any, np.ndarray], clear: bool = True) -> None:
+        """Set the remembered projection rows (a checkpoint's); ``clear=False`` keeps the other keys."""
+        if clear:
+            self._rows = {}
+        self._rows.update({k: np.asarray(v, dtype=np.intp) for k, v in rows.items()})
+
+    def forget(self, tags: Iterable[str]) -> None:
+        """Drop the remembered rows of the keys whose first element is in ``tags``."""
+        tags = set(tags)
+        self._rows = {k: v for k, v in self._rows.items() if not (isinstance(k, tuple) and k[0] in tags)}
+
+    # ---- the scan ---------------------------------------------------------------------------------
+    def scan(self, v: np.ndarray | None = None, *, C: np.ndarray | None = None, threshold: float | None = None,
+             exclude: Iterable[tuple[int, float]] = (), limit: int | None = None, tag: str = "scan",
+             exact_max: bool = False, progress: bool = False) -> ScanResult:
+        """Dual constraints ``||Proj_{K_i}(s X^T D_i v)||`` over every pattern and both signs.
+
+        Args:
+            v: the dual point ``(n,)`` (or give ``C = (X^T D_i v)_i`` directly).
+            threshold: None: compute the maximum (every pattern that could beat the best so far is
+                projected exactly). A number: look for groups above it; patterns whose bound is at
+                most ``max(threshold, k-th found)`` are skipped, and ``max_value`` is then an upper bound.
+            exclude: groups ``(pattern, sign)`` never reported in ``found`` (still counted in the max).
+            limit: most groups to report (None: all above ``threshold``).
+            exact_max: with a ``threshold``, also compute the maximum exactly (a pattern is skipped
+                only when its bound is at most both the best so far and the threshold level).
+            tag: key prefix of the remembered projection rows (separate caches per use).
+
+        Returns:
+            :class:`ScanResult`.
+        """
+        if C is None:
+            if v is None:
+                raise ValueError("scan needs the dual point v or C = (X^T D_i v)_i")
+            C = self.adjoint(v)
+        excl = set((int(i), float(s)) for i, s in exclude)
+        cn = np.sqrt((C * C).sum(axis=1))
+        order = np.argsort(-cn, kind="stable")
+        best, bound_rest, found, nproj, pruned = 0.0, 0.0, [], 0, 0
+        arg = None
+        kth = -np.inf
+        lim = None if limit is None else int(limit)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(order), desc="dual-constraint scan", leave=False, dynamic_ncols=True)
+        try:
+            for pos, i in enumerate(order):
+                stop = best if threshold is None else max(threshold, kth)
+                if exact_max and threshold is not None:
+                    stop = min(stop, best)
+                if cn[i] <= stop:
+                    bound_rest = max(bound_rest, float(cn[i]))
+                    pruned += len(order) - pos
+                    break
+                for s in (1.0, -1.0):
+                    key = (tag, int(i), s)
+                    c = s * C[i]
+                    ub = self.relaxed_norm(int(i), c, key)
+                    if ub <= stop:
+                        bound_rest = max(bound_rest, ub)
+                        pruned += 1
+                        continue
+                    val, proj, _ = self.project(int(i), c, key=key)
+                    nproj += 1
+                    if val > best or arg is None:
+                        arg = (int(i), s, proj)
+                    best = max(best, val)
+                    if threshold is not None and val > threshold and (int(i), s) not in excl:
+                        found.append((val, int(i), s, proj))
+                if lim is not None and len(found) >= lim:
+                    found.sort(key=lambda t: -t[0])
+                    del found[lim:]
+                    kth = found[-1][0]
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        found.sort(key=lambda t: -t[0])
+        return ScanResult(max_value=max(best, bound_rest), best_exact=best, found=tuple(found), projections=nproj,
+                          pruned=pruned, best=arg)
+
+    # ---- the dual bound ---------------------------------------------------------------------------
+    def dual_bound(self, loss: Any, y: np.ndarray, beta: float, v0: np.ndarray, *,
+                   max_constraint: float | None = None, progress: bool = False) -> DualBound:
+        """Scale ``v0`` to dual feasibility: the largest ``s`` keeping every cone constraint
+        (``s M <= beta``, ``M`` from :meth:`scan`) and the loss conjugate's domain, then the best ``s``
+        below it; ``dual_value(s v0)`` is a certified lower bound on the optimum of (4)."""
+        v0 = np.asarray(v0, dtype=np.float64).reshape(-1)
+        if v0.shape != (self.n,):
+            raise ValueError(f"dual candidate must have length n = {self.n}, got {v0.shape}")
+        M = self.scan(v0, progress=progress).max_value if max_constraint is None else float(max_constraint)
+        s_max = np.inf if M == 0 else beta / M
+        vinf = float(np.abs(v0).max(initial=0.0))
+        if np.isfinite(loss.dual_bound) and vinf > 0:
+            s_max = min(s_max, loss.dual_bound / vinf)
+        if not np.isfinite(s_max):
+            s_max = 1e300
+        s = float(loss.best_dual_scale(v0, y, s_max))
+        return DualBound(value=float(loss.dual_value(s * v0, y)), scale=s, max_constraint=float(M))
+
+    # ---- the violation --------------------------------------------------------------------------
+    def cone_violation(self, W: np.ndarray, Z: np.ndarray, *, rel_tol: float = 1e-6, scale: float = 0.0) -> float:
+        """Largest relative violation of ``(2 D_i - I) X w_i >= 0`` (and ``z_i``).
+
+        ``max relu(-(2 D_i - I) X w_i) / (max_j ||x_j|| * s)`` over the groups that become neurons
+        (``||w_i|| > rel_tol * s``, the recovery's threshold), ``s = max(max_j ||w_j||, scale)``;
+        0 means feasible, and the number does not depend on the data's units.
+        """
+        W = np.asarray(W, dtype=np.float64)
+        Z = np.asarray(Z, dtype=np.float64)
+        nw, nzn = np.linalg.norm(W, axis=1), np.linalg.norm(Z, axis=1)
+        top = max(nw.max(initial=0.0), nzn.max(initial=0.0), float(scale))
+        if top == 0.0 or self.xmax == 0.0:
+            return 0.0
+        worst = 0.0
+        for V, norms in ((W, nw), (Z, nzn)):
+            for i in np.flatnonzero(norms > rel_tol * top):
+                g = self.group_values(int(i), V[i])
+                worst = max(worst, float(np.maximum(-g, 0.0).max(initial=0.0)))
+        return worst / (self.xmax * top)
