@@ -3,7 +3,8 @@
 Checkpoints (:mod:`convexdual.checkpoint`: npz + JSON, loaded without unpickling, checked
 against a sha256 problem fingerprint) hold everything a run needs to continue
 bit-for-bit on CPU (iterates, momentum, optimiser state, RNG state, iteration counter,
-history); ``resume_from`` loads one and the solve continues the same run. The certified bounds here are the exact ones of MATH.md §6 (cone
+history); ``resume_from`` loads one and the solve continues the same run.
+The certified bounds here are the exact ones of MATH.md §6 (cone
 projections by NNLS), computed through :class:`~convexdual.operators.PatternOperator`
 so they never need the explicit patch matrix of all patterns.
 """
@@ -25,7 +26,8 @@ from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.solvers.base import SolverOptions
 
-__all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint", "checkpoint_finished", "progress_bar",
+__all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint",
+           "checkpoint_finished", "progress_bar",
            "certified_bound", "relative_violation", "BASE_OPTION_FIELDS", "coerce_options",
            "require_squared_loss", "run_solver", "TorchSolver"]
 
