@@ -5,11 +5,15 @@ Every check raises ValueError/TypeError with what was wrong and what is allowed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["as_images", "as_targets", "check_beta", "check_kernel_size", "check_finite"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["as_images", "as_targets", "check_beta", "check_kernel_size", "check_finite", "check_device",
+           "check_num_threads"]
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -25,7 +29,10 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover
             raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}") from exc
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+    if x.dtype == bool:
+        raise TypeError(f"{name} is a bool array; it must hold real numbers (intensities). If 0/1 values are "
+                        f"meant, convert it first, e.g. {name}.astype(float)")
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if np.iscomplexobj(x):
         raise TypeError(
@@ -83,6 +90,11 @@ def as_targets(y: Any, images: np.ndarray, name: str = "clean") -> np.ndarray:
 
 
 def check_beta(beta: Any) -> float:
+    """``beta`` as a float: a finite real number > 0 (bools and strings are refused)."""
+    if isinstance(beta, (bool, np.bool_)) or str(getattr(beta, "dtype", "")) in ("bool", "torch.bool"):
+        raise TypeError(f"beta must be a positive real number (the weight decay of (2)), got the bool {beta!r}")
+    if isinstance(beta, (str, bytes)):
+        raise TypeError(f"beta must be a positive real number (the weight decay of (2)), got the string {beta!r}")
     try:
         b = float(beta)
     except (TypeError, ValueError) as exc:
@@ -106,3 +118,54 @@ def check_kernel_size(k: Any, height: int, width: int) -> int:
             f"{min(height, width) if min(height, width) % 2 else min(height, width) - 1}"
         )
     return k
+
+
+def check_num_threads(num_threads: Any, name: str = "num_threads") -> int | None:
+    """``None`` (torch's default) or an int >= 1 (torch intra-op threads)."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= 1 (torch intra-op threads) or None for torch's default; "
+                        f"got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"{name} must be >= 1 (torch intra-op threads) or None for torch's default; "
+                         f"got {int(num_threads)}")
+    return int(num_threads)
+
+
+def check_device(device: Any) -> "torch.device":
+    """``device`` as a ``torch.device`` that this torch can use, checked before any work.
+
+    Accepts "cpu", "cuda", "cuda:N", "mps" or a ``torch.device``.
+
+    Raises:
+        TypeError: not a str or ``torch.device``.
+        ValueError: an unknown device string, or a device this machine / torch build lacks
+            (e.g. "cuda" on a CPU-only torch), saying what is available.
+    """
+    import torch
+
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', or a torch.device; got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps' ({exc})") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise ValueError(f"device {str(device)!r} needs a CUDA build of torch, but this torch "
+                             f"({torch.__version__}) is CPU-only; use device='cpu', or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: torch has CUDA support but no CUDA device is usable here "
+                             "(torch.cuda.is_available() is False); use device='cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(device)!r}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use device='cpu'")
+        return dev
+    raise ValueError(f"device {str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N' or 'mps'")

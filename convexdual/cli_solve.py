@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import inspect
+import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "add_solve_parser", "add_solvers_parser", "OUTPUTS"]
+
+# Every file `solve` writes into --out (an earlier run's are refused, or removed with --overwrite).
+OUTPUTS = ("result.json", "network.pt", "dual_weights.npz", "train.npz")
 
 
 def add_parser(sub) -> None:
+    """Register both ``solve`` and ``solvers``."""
+    add_solve_parser(sub)
+    add_solvers_parser(sub)
+
+
+def add_solve_parser(sub) -> None:
     p = sub.add_parser("solve", help="solve program (4) on your data or the bundled digits",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Build program (4), solve it, recover the CNN (eq. 5), certify the gap, and save "
-                                   "network.pt + result.json into --out.")
+                                   "network.pt, result.json, dual_weights.npz and the training pair train.npz "
+                                   "(noisy/clean, for `convexdual certify`) into --out.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help=".npz with arrays noisy/clean, or .npy of clean images")
     src.add_argument("--digits", type=int, default=10, help="use this many bundled sklearn digits (8x8)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="keep only the central CROP x CROP window of every image (exact enumeration needs tiny "
+                        "data: --digits 1 --crop 3 has at most 512 sign patterns)")
     p.add_argument("--noise", choices=["gaussian", "exponential"], default="gaussian",
                    help="noise model when the file has no 'noisy' array (and for --digits)")
     p.add_argument("--sigma", type=float, default=0.5, help="noise level")
@@ -29,9 +45,11 @@ def add_parser(sub) -> None:
     g.add_argument("--beta-fraction", type=float, default=0.02,
                    help="beta = fraction * max_i ||X^T D_i y|| (used when --beta is not given)")
     p.add_argument("--patterns", default="100",
-                   help="number of sampled sign patterns, 'enumerate' for the exact arrangement (tiny data), or "
-                        "'generate' (column generation from 8 sampled patterns; give --beta, as beta_max over 8 "
-                        "patterns is small)")
+                   help="number of sampled sign patterns, 'enumerate' for the exact arrangement (tiny data, see "
+                        "--crop), or 'generate' (column generation from 8 sampled patterns; give --beta, as "
+                        "beta_max over 8 patterns is small)")
+    p.add_argument("--max-patterns", type=int, default=4096,
+                   help="with --patterns enumerate: refuse arrangements whose size bound exceeds this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss", choices=["squared", "absolute", "huber"], default="squared")
     p.add_argument("--huber-delta", type=float, default=1.0)
@@ -43,6 +61,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/solve"), help="output folder")
     p.set_defaults(func=run)
 
+
+def add_solvers_parser(sub) -> None:
     s = sub.add_parser("solvers", help="list registered solvers and whether each can run here")
     s.set_defaults(func=run_solvers)
 
@@ -55,73 +75,128 @@ def run_solvers(args) -> int:
     return 0
 
 
-def _step(msg: str) -> float:
-    print(f"[convexdual] {msg}", flush=True)
-    return time.perf_counter()
+def _crop(images: np.ndarray, size: int, name: str) -> np.ndarray:
+    """The central ``size x size`` window of ``(N, [C,] H, W)`` images."""
+    H, W = images.shape[-2:]
+    if isinstance(size, bool) or size < 1 or size > min(H, W):
+        raise ValueError(f"--crop must be between 1 and the image size {min(H, W)} ({name} is {H}x{W}); got {size}")
+    top, left = (H - size) // 2, (W - size) // 2
+    return np.ascontiguousarray(images[..., top : top + size, left : left + size])
+
+
+def _patterns(cd: Any, noisy: np.ndarray, args) -> Any:
+    choice = str(args.patterns).lower()
+    if choice == "enumerate":
+        if args.max_patterns < 1:
+            raise ValueError(f"--max-patterns must be >= 1, got {args.max_patterns}")
+        try:
+            return cd.enumerate_patterns(noisy, args.kernel_size, max_patterns=args.max_patterns)
+        except ValueError as exc:
+            if "refused" not in str(exc):
+                raise
+            raise ValueError(f"{exc}. On the command line: crop the images (e.g. --digits 1 --crop 3: at most 512 "
+                             "patterns), raise --max-patterns, or sample (--patterns 100)") from None
+    if choice == "generate":  # the initial set of pattern generation
+        return cd.sample_patterns(noisy, args.kernel_size, 8, seed=args.seed)
+    try:
+        num = int(args.patterns)
+    except ValueError:
+        raise ValueError(f"--patterns must be an integer, 'enumerate' or 'generate'; got {args.patterns!r}") from None
+    return cd.sample_patterns(noisy, args.kernel_size, num, seed=args.seed)
 
 
 def run(args) -> int:
-    import dataclasses
-
     import convexdual as cd
+    from convexdual._io import atomic_save_npz, atomic_write_json
     from convexdual.api import resolve_solver
+    from convexdual.cli import prepare_output_folder
     from convexdual.data import add_noise, load_digits_dataset
     from convexdual.data.arrays import load_pair
 
-    t = _step("loading data")
+    quiet = not getattr(args, "progress", True)
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    t_start = time.perf_counter()
+    out = prepare_output_folder(args.out, OUTPUTS, overwrite=getattr(args, "overwrite", False), command="solve")
+    say("[convexdual] loading data")
     if args.data is not None:
         noisy, clean = load_pair(args.data, noise=args.noise, level=args.sigma, seed=args.seed)
         source = str(args.data)
     else:
+        if isinstance(args.digits, bool) or args.digits < 1:
+            raise ValueError(f"--digits must be >= 1 (how many bundled 8x8 digits to use), got {args.digits}")
         clean = load_digits_dataset(args.digits, 0, seed=args.seed).train
         noisy = add_noise(clean, args.noise, args.sigma, seed=args.seed + 1)
-        source = f"sklearn digits x{args.digits}"
-    t = _step(f"sign patterns ({args.patterns})")
-    if str(args.patterns).lower() == "enumerate":
-        patterns = cd.enumerate_patterns(noisy, args.kernel_size)
-    elif str(args.patterns).lower() == "generate":  # the initial set of pattern generation
-        patterns = cd.sample_patterns(noisy, args.kernel_size, 8, seed=args.seed)
-    else:
-        try:
-            num = int(args.patterns)
-        except ValueError:
-            raise ValueError(f"--patterns must be an integer or 'enumerate', got {args.patterns!r}") from None
-        patterns = cd.sample_patterns(noisy, args.kernel_size, num, seed=args.seed)
-    print(f"  {len(patterns)} distinct patterns ({patterns.source}) in {time.perf_counter() - t:.2f}s")
+        source = f"sklearn digits x{args.digits} (seed {args.seed}, {args.noise} noise {args.sigma})"
+    if args.crop is not None:
+        noisy, clean = _crop(np.asarray(noisy), args.crop, "noisy"), _crop(np.asarray(clean), args.crop, "clean")
+        source += f", central {args.crop}x{args.crop} crop"
+    t = time.perf_counter()
+    say(f"[convexdual] sign patterns ({args.patterns})")
+    patterns = _patterns(cd, noisy, args)
+    say(f"  {len(patterns)} distinct patterns ({patterns.source}) in {time.perf_counter() - t:.2f}s")
     beta = args.beta
     if beta is None:
         beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual)
     problem = cd.build_problem(noisy, clean, args.kernel_size, beta, patterns=patterns, loss=args.loss,
                                huber_delta=args.huber_delta, residual=args.residual)
+    # a fallback note ("auto" without a MOSEK licence) is logged once, as a warning, by resolve_solver
     backend, note = resolve_solver(args.solver)
-    if note:
-        print(f"  note: {note}")
     options = backend.options_class()
-    changes = {"verbose": args.solver_log}
+    changes: dict[str, Any] = {"verbose": args.solver_log}
     if args.tol is not None:
         changes["tol"] = args.tol
     if args.time_limit is not None:
         changes["time_limit"] = args.time_limit
+    fields = {f.name for f in dataclasses.fields(options)}
+    if "progress" in fields:
+        changes["progress"] = not quiet
     options = dataclasses.replace(options, **changes)
-    _step(f"solving (4) with {backend.name}: n={problem.n}, d={problem.d}, P={problem.P}, beta={beta:.6g}")
+    say(f"[convexdual] solving (4) with {backend.name}: n={problem.n}, d={problem.d}, P={problem.P}, beta={beta:.6g}")
     if str(args.patterns).lower() == "generate":
         from convexdual.pattern_generation import generate_patterns
 
-        gen = generate_patterns(problem, solver=None if args.solver == "auto" else backend.name,
-                                solver_options=None if args.solver == "auto" else options)
-        print(gen.summary())
+        kw: dict[str, Any] = {}
+        if "progress" in inspect.signature(generate_patterns).parameters:
+            kw["progress"] = not quiet
+        gen = generate_patterns(problem, solver=backend.name, solver_options=options, **kw)
+        say(gen.summary())
         result, problem, patterns = gen.result, gen.problem, gen.patterns
     else:
         result = cd.solve(problem, solver=backend.name, options=options)
-    print(result.summary())
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"data": source, "problem": problem.describe(), "result": result.to_dict()}
+    say(result.summary())
+
+    # outputs: each written atomically (temporary name in --out, then renamed)
+    desc = problem.describe()
+    atomic_save_npz(out / "train.npz", noisy=np.asarray(problem.inputs), clean=np.asarray(clean))
+    report: dict[str, Any] = {"data": source, "training_pair_file": "train.npz", "problem": desc,
+                              "optimality": result.optimality(), "solver_note": note, "result": result.to_dict()}
     if result.network is not None:
-        result.network.save(args.out / "network.pt", metadata={"beta": beta, "objective": result.objective,
-                                                              "status": result.status.value, "data": source})
+        meta = {"beta": float(beta), "loss": args.loss, "kernel_size": int(args.kernel_size),
+                "residual": bool(args.residual), "objective": float(result.objective),
+                "status": result.status.value, "optimality": result.optimality(),
+                "exact_patterns": bool(desc.get("exact_patterns", False)), "P": int(problem.P), "data": source,
+                "training_pair_file": "train.npz"}
+        if args.loss == "huber":
+            meta["huber_delta"] = float(args.huber_delta)
+        result.network.save(out / "network.pt", metadata=meta)
         report["network_file"] = "network.pt"
-    (args.out / "result.json").write_text(json.dumps(report, indent=2))
-    np.savez_compressed(args.out / "dual_weights.npz", W=result.W if result.W is not None else np.zeros(0),
-                        Z=result.Z if result.Z is not None else np.zeros(0), gates=patterns.gates)
-    _step(f"wrote {args.out}/result.json, network.pt, dual_weights.npz")
+        report["certify_command"] = shlex.join(["convexdual", "certify", "--net", str(out / "network.pt"),
+                                                "--data", str(out / "train.npz"),
+                                                "--out", str(out / "certificate.json")])
+    atomic_save_npz(out / "dual_weights.npz", compressed=True,
+                    W=result.W if result.W is not None else np.zeros(0),
+                    Z=result.Z if result.Z is not None else np.zeros(0), gates=patterns.gates)
+    atomic_write_json(out / "result.json", report)
+    say(f"[convexdual] wrote {out}/: result.json, {'network.pt, ' if result.network is not None else ''}"
+        "dual_weights.npz, train.npz (the training pair)")
+    cert = result.certificate
+    gap = "" if cert is None else f", relative gap {cert.relative_gap:.1e}"
+    print(f"solve: {result.optimality()}; objective {result.objective:.10g}{gap}, {result.num_groups} neurons, "
+          f"{time.perf_counter() - t_start:.1f}s -> {out}/", flush=True)
+    if "certify_command" in report:
+        print(f"certify the network over all sign patterns with: {report['certify_command']}", flush=True)
     return 0 if result.status is cd.Status.OPTIMAL else 1

@@ -19,7 +19,7 @@ _FORMAT = "convexdual.TwoLayerConvNet/1"
 
 
 class TwoLayerConvNet(nn.Module):
-    """``f(x) = [x_c +] sum_j v_j relu(x (*) u_j)`` (MATH.md eq. 1).
+    """``f(x) = [x_c +] sum_j v_j relu(x (*) u_j)`` (docs/math.md, eq. 1).
 
     ``Conv2d(C, m, k, padding=k//2, bias=False)`` -> ReLU -> ``Conv2d(m, 1, 1, bias=False)``,
     plus ``x[:, residual_channel]`` when ``residual``.
@@ -93,12 +93,24 @@ class TwoLayerConvNet(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: Any, *, batch_size: int = 256, device: torch.device | str | None = None) -> np.ndarray:
-        """Batched inference on numpy/torch images ``(N, [C,] H, W)``; returns numpy ``(N, H, W)``."""
-        from convexdual._validation import as_images
+        """Batched inference on numpy/torch images ``(N, [C,] H, W)``; returns numpy ``(N, H, W)``.
 
-        x = as_images(images, "images")
+        Args:
+            images: inputs, ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
+            batch_size: images per forward pass (>= 1).
+            device: where to run ("cpu", "cuda", ...); default: where the weights are. The
+                module is moved there (checked first: "cuda" on a CPU-only torch is a ValueError).
+        """
+        from convexdual._validation import as_images, check_device
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         p = next(self.parameters())
-        dev = torch.device(device) if device is not None else p.device
+        dev = check_device(device) if device is not None else p.device
+        x = as_images(images, "images")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"images have {x.shape[1]} channel(s) but the network takes {self.in_channels}: "
+                             f"give (N, {self.in_channels}, H, W)" + (" or (N, H, W)" if self.in_channels == 1 else ""))
         module = self.to(dev) if dev != p.device else self
         outs = []
         for s in range(0, x.shape[0], batch_size):
@@ -106,51 +118,172 @@ class TwoLayerConvNet(nn.Module):
             outs.append(module(xb)[:, 0].double().cpu().numpy())
         return np.concatenate(outs)
 
+    def to(self, *args: Any, **kwargs: Any) -> "TwoLayerConvNet":
+        """``nn.Module.to`` with the device checked first (a clear ValueError for "cuda" on a CPU-only torch)."""
+        from convexdual._validation import check_device
+
+        dev = kwargs.get("device")
+        if dev is None and args and isinstance(args[0], (str, torch.device)):
+            dev = args[0]
+        if dev is not None:
+            check_device(dev)
+        return super().to(*args, **kwargs)
+
     # ---- persistence ----------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "width": self.width, "kernel_size": self.kernel_size,
                 "residual": self.residual, "residual_channel": self.residual_channel}
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Save weights, architecture and JSON-able metadata to one ``.pt`` file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": _FORMAT, "config": self.config(),
-                    "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-                    "metadata_json": json.dumps(metadata or {})}, path)
-        return path
+        """Save weights, architecture and JSON-able metadata to one ``.pt`` file, atomically.
+
+        The file holds only tensors, numbers and strings (it loads with
+        ``torch.load(weights_only=True)``). It is written under a temporary name in the
+        same folder and renamed, so an existing file is replaced whole or not at all.
+        Read it back with :meth:`load`, which returns ``(net, metadata)``.
+        """
+        from convexdual._io import atomic_torch_save
+
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict of JSON-able values, got {type(metadata).__name__}")
+        try:
+            meta_json = json.dumps(metadata or {}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metadata must hold JSON-able values (str, finite numbers, lists, dicts): {exc}") from None
+        return atomic_torch_save({"format": _FORMAT, "config": self.config(),
+                                  "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                                  "metadata_json": meta_json}, Path(path))
 
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device | str = "cpu") -> tuple["TwoLayerConvNet", dict[str, Any]]:
-        """Load a network saved by :meth:`save`; returns ``(net, metadata)``."""
+        """Load a network saved by :meth:`save`.
+
+        Returns a **tuple** ``(net, metadata)``: the network, and the dict passed to
+        :meth:`save` (``{}`` if none)::
+
+            net, meta = TwoLayerConvNet.load("runs/solve/network.pt")
+            beta = meta.get("beta")
+            denoised = net.predict(noisy)
+
+        The file is read with ``torch.load(..., weights_only=True)`` (no code runs) and
+        every field is checked before the module is built.
+
+        Raises:
+            DataFormatError: no such file, not a torch file, not a convexdual network file,
+                or inconsistent/invalid content (missing config, weights whose shapes do not
+                match the config, non-finite weights, bad metadata), with what is wrong.
+            ValueError: ``device`` is not usable here (e.g. "cuda" on a CPU-only torch).
+        """
+        from convexdual._validation import check_device
+
+        dev = check_device(device)
         path = Path(path)
         if not path.is_file():
             raise DataFormatError(f"no network file at {path}")
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise DataFormatError(f"{path} is not a readable torch file: {exc}") from exc
+            raise DataFormatError(f"{path} is not a readable torch file (or holds more than weights): {exc}") from exc
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
             raise DataFormatError(f"{path} is not a convexdual network file (expected format {_FORMAT!r})")
-        cfg = blob["config"]
-        sd = blob["state_dict"]
-        dtype = sd["conv1.weight"].dtype
+        cfg = _check_config(blob.get("config"), path)
+        sd = _check_state_dict(blob.get("state_dict"), cfg, path)
+        meta_json = blob.get("metadata_json", "{}")
+        try:
+            meta = json.loads(meta_json) if isinstance(meta_json, str) else None
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise DataFormatError(f"{path}: metadata_json must be a JSON object (a dict); got {str(meta_json)[:80]!r}")
         net = cls(cfg["in_channels"], cfg["width"], cfg["kernel_size"], residual=cfg["residual"],
-                  residual_channel=cfg["residual_channel"], dtype=dtype)
+                  residual_channel=cfg["residual_channel"], dtype=sd["conv1.weight"].dtype)
         net.load_state_dict(sd)
-        return net.to(device), json.loads(blob.get("metadata_json", "{}"))
+        return net.to(dev), meta
 
     def extra_repr(self) -> str:
         return f"width={self.width}, kernel_size={self.kernel_size}, residual={self.residual}"
 
 
-def primal_objective(net: TwoLayerConvNet, inputs: np.ndarray, targets: np.ndarray, beta: float, loss,
-                     *, batch_size: int = 256) -> float:
+def _check_config(cfg: Any, path: Path) -> dict[str, Any]:
+    """The ``config`` of a network file, every field checked (types and ranges)."""
+    keys = ("in_channels", "width", "kernel_size", "residual", "residual_channel")
+    if not isinstance(cfg, dict):
+        raise DataFormatError(f"{path} has no architecture config (expected a dict with {', '.join(keys)})")
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise DataFormatError(f"{path}: config lacks {', '.join(missing)} (needs {', '.join(keys)})")
+
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    C, m, k, res, rc = (cfg[k] for k in keys)
+    if not is_int(C) or C < 1:
+        raise DataFormatError(f"{path}: config in_channels must be an int >= 1, got {C!r}")
+    if not is_int(m) or m < 0:
+        raise DataFormatError(f"{path}: config width must be an int >= 0, got {m!r}")
+    if not is_int(k) or k < 1 or k % 2 == 0:
+        raise DataFormatError(f"{path}: config kernel_size must be an odd int >= 1, got {k!r}")
+    if not isinstance(res, bool):
+        raise DataFormatError(f"{path}: config residual must be true or false, got {res!r}")
+    if not is_int(rc) or not 0 <= rc < C:
+        raise DataFormatError(f"{path}: config residual_channel must be an int in [0, {C - 1}], got {rc!r}")
+    return {k: cfg[k] for k in keys}
+
+
+def _check_state_dict(sd: Any, cfg: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a network file: exactly conv1/conv2, float, shapes from ``cfg``, finite."""
+    m, C, k = max(cfg["width"], 1), cfg["in_channels"], cfg["kernel_size"]
+    want = {"conv1.weight": (m, C, k, k), "conv2.weight": (1, m, 1, 1)}
+    if not isinstance(sd, dict) or set(sd) != set(want):
+        got = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
+        raise DataFormatError(f"{path}: state_dict must hold exactly {sorted(want)}; got {got}")
+    dtypes = set()
+    for name, shape in want.items():
+        t = sd[name]
+        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.float32, torch.float64):
+            raise DataFormatError(f"{path}: {name} must be a float32/float64 tensor, got "
+                                  f"{getattr(t, 'dtype', type(t).__name__)}")
+        if tuple(t.shape) != shape:
+            raise DataFormatError(
+                f"{path}: {name} has shape {tuple(t.shape)} but the config (width {cfg['width']}, in_channels {C}, "
+                f"kernel_size {k}) needs {shape}; the file is inconsistent")
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DataFormatError(f"{path}: {name} has {bad} NaN/Inf value(s); a network's weights must be finite")
+        dtypes.add(t.dtype)
+    if len(dtypes) > 1:
+        raise DataFormatError(f"{path}: conv1.weight and conv2.weight have different dtypes {sorted(map(str, dtypes))}")
+    if cfg["width"] == 0 and any(bool(sd[n].abs().sum() > 0) for n in want):
+        raise DataFormatError(f"{path}: config width is 0 but the stored weights are not zero")
+    return sd
+
+
+def primal_objective(net: TwoLayerConvNet, inputs: Any, targets: Any, beta: float, loss: Any = "squared",
+                     *, batch_size: int = 256, huber_delta: float | None = None) -> float:
     """Objective (2) of a network on data: ``sum L(f(x_n) - y_n) + beta/2 sum(||u_j||^2 + v_j^2)``.
 
     Computed in float64 through the network itself (a check independent of the
-    convex program). ``inputs (N, C, H, W)``, ``targets (N, H, W)``.
+    convex program).
+
+    Args:
+        net: the network.
+        inputs: ``(N, [C,] H, W)``; targets: ``(N, H, W)``.
+        beta: weight decay (> 0).
+        loss: a name ("squared", "absolute", "huber") or a :class:`~convexdual.losses.Loss`.
+        huber_delta: delta of the Huber loss when ``loss="huber"`` (default 1.0).
     """
+    from convexdual._validation import as_images, as_targets, check_beta
+    from convexdual.losses import get_loss
+
+    if huber_delta is not None:
+        if not (isinstance(loss, str) and loss.lower() == "huber"):
+            raise ValueError("huber_delta is only for loss='huber'")
+        loss = get_loss("huber", delta=huber_delta)
+    else:
+        loss = get_loss(loss)
+    beta = check_beta(beta)
+    inputs = as_images(inputs, "inputs")
+    targets = as_targets(targets, inputs, "targets")
     pred = net.predict(inputs, batch_size=batch_size)
     fit = loss.value((pred - targets).reshape(-1))
     U, v = net.filters()

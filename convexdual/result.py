@@ -122,10 +122,40 @@ class SolveResult:
             )
         return self
 
+    @property
+    def scope(self) -> str:
+        """Over what the status holds: "exact" (every sign pattern enumerated on the data, so an
+        optimal point is a global optimum of (2)), "sampled" (optimal over the sampled patterns
+        only: a restriction of (2)) or "unknown" (the problem's facts are not in ``info``)."""
+        if self.certificate is not None and getattr(self.certificate, "scope", None) in ("exact", "sampled"):
+            return str(self.certificate.scope)
+        exact = self.info.get("exact_patterns")
+        return "unknown" if exact is None else ("exact" if exact else "sampled")
+
+    def optimality(self) -> str:
+        """One phrase saying what was shown, e.g. "optimal over the 100 sampled patterns" or
+        "globally optimal (exact enumeration of all 512 sign patterns)"."""
+        P = self.info.get("P")
+        if self.status is not Status.OPTIMAL:
+            return f"{self.status.value} (not certified optimal)"
+        if self.scope == "exact":
+            return "globally optimal (exact enumeration" + (f" of all {P} sign patterns)" if P else ")")
+        if self.scope == "sampled":
+            return (f"optimal over the {P} sampled patterns" if P else "optimal over the sampled patterns") + \
+                " only (not a global claim)"
+        return "optimal over the problem's sign patterns"
+
+    def __repr__(self) -> str:
+        """A few lines (never arrays): status, objective, gap, neurons."""
+        gap = "n/a" if self.certificate is None else f"{self.certificate.relative_gap:.2e} (relative)"
+        ok = "" if self.certificate is None else (", certified" if self.certificate.ok else ", NOT certified")
+        return (f"SolveResult(solver={self.solver!r}, status={self.status.value!r}, scope={self.scope!r},\n"
+                f"            objective={self.objective:.10g}, gap={gap}{ok}, neurons={self.num_groups})")
+
     def summary(self) -> str:
         lines = [
             f"solver      : {self.solver}",
-            f"status      : {self.status.value}",
+            f"status      : {self.status.value}: {self.optimality()}",
             f"objective   : {self.objective:.10g}",
             f"iterations  : {self.iterations}",
             f"time [s]    : build {self.timings.build:.2f}, solve {self.timings.solve:.2f}, "
@@ -148,6 +178,8 @@ class SolveResult:
             "iterations": int(self.iterations),
             "timings": self.timings.to_dict(),
             "num_neurons": self.num_groups,
+            "scope": self.scope,
+            "optimality": self.optimality(),
             "message": self.message,
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
             "info": _jsonable(self.info),
