@@ -186,6 +186,16 @@ def spectrum(ax, mag: np.ndarray, *, vmin: float, vmax: float, cmap: str = "viri
     return im
 
 
+def readable_log_axis(ax, axis: str = "y") -> None:
+    """A log axis whose minor ticks are labelled too when it spans under ~2 decades (ratios near 1)."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def relative_excess(values, reference: float, *, floor: float = LOG_FLOOR) -> tuple[np.ndarray, int]:
     """``(values - reference) / |reference|`` clipped below at ``floor`` (for a log axis).
 

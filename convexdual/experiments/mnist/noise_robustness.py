@@ -42,12 +42,12 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     for noise, level in (("gaussian", sigma), ("exponential", scale)):
         units.append(cache.get_or_run(f"robustness_{noise}_{level:g}_w{args.width}",
                                       lambda: run_unit(args, noise, level, P, out=out)))
-    plt = C.setup_matplotlib()
-    plot_units(plt, units, f"Gaussian vs exponential noise: {args.width}-filter primal vs dual",
-               out / "noise_robustness.png")
-    lines = [f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}; primal {args.width} filters, "
-             f"{args.epochs} epochs; {P} sampled patterns; certified solver `{args.solver}`.", ""] + summary_table(units)
-    lines += ["", "Primal objective above the certified optimum over (sampled + primal's) patterns: "
+    plot_units(units, f"Gaussian vs exponential noise: {args.width}-filter primal (Adam) vs dual (4)",
+               out / "noise_robustness.png", args)
+    lines = [f"Data: {C.data_text(units[0]['data'])}; {C.beta_rule(args)}; primal {args.width} filters, "
+             f"{args.epochs} epochs; {P} sampled patterns; certified solver `{args.solver}`.", "", C.UNITS, ""
+             ] + summary_table(units)
+    lines += ["", "Primal objective above the certified optimum over the sampled patterns + the primal net's own: "
               + ", ".join(f"{u['noise']}: {C.fmt(-u['duals']['augmented'].get('excess_over_primal', float('nan')), '.3%')}"
                           for u in units) + f" (tolerance {TOLERANCE:g})", "", "Figure: noise_robustness.png"]
     C.write_outputs(out, "noise_robustness", "noise-robustness", args,

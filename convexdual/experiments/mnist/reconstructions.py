@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import convexdual as cd
+from convexdual import plotting as pl
 from convexdual.experiments.mnist import common as C
 
 __all__ = ["add_arguments", "run", "FULL", "SMOKE", "psnr"]
@@ -54,30 +55,36 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         if net is not None:
             rows[duals[name]["label"]] = net.predict(data.noisy_test[:k])
     scores = {name: [psnr(img, c) for img, c in zip(imgs, data.clean_test[:k])] for name, imgs in rows.items()}
-    plt = C.setup_matplotlib()
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.6 * k, 1.7 * len(rows)), squeeze=False)
+    fig, axes = pl.new_figure(len(rows), k, size=(1.5 * k + 1.6, 1.75 * len(rows) + 1.3))
     lo, hi = float(data.clean_test[:k].min()), float(data.clean_test[:k].max())
+    im = None
     for i, (name, imgs) in enumerate(rows.items()):
         for j in range(k):
-            ax = axes[i, j]
-            ax.imshow(imgs[j], cmap="gray", vmin=lo, vmax=hi)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if name != "clean":
-                ax.set_title(f"{scores[name][j]:.1f} dB", fontsize=7)
-        axes[i, 0].set_ylabel(name, fontsize=7)
-    fig.suptitle(f"test reconstructions, Gaussian sigma {sigma:g}")
-    fig.tight_layout()
-    fig.savefig(out / "reconstructions.png", dpi=110)
-    plt.close(fig)
-    lines = [f"Data: {data.source}, Gaussian sigma {sigma:g}; certified solver `{args.solver}`.", "",
-             "| row | mean PSNR (dB) over shown digits | test loss / pixel (all test images) |", "|---|---|---|"]
+            title = f"test image {j}" if name == "clean" else f"{scores[name][j]:.1f} dB"
+            im = pl.show_image(axes[i, j], imgs[j], vmin=lo, vmax=hi, title=title, fontsize=7)
+        axes[i, 0].set_ylabel(name.replace(", ", ",\n").replace(" (", "\n("), fontsize=7)
+    pl.colorbar(fig, im, axes, "pixel value, normalised units\n(shared scale: clean range; others clipped)",
+                extend="both", shrink=0.5)
+    pl.set_title(fig, f"test reconstructions ({pl.describe_source(data.source)}), Gaussian noise sigma {sigma:g}",
+                 f"{data.clean.shape[0]} training images; beta = {args.beta_frac:g} x beta_max over 256 reference "
+                 f"Gaussian gates; primal {args.width} filters; duals: (4) over the {len(pats)} sampled patterns, "
+                 "and over them + the primal net's own (certified optimal over that set only)",
+                 "PSNR per image in dB, data range = that clean image's max - min (normalised units)", fontsize=9)
+    pl.save(fig, out / "reconstructions.png")
+    lines = [f"Data: {C.data_text(data.describe())}, Gaussian sigma {sigma:g} (normalised units); "
+             f"{C.beta_rule(args)}; primal {args.width} filters; {len(pats)} sampled patterns; certified solver "
+             f"`{args.solver}`.", "", C.UNITS,
+             "PSNR per image in dB with data range = that clean image's max - min (normalised units).", "",
+             "| row | mean PSNR (dB) over shown digits | test loss / pixel (all test images) | certificate |",
+             "|---|---|---|---|"]
     losses = {"noisy": C.per_pixel_loss(data.noisy_test, data.clean_test),
               f"primal ({args.width} filters)": primal["test_loss"]}
     losses.update({duals[n]["label"]: duals[n].get("test_loss") for n in duals})
     for name in rows:
         if name != "clean":
-            lines.append(f"| {name} | {np.mean(scores[name]):.2f} | {C.fmt(losses.get(name))} |")
+            rec = next((duals[n] for n in duals if duals[n]["label"] == name), None)
+            lines.append(f"| {name} | {np.mean(scores[name]):.2f} | {C.fmt(losses.get(name))} | "
+                         f"{C.certificate_cell(rec) if rec else ''} |")
     lines += ["", "Figure: reconstructions.png"]
     C.write_outputs(out, "reconstructions", "reconstructions", args, {
         "beta": beta, "data": data.describe(), "primal": primal, "duals": duals,

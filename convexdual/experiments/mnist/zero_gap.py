@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import convexdual as cd
+from convexdual import plotting as pl
 from convexdual.experiments.mnist import common as C
 
 __all__ = ["add_arguments", "run", "run_unit", "plot_units", "FULL", "SMOKE", "TOLERANCE"]
@@ -65,38 +66,94 @@ def run_unit(args: argparse.Namespace, noise: str, level: float, num_patterns: i
             "noise": noise, "level": level}
 
 
-def plot_units(plt, units: list[dict[str, Any]], title: str, path: Path) -> Path:
-    """Rows: objective, train loss, test loss (per pixel); one column per unit."""
-    fig, axes = plt.subplots(3, len(units), figsize=(4.2 * len(units), 9), squeeze=False)
-    styles = {"sampled": ("C1", "--"), "augmented": ("C2", ":"), "baseline": ("C3", "-.")}
+def _pattern_line(units: list[dict[str, Any]], solver: str) -> str:
+    u = units[0]
+    s, a = u["duals"].get("sampled", {}), u["duals"].get("augmented", {})
+    return (f"dual: program (4) over the {s.get('P', '?')} sampled patterns, and over them + the primal net's own "
+            f"({a.get('P', '?')} in all, per column); certified solver {solver}")
+
+
+def _noise_text(u: dict[str, Any]) -> str:
+    name = {"gaussian": "Gaussian noise sigma", "exponential": "exponential noise scale"}.get(u["noise"], u["noise"])
+    return f"{name} {u['level']:g}"
+
+
+def _data_line(units: list[dict[str, Any]], beta_frac: float) -> str:
+    d = units[0]["data"]
+    tr, te = d["train_shape"], d["test_shape"]
+    return (f"{pl.describe_source(d['source'])}: {tr[0]} train / {te[0]} test images of {tr[1]}x{tr[2]}; "
+            f"beta = {beta_frac:g} x beta_max over 256 reference Gaussian gates; losses per pixel "
+            "(1/2 mean squared error, normalised units)")
+
+
+def plot_units(units: list[dict[str, Any]], headline: str, path: Path, args: argparse.Namespace) -> Path:
+    """Rows: objective, relative excess over the best certified optimum (log), train loss, test loss (per pixel)."""
+    styles = {"sampled": ("C1", (0, (5, 2))), "augmented": ("C2", (0, (1, 1))), "baseline": ("C3", "-.")}
+    fig, axes = pl.new_figure(4, len(units), size=(4.6 * len(units) + 0.6, 13))
     for j, u in enumerate(units):
         h = u["primal"]["history"]
         ep = [r["epoch"] for r in h]
-        for i, key in enumerate(("objective", "train_loss", "test_loss")):
+        p_lab = f"primal Adam ({u['primal']['width']} filters)"
+        for i, key in enumerate(("objective", "excess", "train_loss", "test_loss")):
             ax = axes[i, j]
-            ax.plot(ep, [r[key] for r in h], "C0-", label=f"primal Adam ({u['primal']['width']} filters)")
+            if key == "excess":
+                _excess_panel(ax, u, ep, [r["objective"] for r in h], p_lab, styles)
+                continue
+            ax.plot(ep, [r[key] for r in h], "C0-", label=p_lab)
             for name, rec in u["duals"].items():
-                if key not in rec or rec.get(key) is None:
+                if rec.get(key) is None:
                     continue
                 col, ls = styles.get(name, ("C4", "-"))
-                ax.axhline(rec[key], color=col, ls=ls, label=f"dual: {rec['label']}")
+                ax.axhline(rec[key], color=col, ls=ls, lw=1.6, label=f"dual: {rec['label']}: {rec[key]:.4g}")
                 if key == "objective" and rec.get("history") and all("iteration" in r and "objective" in r
                                                                       for r in rec["history"]):
                     hh = rec["history"]
                     ax.plot([r["iteration"] for r in hh], [r["objective"] for r in hh], color=col, ls="-",
-                            alpha=0.6, lw=1)
+                            alpha=0.6, lw=1, label=f"{rec['label']}: iterates (infeasible until certified)")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
-            ax.set_ylabel({"objective": "objective (2)/(4) (sum)", "train_loss": "train loss / pixel",
+            ax.set_ylabel({"objective": "objective (2)/(4) (exact sum)", "train_loss": "train loss / pixel",
                            "test_loss": "test loss / pixel"}[key])
-            if i == 0:
-                ax.set_title(f"{u['noise']} {u['level']:g}")
-        axes[0, j].legend(fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            ax.set_title({"objective": f"{_noise_text(u)} (beta = {u['beta']:.3g}): objective",
+                          "train_loss": "train loss (per pixel)", "test_loss": "test loss (per pixel)"}[key],
+                         fontsize=9)
+            ax.legend(fontsize=6)
+    pl.set_title(fig, headline, _data_line(units, args.beta_frac), _pattern_line(units, args.solver), fontsize=10)
+    return pl.save(fig, path)
+
+
+def _excess_panel(ax, u: dict[str, Any], ep: list, obj: list, p_lab: str, styles: dict) -> None:
+    """(objective - certified optimum over sampled + primal's) / optimum on a log axis."""
+    ref_rec = u["duals"].get("augmented", {})
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("(objective - ref.) / ref.")
+    if ref_rec.get("objective") is None:
+        ax.set_title("relative excess: no certified reference", fontsize=9)
+        ax.text(0.5, 0.5, "no certified optimum over\nsampled + primal's patterns", ha="center", va="center",
+                transform=ax.transAxes)
+        return
+    ref = float(ref_rec["objective"])
+    ax.set_title(f"relative excess over ref. = optimum over\nsampled + primal's patterns ({ref_rec['status']})",
+                 fontsize=9)
+    ex, low = pl.relative_excess(obj, ref)
+    ax.plot(ep, ex, "C0-", label=p_lab + (f" ({low} points <= ref., drawn at {pl.LOG_FLOOR:g})" if low else "")
+            + f": final {100 * (obj[-1] - ref) / abs(ref):+.3g}%")
+    for name, rec in u["duals"].items():
+        col, ls = styles.get(name, ("C4", "-"))
+        if name == "augmented":
+            lb = (rec.get("certificate") or {}).get("dual_bound")
+            if lb is not None:
+                g, _ = pl.relative_excess([ref], lb)
+                ax.axhline(g[0], color=col, ls=ls, lw=1.6, label=f"ref. minus its certified lower bound "
+                                                               f"(rel. gap {rec['certificate']['relative_gap']:.1e})")
+            continue
+        if rec.get("objective") is None:
+            continue
+        rel = (rec["objective"] - ref) / abs(ref)
+        note = "" if rel > pl.LOG_FLOOR else " (below ref.: an infeasible point)"
+        ax.axhline(max(rel, pl.LOG_FLOOR), color=col, ls=ls, lw=1.6, label=f"dual: {rec['label']}: {100 * rel:+.3g}%{note}")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
 
 
 def summary_table(units: list[dict[str, Any]]) -> list[str]:
@@ -127,16 +184,15 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         units.append(u)
         logger.info("sigma %g: primal %.6g, certified dual %s", sigma, u["primal"]["objective"],
                     u["duals"]["sampled"].get("objective"))
-    plt = C.setup_matplotlib()
-    fig = plot_units(plt, units, "zero duality gap: primal vs dual (MNIST denoising)", out / "zero_gap.png")
-    lines = [f"Data: {units[0]['data']['source']}, train {units[0]['data']['train_shape']}, "
-             f"test {units[0]['data']['test_shape']}; beta = {args.beta_frac} x reference beta_max; primal "
-             f"{args.width} filters, {args.epochs} epochs; {P} sampled patterns; certified solver "
-             f"`{args.solver}`.", "", "Objectives are exact sums of (2)/(4); losses are per pixel "
-             "(1/2 mean squared error).", ""] + summary_table(units)
+    fig = plot_units(units, f"zero duality gap: primal (Adam) vs dual (4) ({pl.describe_source(units[0]['data']['source'])} "
+                     "denoising)", out / "zero_gap.png", args)
+    lines = [f"Data: {C.data_text(units[0]['data'])}; {C.beta_rule(args)}; primal {args.width} filters, "
+             f"{args.epochs} epochs; {P} sampled patterns; certified solver `{args.solver}`.", "", C.UNITS, "",
+             "Each dual's optimum holds over its own pattern set only (the certificate column says which): "
+             "the sampled patterns, or the sampled patterns + the primal net's own.", ""] + summary_table(units)
     checks = [u["check"] for u in units if u["check"]]
-    lines += ["", "Check (certified optimum over sampled + primal's patterns <= primal objective (1 + "
-              f"{TOLERANCE:g})): " + ", ".join(f"{u['level']:g}: {'yes' if u['check']['dual_not_above_primal'] else 'NO'}"
+    lines += ["", "Check (the certified optimum over the sampled patterns + the primal net's own is <= the primal "
+              f"objective x (1 + {TOLERANCE:g})): " + ", ".join(f"{u['level']:g}: {'yes' if u['check']['dual_not_above_primal'] else 'NO'}"
                                                 for u in units if u["check"]) if checks else "no check ran",
               "", f"Figure: {fig.name}"]
     C.write_outputs(out, "zero_gap", "zero-gap", args, {"units": units, "figures": [fig.name]}, lines)
