@@ -162,8 +162,12 @@ def _per_pixel_loss(net, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((net.predict(x, batch_size=8) - y) ** 2) / 2.0)
 
 
-def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path], test_files: list[Path]) -> dict:
-    """One acceleration: prepare caches, train primal and dual on the same data, evaluate."""
+def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path], test_files: list[Path],
+                     source: str = "") -> dict:
+    """One acceleration: prepare caches, train primal and dual on the same data, evaluate.
+
+    ``source`` (the data's description) goes into the figure titles.
+    """
     import convexdual as cd
     from convexdual.data.fastmri import iter_slice_refs
     from convexdual.experiments import _mri_figures as figs
@@ -225,7 +229,9 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                                             "trained on the whole training cache") if args.stream else ""}
         out["dual"] = {"status": str(res.status), "solver": args.solver, "seconds": dual_seconds,
                        "patterns": problem.P, "sampled_patterns": sampled.num_patterns,
-                       "objective": res.objective, "message": res.message}
+                       "objective": res.objective, "message": res.message,
+                       "over": (f"over the {sampled.num_patterns} sampled patterns"
+                                + ("" if args.no_primal_patterns else f" + the primal net's own ({problem.P} in all)"))}
         if res.status.has_solution and res.network is not None:
             dual_net = res.network.to("cpu")
             out["dual"].update({"certificate": cert.to_dict() if cert else None,
@@ -246,20 +252,50 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
         out["test_slices"] = test_cache.num_slices
         out["bytes_image_per_slice"] = int(np.prod(crop)) * 16 * 2
     # ---- figures ------------------------------------------------------------------
-    title = f"R = {R:g}, {args.mask} mask, {args.maps} maps"
-    out["figures"] = [str(figs.reconstruction_figure(args.out / f"recon_{tag}.png", example["images"], example["gt"],
-                                                      metrics, f"{title} ({example['volume']})").name),
-                      str(figs.loss_curves_figure(args.out / f"loss_{tag}.png", history, out["dual"], title).name)]
+    title = f"CS-MRI, R = {R:g}, {args.mask} mask, {args.maps} maps"
+    details = _figure_details(args, out, source or "data: see mri.json")
+    out["figures"] = [str(figs.reconstruction_figure(
+                          args.out / f"recon_{tag}.png", example["images"], example["gt"], metrics,
+                          f"{title}: test volume {example['volume']}, middle slice",
+                          details=details).name),
+                      str(figs.loss_curves_figure(args.out / f"loss_{tag}.png", history, out["dual"],
+                                                  f"{title}: per-pixel losses", details=details,
+                                                  dual_label=f"dual, {out['dual']['over']}").name)]
     if res.status.has_solution and res.W is not None:
         out["figures"].append(str(figs.filter_response_figure(args.out / f"dual_filters_{tag}.png", res.W, res.Z, 7,
-                                                              f"dual filters |DFT|, {title}").name))
+                                                              title, details=details).name))
     return out
 
 
+def _figure_details(args: argparse.Namespace, out: dict, source: str) -> list[str]:
+    """The lines under each figure's headline: data, training set and beta rule, nets and pattern set."""
+    t, d = out["training_set"], out["dual"]
+    cert = d.get("certificate") or {}
+    verdict = (f"optimal {d['over']} (certified, rel. gap {cert.get('relative_gap', float('nan')):.1e})"
+               if d["status"] == "optimal" and cert.get("ok") else f"{d['status']} (not certified) {d['over']}")
+    return [f"{source}; {out['test_slices']} test slices, {args.crop}x{args.crop} crops",
+            f"training: {t['slices']} slice(s) -> {t['tiles']} tiles of {t['shape'][0]}x{t['shape'][1]} "
+            f"({t['examples']} real/imaginary examples); residual 7x7 net; beta = {args.beta_frac:g} x beta_max "
+            f"over the {d['sampled_patterns']} sampled patterns = {t['beta']:.4g}",
+            f"primal: {args.width} filters, Adam {args.epochs} epochs; dual: program (4) solved by {args.solver}, "
+            f"{verdict}"]
+
+
+def _verdict(d: dict) -> str:
+    cert = d.get("certificate") or {}
+    if d.get("status") == "optimal" and cert.get("ok"):
+        if cert.get("scope") == "exact":
+            return "globally optimal (exact enumeration)"
+        return f"optimal {d.get('over', 'over the sampled patterns')}"
+    return f"{d.get('status')} (not certified)"
+
+
 def _summary(result: dict) -> str:
+    cfg = result.get("config", {})
     lines = [f"# CS-MRI: primal vs dual ({result['source']})", "",
              "| R | set | PSNR ZF | PSNR primal | PSNR dual | SSIM ZF | SSIM primal | SSIM dual | "
              "obj primal | obj dual (bound) | gap | dual status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for r in result["runs"]:
         m = r["test_metrics"]
         d = r["dual"]
@@ -270,7 +306,16 @@ def _summary(result: dict) -> str:
             f"{get('primal', 'psnr'):.2f} | {get('dual', 'psnr'):.2f} | {get('zero_filled', 'ssim'):.4f} | "
             f"{get('primal', 'ssim'):.4f} | {get('dual', 'ssim'):.4f} | {r['primal']['objective']:.6g} | "
             f"{d.get('objective', float('nan')):.6g} ({cert.get('dual_bound', float('nan')):.6g}) | "
-            f"{cert.get('relative_gap', float('nan')):.1e} | {d['status']} |")
+            f"{cert.get('relative_gap', float('nan')):.1e} | {_verdict(d)} |")
+        t = r.get("training_set", {})
+        notes.append(f"R={r['acceleration']:g}: beta = {cfg.get('beta_frac', float('nan')):g} x beta_max over the "
+                     f"{d.get('sampled_patterns')} sampled patterns = {t.get('beta', float('nan')):.4g}; training set "
+                     f"{t.get('examples')} real/imaginary examples of {t.get('shape')}; dual program (4) over "
+                     f"{d.get('patterns')} patterns ({d.get('over', 'see mri.json')}).")
+    lines += ["", "PSNR in dB and SSIM on magnitude images in the original intensity units, fastMRI definitions "
+              "(data range = the ground-truth volume's maximum), averaged over test volumes. Objectives are exact "
+              "sums of (2)/(4) on the dual's training tiles (1/2 sum of squared residuals + weight decay); a dual "
+              "optimum holds over its own pattern set only.", ""] + notes
     lines += ["", f"Peak resident memory {result['peak_rss_mb']:.0f} MB; total {result['seconds']:.1f} s.",
               "Per slice (seconds): " + "; ".join(
                   f"R={r['acceleration']:g}: prepare {r['prep_train']['seconds_per_slice']:.3f} "
@@ -290,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     train_files, test_files, source = _datasets(args)
-    runs = [run_acceleration(args, float(R), train_files, test_files) for R in args.accelerations]
+    runs = [run_acceleration(args, float(R), train_files, test_files, source) for R in args.accelerations]
     result = {"experiment": "mri", "source": source, "smoke": bool(args.smoke),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
               "train_files": [p.name for p in train_files], "test_files": [p.name for p in test_files],
