@@ -113,3 +113,118 @@ def test_finalize_trusts_the_certificate_not_the_label(small_problem, small_solu
     wrong = dataclasses.replace(bad, status=cd.Status.OPTIMAL)
     down = finalize(small_problem, wrong)
     assert down.status is cd.Status.OPTIMAL_INACCURATE and "certificate disagrees" in down.message
+
+
+# ---------------------------------------------------------------------------------------- issue 11
+def _blob(net, **changes):
+    blob = {"format": "convexdual.TwoLayerConvNet/1", "config": net.config(),
+            "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "metadata_json": "{}"}
+    blob.update(changes)
+    return blob
+
+
+@pytest.mark.parametrize("case, message", [
+    ("width", r"conv1.weight has shape \(\d+, 1, 3, 3\) but the config \(width \d+"),
+    ("no_config", "has no architecture config"),
+    ("config_key", "config lacks kernel_size"),
+    ("kernel", "kernel_size must be an odd int"),
+    ("residual", "residual must be true or false"),
+    ("nan", "conv2.weight has 1 NaN/Inf value"),
+    ("extra_key", "state_dict must hold exactly"),
+    ("int_weights", "must be a float32/float64 tensor"),
+    ("metadata", "metadata_json must be a JSON object"),
+])
+def test_crafted_network_files_are_refused_with_a_reason(tmp_path, small_solution, case, message):
+    net = small_solution.network
+    cfg, sd = net.config(), {k: v.detach().clone() for k, v in net.state_dict().items()}
+    blob = {"width": _blob(net, config={**cfg, "width": net.width + 1}),
+            "no_config": {k: v for k, v in _blob(net).items() if k != "config"},
+            "config_key": _blob(net, config={k: v for k, v in cfg.items() if k != "kernel_size"}),
+            "kernel": _blob(net, config={**cfg, "kernel_size": 4}),
+            "residual": _blob(net, config={**cfg, "residual": "yes"}),
+            "nan": _blob(net, state_dict={**sd, "conv2.weight": sd["conv2.weight"].index_fill(1, torch.tensor([0]),
+                                                                                              float("nan"))}),
+            "extra_key": _blob(net, state_dict={**sd, "bias": torch.zeros(1)}),
+            "int_weights": _blob(net, state_dict={**sd, "conv1.weight": sd["conv1.weight"].long()}),
+            "metadata": _blob(net, metadata_json="[1, 2]")}[case]
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(cd.DataFormatError, match=message):
+        cd.TwoLayerConvNet.load(tmp_path / "bad.pt")
+
+
+def test_load_never_unpickles_code(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "pwned"),))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": "convexdual.TwoLayerConvNet/1", "x": Evil()}, f)
+    with pytest.raises(cd.DataFormatError, match="not a readable torch file"):
+        cd.TwoLayerConvNet.load(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_load_returns_net_and_metadata_tuple_documented(tmp_path, small_solution):
+    doc = cd.TwoLayerConvNet.load.__doc__
+    assert "tuple" in doc and "net, meta = TwoLayerConvNet.load" in doc
+    out = cd.TwoLayerConvNet.load(small_solution.network.save(tmp_path / "n.pt", metadata={"beta": 1.0}))
+    assert isinstance(out, tuple) and len(out) == 2 and out[1] == {"beta": 1.0}
+
+
+def test_save_is_atomic(tmp_path, small_solution, monkeypatch):
+    net = small_solution.network
+    path = net.save(tmp_path / "n.pt", metadata={"v": 1})
+    before = path.read_bytes()
+
+    def broken(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        net.save(path, metadata={"v": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.pt"]  # no temporary file left
+
+
+def test_save_refuses_metadata_that_is_not_json(tmp_path, small_solution):
+    with pytest.raises(TypeError, match="JSON-able"):
+        small_solution.network.save(tmp_path / "n.pt", metadata={"a": object()})
+    assert not (tmp_path / "n.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_cuda_on_cpu_only_torch_is_a_clear_error(small_solution, small_problem):
+    net = small_solution.network
+    with pytest.raises(ValueError, match="CPU-only; use device='cpu'"):
+        net.predict(small_problem.inputs, device="cuda")
+    with pytest.raises(ValueError, match="CPU-only"):
+        net.to("cuda")
+    assert next(net.parameters()).device.type == "cpu"
+
+
+def test_short_repr(small_solution):
+    text = repr(small_solution)
+    assert len(text) < 400 and text.count("\n") <= 3, text
+    assert "status='optimal'" in text and "scope='sampled'" in text and "neurons=" in text and "gap=" in text
+    assert "array" not in text and "tensor" not in text
+    assert str(small_solution) == text
+
+
+def test_solve_result_says_over_what_it_is_optimal(small_solution, small_problem):
+    assert small_solution.optimality() == f"optimal over the {small_problem.P} sampled patterns only (not a global claim)"
+    assert small_solution.to_dict()["scope"] == "sampled"
+    assert "optimal over the" in small_solution.summary()
+
+
+def test_primal_objective_accepts_a_loss_name(small_solution, small_problem):
+    net, p = small_solution.network, small_problem
+    by_name = cd.primal_objective(net, p.inputs, p.targets, p.beta, "squared")
+    assert by_name == cd.primal_objective(net, p.inputs, p.targets, p.beta, cd.SquaredLoss())
+    assert by_name == pytest.approx(small_solution.objective, rel=1e-6)
+    huber = cd.primal_objective(net, p.inputs, p.targets, p.beta, "huber", huber_delta=0.1)
+    assert huber == cd.primal_objective(net, p.inputs, p.targets, p.beta, cd.HuberLoss(delta=0.1)) < by_name
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        cd.primal_objective(net, p.inputs, p.targets, p.beta, "hinge")

@@ -56,10 +56,17 @@ def test_zero_patterns(data):
 
 
 def test_patterns_from_other_data(data):
+    """Gates from other images are re-applied to these inputs; an enumeration is exact only for its own data."""
     noisy, clean = data
     pats = cd.sample_patterns(noisy[:2], 3, 5)
+    prob = cd.build_problem(noisy, clean, 3, 1.0, patterns=pats)
+    assert not prob.exact
+    assert {tuple(g) for g in prob.patterns.gates} <= {tuple(g) for g in pats.gates}
+    exact = cd.enumerate_patterns(noisy[:1, :3, :3], 3)
+    with pytest.raises(ValueError, match="enumerated on other images"):
+        cd.build_problem(noisy[1:2, :3, :3], clean[1:2, :3, :3], 3, 1.0, patterns=exact)
     with pytest.raises(ValueError, match="compute the patterns on these inputs"):
-        cd.build_problem(noisy, clean, 3, 1.0, patterns=pats)
+        cd.build_problem(noisy, clean, 3, 1.0, patterns=cd.sample_patterns(noisy[:, :5, :5], 5, 5))
 
 
 def test_complex_input_refused(data):
@@ -134,3 +141,52 @@ def test_solver_options_validated():
         InteriorPointOptions(tol=0)
     with pytest.raises(ValueError, match="time_limit must be > 0"):
         InteriorPointOptions(time_limit=-1)
+
+
+# ---------------------------------------------------------------------------------------- issue 11, item 20
+from convexdual._validation import as_images, check_beta, check_device, check_num_threads  # noqa: E402
+
+
+@pytest.mark.parametrize("beta", [True, False, np.bool_(True)])
+def test_bool_beta_refused(data, beta):
+    with pytest.raises(TypeError, match="beta must be a positive real number .* got the bool"):
+        cd.build_problem(*data, 3, beta)
+
+
+def test_bool_images_refused(data):
+    noisy, clean = data
+    with pytest.raises(TypeError, match="noisy is a bool array; it must hold real numbers"):
+        cd.build_problem(noisy > 0, clean, 3, 1.0)
+    with pytest.raises(TypeError, match="clean is a bool array"):
+        cd.build_problem(noisy, clean > 0, 3, 1.0)
+    assert as_images((noisy > 0).astype(float)).dtype == np.float64  # the conversion the message suggests
+
+
+@pytest.mark.parametrize("n, err", [(0, ValueError), (-2, ValueError), (True, TypeError), (1.5, TypeError)])
+def test_num_threads_checked(n, err):
+    with pytest.raises(err, match="num_threads must be"):
+        check_num_threads(n)
+    assert check_num_threads(2) == 2 and check_num_threads(None) is None
+
+
+def test_device_checked_up_front():
+    import torch
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        check_device("gpu0")
+    with pytest.raises(TypeError, match="device must be a str"):
+        check_device(0.5)
+    if torch.cuda.is_available():
+        assert check_device("cuda").type == "cuda"
+        with pytest.raises(ValueError, match="CUDA device"):
+            check_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ValueError, match="use device='cpu'"):
+            check_device("cuda")
+
+
+def test_check_beta_values():
+    assert check_beta(2) == 2.0 and check_beta(np.float32(0.5)) == 0.5
+    with pytest.raises(TypeError, match="got the string"):
+        check_beta("2.0")
