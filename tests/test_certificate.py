@@ -2,9 +2,10 @@
 
 import cvxpy as cp
 import numpy as np
+import pytest
 
 import convexdual as cd
-from convexdual.certificate import cone_projection_norm, dual_lower_bound
+from convexdual.certificate import cone_projection_norm
 
 
 def test_cone_projection_against_cvxpy():
@@ -18,10 +19,29 @@ def test_cone_projection_against_cvxpy():
 
 
 def test_dual_bound_is_below_optimum_for_any_candidate(small_problem, small_solution):
+    """The bound of a candidate ``v`` equals an independent computation (CVXPY cone projections on a
+    loop-built patch matrix, masks from the gates) and stays below the optimum. Candidates are the
+    optimal dual point and perturbations of it, where the bound is near the optimum: a bound that
+    skipped or mis-scaled the feasibility step would land above it."""
+    from tests._reference import exact_dual_bound_ref, masks_ref, patch_matrix_ref
+
+    p, opt = small_problem, small_solution.objective
+    X = patch_matrix_ref(p.inputs, p.kernel_size)
+    M = masks_ref(X, p.patterns.gates)
+    zero = np.zeros((p.P, p.d))
+    g_zero, _ = exact_dual_bound_ref(X, M, p.y, p.beta, p.y)  # the zero point's own candidate, v = y
+    r_opt = p.y - p.predict(small_solution.W, small_solution.Z)  # the optimal dual point
     rng = np.random.default_rng(1)
-    for _ in range(5):
-        g, _ = dual_lower_bound(small_problem, rng.standard_normal(small_problem.n))
-        assert g <= small_solution.objective + 1e-9
+    for eps in (0.0, 1e-3, 1e-1, 1.0):
+        v = r_opt + eps * np.abs(r_opt).max() * rng.standard_normal(p.n)
+        cert = cd.certify_solution(p, zero, zero, dual=v)
+        g_ref, _ = exact_dual_bound_ref(X, M, p.y, p.beta, v)
+        assert cert.dual_bound == pytest.approx(max(g_ref, g_zero), rel=1e-6), eps
+        assert cert.dual_bound <= opt + 1e-9 * abs(opt), eps
+        if eps == 0.0:  # tight at the optimal dual point
+            assert cert.dual_bound >= opt * (1 - 1e-7)
+        if eps == 1e-3:
+            assert cert.dual_bound >= opt * (1 - 1e-2)  # near the optimum: the check above has teeth
 
 
 def test_suboptimal_point_has_a_gap(small_problem, small_solution):
@@ -42,9 +62,22 @@ def test_infeasible_point_is_flagged(small_problem, small_solution):
 
 
 def test_gated_bound_is_looser_than_exact(small_problem, small_solution):
-    r = small_problem.y - small_problem.predict(small_solution.W, small_solution.Z)
-    C = small_problem.row_masks @ (small_problem.X * r[:, None])
-    gated = np.linalg.norm(C, axis=1).max()
-    g_exact, s = dual_lower_bound(small_problem, r)
-    # the exact cone projection never exceeds the gated norm, so the exact scaling is >= gated scaling
-    assert s >= min(1.0, small_problem.beta / gated) - 1e-12
+    """At the optimum's residual the exact (cone-projection) scaling gives the certified bound, equal to
+    an independent CVXPY computation; the cheap gated scaling ``beta / max_i ||X^T D_i r||`` is valid
+    but looser, here too loose to certify the optimum."""
+    from tests._reference import dual_value_ref, exact_dual_bound_ref, masks_ref, patch_matrix_ref
+
+    p, opt = small_problem, small_solution.objective
+    X = patch_matrix_ref(p.inputs, p.kernel_size)
+    M = masks_ref(X, p.patterns.gates)
+    r = p.y - p.predict(small_solution.W, small_solution.Z)
+    gated = float(np.linalg.norm(M @ (X * r[:, None]), axis=1).max())
+    s_gated = min(p.beta / gated, float(r @ p.y) / float(r @ r))
+    g_gated = dual_value_ref(s_gated * r, p.y, "squared")
+    g_exact, s_exact = exact_dual_bound_ref(X, M, p.y, p.beta, r)
+    cert = cd.certify_solution(p, small_solution.W, small_solution.Z)
+    assert cert.dual_bound == pytest.approx(g_exact, rel=1e-8)
+    assert cert.dual_scale == pytest.approx(s_exact, rel=1e-6)
+    assert s_exact >= s_gated and g_exact >= g_gated
+    assert (opt - g_exact) / opt <= 1e-7 < (opt - g_gated) / opt  # only the exact bound certifies
+    assert g_gated <= opt

@@ -183,7 +183,18 @@ def test_residual_net_and_sequential_input(exact_case):
     v = np.array([0.3, -0.2])
     res_net = cd.TwoLayerConvNet.from_filters(U, v, 1, 3, residual=True)
     c = cd.certify(res_net, noisy, clean, 0.5, patterns=exact_case[3])
-    assert c.exact and c.status in ("not_optimal", "globally_optimal")
+    # a random residual net is far from optimal: the verdict must say so, with a drop that is real
+    from tests._reference import net_objective_ref
+
+    mine = net_objective_ref(U, v, noisy, clean, 3, 0.5, "squared", residual=True)
+    assert c.objective == pytest.approx(mine, rel=1e-10)  # objective (2) with the skip connection
+    assert c.exact and c.status == "not_optimal", c.verdict
+    better = c.improved_network
+    assert better is not None and better.residual  # the improvement keeps the skip
+    Ub, vb = better.filters()
+    drop = mine - net_objective_ref(Ub, vb, noisy, clean, 3, 0.5, "squared", residual=True)
+    assert drop == pytest.approx(c.improvement, rel=1e-8) and drop > 1e-6 * mine
+    assert c.lower_bound <= mine - drop + 1e-9  # the exact bound is below the improved net too
     seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, bias=False), torch.nn.ReLU(),
                               torch.nn.Conv2d(2, 1, 1, bias=False)).double()
     with torch.no_grad():
@@ -255,4 +266,27 @@ def test_huber_loss_certificate():
     zero = cd.TwoLayerConvNet(2, 0, 1, dtype=torch.float64)
     cz = cd.certify(zero, noisy, clean, beta, loss=loss, patterns=pats)
     assert cz.status == "not_optimal" and cz.descent_drop > 0
-    assert cz.improvement >= cz.descent_drop
+    # independent check of the drop: the zero net plus the neuron (sqrt(a) u, s sqrt(a)) has objective
+    # f(a) = huber(a s relu(X u) - y) + beta a (k = 1: X is the pixels); f is convex, so the best a solves
+    # f'(a) = 0, found here by bracketing + brentq on the derivative (not the project's line search)
+    from scipy.optimize import brentq
+
+    from tests._reference import loss_ref, patch_matrix_ref
+
+    X, y, dl = patch_matrix_ref(noisy, 1), clean.reshape(-1), loss.delta
+    q = cz.descent_sign * np.maximum(X @ cz.descent_neuron, 0.0)
+    fprime = lambda a: float(q @ np.clip(a * q - y, -dl, dl)) + beta  # noqa: E731
+    assert fprime(0.0) < 0  # the neuron is a descent direction at a = 0
+    hi = 1.0
+    while fprime(hi) < 0:
+        hi *= 2.0
+    a = brentq(fprime, 0.0, hi, xtol=1e-14, rtol=1e-14)
+    assert cz.objective == pytest.approx(loss_ref(-y, "huber", dl), rel=1e-12)  # the zero net's (2)
+    drop = loss_ref(-y, "huber", dl) - (loss_ref(a * q - y, "huber", dl) + beta * a)
+    assert cz.descent_drop == pytest.approx(drop, rel=1e-6)
+    # and the reported improvement is realised by the improved network (objective (2) evaluated here)
+    from tests._reference import net_objective_ref
+
+    Ub, vb = cz.improved_network.filters()
+    realised = cz.objective - net_objective_ref(Ub, vb, noisy, clean, 1, beta, "huber", dl)
+    assert realised == pytest.approx(cz.improvement, rel=1e-8) and cz.improvement >= drop * (1 - 1e-6)

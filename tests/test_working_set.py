@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 import convexdual as cd
-from convexdual.certificate import cone_projection_norm
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.result import Status
-from convexdual.solvers.working_set import WorkingSetOptions, WorkingSetSolver, _State, map_clarabel_status
+from convexdual.solvers.working_set import WorkingSetOptions, WorkingSetSolver, map_clarabel_status
 
 pytest.importorskip("clarabel")
 
@@ -155,17 +154,35 @@ def test_gram_blocks_and_compressed_objective(small_problem):
 
 
 def test_lazy_projection_matches_full_nnls(small_problem):
+    """The engine's lazy-row projections (what clarabel-ws screens with), cold and warm-started from
+    remembered rows, against two references written here: a CVXPY model of max{c.w : w in K_i, |w| <= 1}
+    and a full-row NNLS (Moreau) on a loop-built patch matrix with masks from the gates."""
+    from scipy.optimize import nnls
+
+    from tests._reference import cone_projection_norm_ref, masks_ref, patch_matrix_ref
+
     prob = small_problem
-    st = _State(prob, WorkingSetOptions())
-    C = prob.row_masks @ (prob.X * prob.y[:, None])
-    S = 2.0 * prob.row_masks - 1.0
+    X = patch_matrix_ref(prob.inputs, prob.kernel_size)
+    M = masks_ref(X, prob.patterns.gates)
+    C = M @ (X * prob.y[:, None])
+    eng = prob.engine
     for i in range(5):
+        A = (2 * M[i] - 1)[:, None] * X
         for s in (1.0, -1.0):
-            val, proj = st.projected_correlation(i, s * C[i])
-            ref = cone_projection_norm(S[i][:, None] * prob.X, s * C[i])
-            assert abs(val - ref) <= 1e-9 * max(ref, 1.0)
-            scale = np.linalg.norm(C[i]) * np.linalg.norm(prob.X, axis=1).max()
-            assert (S[i] * (prob.X @ proj)).min() >= -1e-9 * scale
+            c = s * C[i]
+            lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
+            full = np.linalg.norm(c + A.T @ lam)
+            ref = cone_projection_norm_ref(A, c)
+            assert abs(full - ref) <= 1e-6 * max(ref, 1.0)  # the two references agree
+            for attempt in ("cold", "warm"):  # warm: starts from the rows remembered under the key
+                val, proj, _ = eng.project(i, c, key=("test", i, s))
+                assert abs(val - full) <= 1e-9 * max(full, 1.0), (i, s, attempt)
+                assert abs(np.linalg.norm(proj) - val) <= 1e-12 * max(val, 1.0)
+                scale = np.linalg.norm(c) * np.linalg.norm(X, axis=1).max()
+                assert (A @ proj).min() >= -1e-9 * scale  # in the cone
+            floor = 1e-9 * np.linalg.norm(c)  # projections of ~0 are rounding noise
+            assert eng.relaxed_norm(i, c, ("test", i, s)) >= full - floor  # an upper bound
+            assert eng.relaxed_norm(i, 1.1 * c, ("test", i, s)) >= 1.1 * full - floor
 
 
 def test_bad_options_are_refused():
