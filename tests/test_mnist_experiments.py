@@ -161,3 +161,58 @@ def test_bad_arguments_are_clear(tmp_path):
         C.parse_ints("0")
     with pytest.raises(ValueError, match="beta-frac"):
         C.reference_beta(np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), 3, 0.0)
+
+
+
+def test_resume_recomputes_units_computed_with_other_settings(tmp_path, caplog):
+    # UnitCache itself: reused only under the same settings (threads/out never matter)
+    args = argparse.Namespace(out=tmp_path / "a", resume=True, threads=1, epochs=5, seed=0, lr=1e-3, data=None,
+                              sigmas="0.5", solver="clarabel")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"primal": {"objective": float(len(calls))}}
+
+    def run(**changes):
+        return C.UnitCache(tmp_path, True, settings=argparse.Namespace(**{**vars(args), **changes})).get_or_run(
+            "unit_0.5", compute)
+
+    assert run() == {"primal": {"objective": 1.0}} and len(calls) == 1
+    meta = json.loads((tmp_path / "units" / "unit_0.5.json").read_text())["_unit"]
+    assert len(meta["settings_sha256"]) == 64 and meta["settings"]["epochs"] == 5 and "threads" not in meta["settings"]
+    assert run(threads=4, out=tmp_path / "b") == {"primal": {"objective": 1.0}} and len(calls) == 1  # reused
+    for change in ({"epochs": 6}, {"seed": 1}, {"lr": 1e-3 * (1 + 1e-15)}, {"data": "somewhere"},
+                   {"solver": "clarabel-ws"}):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            n = len(calls)
+            assert run(**change)["primal"]["objective"] == n + 1  # recomputed ...
+        (k, v), = change.items()
+        assert any("NOT reusing" in r.getMessage() and f"{k}: " in r.getMessage() for r in caplog.records), change
+        run()  # ... and back to the original settings (recomputed again: the unit file holds one setting)
+    unit = tmp_path / "units" / "unit_0.5.json"
+    rec = json.loads(unit.read_text())
+    rec.pop("_unit")  # a unit written before units recorded their settings
+    unit.write_text(json.dumps(rec))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        n = len(calls)
+        run()
+    assert len(calls) == n + 1 and any("records no settings" in r.getMessage() for r in caplog.records)
+    n = len(calls)
+    C.UnitCache(tmp_path, False, settings=args).get_or_run("unit_0.5", compute)  # no --resume: always computed
+    assert len(calls) == n + 1
+
+    # the experiments pass their settings: a --resume with another epoch count recomputes
+    out = tmp_path / "run"
+    fast = ("--baseline", "none", "--num-patterns", "4", "--num-train", "2", "--num-test", "2")
+    _run("noise-robustness", out, *fast, "--epochs", "3")
+    for p in (out / "units").glob("*.json"):
+        rec = json.loads(p.read_text())
+        assert rec["_unit"]["settings"]["epochs"] == 3
+        rec["primal"]["objective"] = 123.0  # marker a reused unit would keep
+        p.write_text(json.dumps(rec))
+    _run("noise-robustness", out, *fast, "--epochs", "2", "--resume")
+    res = json.loads((out / "noise_robustness.json").read_text())
+    assert len(res["units"]) == 2 and 123.0 not in [u["primal"]["objective"] for u in res["units"]]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import convexdual as cd
+from convexdual._io import sha256_digest, to_jsonable
 from convexdual.data.mnist import load_denoising_images
 from convexdual.data.noise import add_noise
 from convexdual.patches import conv_adjoint, conv_forward
@@ -388,25 +389,89 @@ def setup_matplotlib():
     return plt
 
 
-class UnitCache:
-    """Finished units of an experiment as JSON under ``out/units`` (``--resume`` reuses them)."""
+#: settings that never change the numbers of a unit (left out of its settings hash)
+UNIT_IGNORED_SETTINGS = frozenset({"out", "resume", "threads", "func", "quiet", "verbose", "progress", "command",
+                                   "experiment"})
 
-    def __init__(self, out: Path, resume: bool) -> None:
+
+def unit_settings(settings: argparse.Namespace | dict[str, Any] | None,
+                  ignore: frozenset[str] | set[str] = UNIT_IGNORED_SETTINGS) -> dict[str, Any] | None:
+    """The settings that can change a unit, as JSON values (paths absolute), without ``ignore``d keys."""
+    if settings is None:
+        return None
+    items = vars(settings) if isinstance(settings, argparse.Namespace) else dict(settings)
+    out: dict[str, Any] = {}
+    for k in sorted(items):
+        if k in ignore or callable(items[k]):
+            continue
+        v = items[k]
+        if isinstance(v, Path) or (k == "data" and isinstance(v, str)):
+            v = str(Path(v).expanduser().resolve())
+        out[k] = to_jsonable(v)
+    return out
+
+
+class UnitCache:
+    """Finished units of an experiment as JSON under ``out/units`` (``--resume`` reuses them).
+
+    Each unit file records the sha256 of the unit's key and of every setting that can change
+    it (``settings``: the experiment's resolved arguments, less :data:`UNIT_IGNORED_SETTINGS`
+    and ``ignore``). With ``--resume`` a unit is reused only when that hash matches; a unit
+    computed with other settings (or by a version that recorded none) is recomputed, with a
+    warning that names the settings that changed. ``settings=None`` keys units by name only.
+    """
+
+    _META = "_unit"
+
+    def __init__(self, out: Path, resume: bool, settings: argparse.Namespace | dict[str, Any] | None = None, *,
+                 ignore: tuple[str, ...] | frozenset[str] = ()) -> None:
         self.dir = Path(out) / "units"
         self.resume = bool(resume)
+        self.settings = unit_settings(settings, UNIT_IGNORED_SETTINGS | frozenset(ignore))
+
+    def settings_hash(self, key: str) -> str | None:
+        """sha256 of ``key`` and the settings (None without settings)."""
+        if self.settings is None:
+            return None
+        return sha256_digest("convexdual-mnist-unit-v1", str(key), self.settings)
 
     def get(self, key: str) -> dict[str, Any] | None:
         p = self.dir / f"{key}.json"
-        if self.resume and p.is_file():
-            logger.info("resuming: reusing %s", p)
-            return json.loads(p.read_text())
-        return None
+        if not (self.resume and p.is_file()):
+            return None
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            logger.warning("resuming: %s is unreadable (%s); recomputing the unit", p, e)
+            return None
+        if not isinstance(rec, dict):
+            logger.warning("resuming: %s does not hold a unit record; recomputing the unit", p)
+            return None
+        meta = rec.pop(self._META, None)
+        want = self.settings_hash(key)
+        if want is not None:
+            have = meta.get("settings_sha256") if isinstance(meta, dict) else None
+            if have != want:
+                logger.warning("resuming: NOT reusing %s: %s; recomputing it", p, self._why(meta))
+                return None
+        logger.info("resuming: reusing %s", p)
+        return rec
+
+    def _why(self, meta: Any) -> str:
+        if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+            return "it records no settings (written before units were keyed by their settings)"
+        old, new = meta["settings"], self.settings or {}
+        changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+                   for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+        return ("it was computed with other settings (" + "; ".join(changed) + ")") if changed else \
+            "its settings hash differs (other unit key or format)"
 
     def put(self, key: str, rec: dict[str, Any]) -> None:
-        write_json(self.dir / f"{key}.json", rec)
+        meta = {"key": str(key), "settings_sha256": self.settings_hash(key), "settings": self.settings}
+        write_json(self.dir / f"{key}.json", {**rec, self._META: meta})
 
     def get_or_run(self, key: str, compute) -> dict[str, Any]:
-        """The cached unit ``key`` (with ``--resume``), else ``compute()`` stored under ``key``."""
+        """The cached unit ``key`` (with ``--resume``, same settings), else ``compute()`` stored under ``key``."""
         rec = self.get(key)
         if rec is None:
             rec = compute()

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: Path) -> int:
-    cache = C.UnitCache(out, args.resume)
+    cache = C.UnitCache(out, args.resume, settings=args)
     sigma = C.parse_floats(args.sigmas)[0]
     scale = sigma if args.exp_scale is None else float(args.exp_scale)
     P = C.parse_ints(args.num_patterns)[0]

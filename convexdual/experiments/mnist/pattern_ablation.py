@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: Path) -> int:
-    cache = C.UnitCache(out, args.resume)
+    cache = C.UnitCache(out, args.resume, settings=args)
     counts = sorted(C.parse_ints(args.num_patterns))
     units = []
     for sigma in C.parse_floats(args.sigmas):
