@@ -109,12 +109,28 @@ def test_losses_and_residual_against_independent_model(loss, residual):
 
 
 def test_multichannel_residual_skip_uses_named_channel():
+    """The skip carries the channel that holds the image (channel 1 here, not the default 0)."""
+    from tests._reference import masks_ref, net_objective_ref, patch_matrix_ref, solve_program4_ref
+
     rng = np.random.default_rng(0)
     clean = rng.standard_normal((2, 5, 5))
-    noisy = np.stack([clean + 0.3 * rng.standard_normal(clean.shape), rng.standard_normal(clean.shape)], 1)
+    # channel 0 is unrelated to the image: a skip on the default channel would change y and the net
+    noisy = np.stack([rng.standard_normal(clean.shape), clean + 0.3 * rng.standard_normal(clean.shape)], 1)
     pats = cd.sample_patterns(noisy, 3, 8, seed=0)
-    p0 = cd.build_problem(noisy, clean, 3, 1.0, patterns=pats, residual=True, residual_channel=0)
-    np.testing.assert_array_equal(p0.y, (clean - noisy[:, 0]).ravel())
-    res = cd.solve(p0, solver="clarabel")
-    check_result(res, p0)
-    assert res.network.residual and res.network.residual_channel == 0
+    p1 = cd.build_problem(noisy, clean, 3, 1.0, patterns=pats, residual=True, residual_channel=1)
+    y1 = (clean - noisy[:, 1]).reshape(-1)
+    np.testing.assert_array_equal(p1.y, y1)
+    assert np.abs(y1 - (clean - noisy[:, 0]).reshape(-1)).max() > 0.5
+    res = cd.solve(p1, solver="clarabel")
+    check_result(res, p1)
+    assert res.network.residual and res.network.residual_channel == 1
+    # the optimum of an independent model of (4) with y = clean - noisy[:, 1]
+    X = patch_matrix_ref(noisy, 3)
+    ref, _, _ = solve_program4_ref(X, masks_ref(X, pats.gates), y1, 1.0, "squared")
+    assert abs(res.objective - ref) <= 1e-6 * abs(ref)
+    # at inference the net adds channel 1: its output and objective (2), computed here from its filters
+    U, v = res.network.filters()
+    expected = noisy[:, 1].reshape(-1) + np.maximum(X @ U.T, 0.0) @ v
+    np.testing.assert_allclose(res.network.predict(noisy).reshape(-1), expected, rtol=0, atol=1e-9)
+    mine = net_objective_ref(U, v, noisy, clean, 3, 1.0, "squared", residual=True, residual_channel=1)
+    assert mine == pytest.approx(ref, rel=1e-6)
