@@ -57,8 +57,19 @@ def test_zero_gap_certified_dual_not_above_primal(zero_gap_run):
         # the recovered network realises the convex optimum through torch (objective (2))
         assert a["network_objective"] == pytest.approx(a["objective"], rel=1e-5)
         # same objective units: the primal's logged objective equals (2) evaluated independently
-        net, _ = cd.TwoLayerConvNet.load(_net_path(res, u))
+        # (explicit patch matrix, ReLU, squared loss summed over pixels, beta/2 (|U|^2 + |v|^2))
+        from tests._reference import net_objective_ref
+
+        net, meta = cd.TwoLayerConvNet.load(_net_path(res, u))
         assert net.width == u["primal"]["width"]
+        args = argparse.Namespace(data=None, num_train=res["settings"]["num_train"],
+                                  num_test=res["settings"]["num_test"], upsample=1)
+        data = C.load_data(args, u["noise"], u["level"], res["settings"]["seed"])
+        U, v = net.filters()
+        mine = net_objective_ref(U, v, data.noisy, data.clean, net.kernel_size, meta["beta"], "squared",
+                                 residual=bool(net.residual))
+        assert mine == pytest.approx(u["primal"]["objective"], rel=1e-9)
+        assert a["objective"] <= mine * (1 + zero_gap.TOLERANCE)  # the check, against the independent value
 
 
 def _net_path(res, u):
