@@ -90,3 +90,21 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
         out = subprocess.run([str(venv / "bin" / "convexdual"), *args], cwd=outside, env=env,
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+
+
+def test_math_reference_is_in_the_repository():
+    import re
+
+    math = (ROOT / "docs" / "math.md").read_text()
+    for label in ("[eq. 1]", "[eq. 2]", "[eq. 3]", "eq. 4]", "[eq. 5]", "[eq. 7]", "[eq. 8]", "Theorem 1",
+                  "Corollary 1.1", "Appendix E", "Gated ReLU relaxation", "beta_max", "Descent neurons",
+                  "relative cone violation", "Proj_K(c) = c + A^T lam*"):
+        assert label in math, label
+    sections = {int(m) for m in re.findall(r"^## (\d+)\.", math, re.M)}
+    # docs link the repository's own page, never a MATH.md outside it
+    for page in (ROOT / "docs").glob("*.md"):
+        assert "MATH.md" not in page.read_text(), page.name
+    # every "docs/math.md §N" cited in the code names a section that exists
+    for path in [*(ROOT / "convexdual").rglob("*.py"), *(ROOT / "solvers").glob("*.py")]:
+        for n in re.findall(r"math\.md[ ,]*§\s*(\d+)", path.read_text()):
+            assert int(n) in sections, f"{path.name} cites docs/math.md §{n}, which does not exist"
