@@ -257,8 +257,9 @@ def _objective_figure(pl, path: Path, adam, result, cert, n_sampled: int, P: int
     ax2.plot(ep, excess, color="C0",
              label="Adam objective (2)" + (f" ({low} points at or below the optimum, drawn at the floor)" if low else ""))
     ax2.plot([ep[-1]], [excess[-1]], "o", color="C0")
-    ax2.annotate(f"final {100 * (obj[-1] - opt) / abs(opt):+.3g}%", (ep[-1], excess[-1]), xytext=(-10, 12),
-                 textcoords="offset points", ha="right", fontsize=8, color="C0")
+    ax2.annotate(f"final {100 * (obj[-1] - opt) / abs(opt):+.3g}%", (ep[-1], excess[-1]), xytext=(-6, -28),
+                 textcoords="offset points", ha="right", va="top", fontsize=8, color="C0",
+                 arrowprops={"arrowstyle": "-", "color": "C0", "lw": 0.8})
     if bound is not None:
         gap, _ = pl.relative_excess([opt], bound)
         ax2.axhline(gap[0], color="C2", ls=(0, (2, 2)), lw=1.5,
