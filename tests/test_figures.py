@@ -91,7 +91,7 @@ def test_spectrum_axes_are_in_cycles_per_pixel_with_dc_marked():
     fig, ax = pl.new_figure(1, 1)
     mag = np.random.default_rng(0).random((32, 32))
     im = pl.spectrum(ax[0, 0], mag, vmin=0, vmax=1)
-    left, right, bottom, top = im.get_extent()
+    left, right, _bottom, _top = im.get_extent()
     assert np.isclose(left, -0.5 - 1 / 64) and np.isclose(right, 0.5 - 1 / 32 + 1 / 64)
     assert "cycles/pixel" in ax[0, 0].get_xlabel() and "cycles/pixel" in ax[0, 0].get_ylabel()
     assert any(t.get_text() == "DC" for t in ax[0, 0].texts)
@@ -194,7 +194,7 @@ def demo_run(tmp_path_factory):
 
 
 def test_demo_figures(demo_run):
-    out, report, figs = demo_run
+    _, report, figs = demo_run
     by = _assert_complete(figs, {"objective.png", "filters.png", "reconstructions.png"})
     ps = report["pattern_set"]
     own = f"{ps['sampled']} sampled patterns + the Adam net's own"
