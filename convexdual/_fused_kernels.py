@@ -9,14 +9,19 @@ the kernels compute, without ever writing a ``b x P`` matrix to main memory:
 
 The source is generated for the concrete ``d`` (unrolled over the ``d`` columns) and a
 register block of ``R`` rows, so the inner loop over patterns vectorises and each
-gate/weight load feeds ``R`` fused multiply-adds. Compiled kernels are cached per
-``(d, R)`` in a dict owned by the caller (no module-level mutable state is written).
+gate/weight load feeds ``R`` fused multiply-adds. Compiled kernels are memoised per
+``(d, R)`` in the process, and numba's on-disk cache keeps the machine code between
+processes: the generated source is written once to a cache folder
+(``$CONVEXDUAL_CACHE`` or ``~/.cache/convexdual``; ``CONVEXDUAL_CACHE=off`` disables it) and
+imported from there, so a new process loads the kernels instead of compiling them for ~10 s.
 numba is optional: :func:`numba_available` says whether these kernels can be used.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import sys
 from typing import Any, Callable
 
 __all__ = ["numba_available", "build_kernels"]
@@ -65,7 +70,7 @@ def _src(d: int, R: int) -> str:
             a(f"{ii}A{k}[i] += " + " + ".join(f"c{r}_{k} * m{r}" for r in rs))
 
     def header(name: str, args: str) -> None:
-        a("@njit(parallel=True, fastmath=True, error_model='numpy', cache=False)")
+        a("@njit(parallel=True, fastmath=True, error_model='numpy', cache=CACHE)")
         a(f"def {name}({args}):")
         a("    n = X.shape[0]; P = GT.shape[1]; T = out.shape[0]")
         a("    zero = X[0, 0] * 0")
@@ -112,8 +117,27 @@ def _src(d: int, R: int) -> str:
     return src.replace("def fused_sq(X, GT, VT, y, out, yhat):", "def fused_sq(X, GT, VT, y, wgt, out, yhat):")
 
 
+def _cache_dir() -> Any:
+    import os
+    from pathlib import Path
+
+    if os.environ.get("CONVEXDUAL_CACHE", "").lower() in ("off", "0", "none"):
+        return None
+    root = Path(os.environ.get("CONVEXDUAL_CACHE") or Path.home() / ".cache" / "convexdual") / "kernels"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+        return root
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
 def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
-    """Compile the three kernels for patch dimension ``d`` and row block ``R``.
+    """Compile (or load from numba's disk cache) the three kernels for patch dimension ``d``
+    and row block ``R``.
 
     Kernel contracts (all arrays C-contiguous, one float dtype; ``n`` a multiple of ``R``,
     pad with zero rows otherwise):
@@ -122,9 +146,32 @@ def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
     * ``adjoint(X, GT, r (n,), out (T,d,P))``: adds into ``out[t]`` per thread ``t``.
     * ``fused_sq(X, GT, VT, y (n,), wgt (n,), out, yhat)``: ``r = (yhat - y) * wgt``.
     """
+    import hashlib
+    import importlib.util as iu
+    import os
+
     import numpy as np
     from numba import njit, prange
 
-    ns: dict[str, Any] = {"np": np, "njit": njit, "prange": prange, "R": int(R)}
-    exec(compile(_src(int(d), int(R)), f"<convexdual fused kernels d={d} R={R}>", "exec"), ns)  # noqa: S102
+    src = _src(int(d), int(R))
+    folder = _cache_dir()
+    if folder is not None:
+        header = "import numpy as np\nfrom numba import njit, prange\nCACHE = True\nR = %d\n" % int(R)
+        body = header + src
+        tag = hashlib.sha1(body.encode()).hexdigest()[:12]
+        path = folder / f"fused_d{int(d)}_R{int(R)}_{tag}.py"
+        if not path.is_file():
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(body)
+            os.replace(tmp, path)
+        name = f"convexdual_fused_d{int(d)}_R{int(R)}_{tag}"
+        mod = sys.modules.get(name)
+        if mod is None:
+            spec = iu.spec_from_file_location(name, path)
+            mod = iu.module_from_spec(spec)
+            sys.modules[name] = mod  # numba's cache re-imports the module by name
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return {"forward": mod.forward, "adjoint": mod.adjoint, "fused_sq": mod.fused_sq}
+    ns: dict[str, Any] = {"np": np, "njit": njit, "prange": prange, "R": int(R), "CACHE": False}
+    exec(compile(src, f"<convexdual fused kernels d={d} R={R}>", "exec"), ns)  # noqa: S102
     return {"forward": ns["forward"], "adjoint": ns["adjoint"], "fused_sq": ns["fused_sq"]}

@@ -87,6 +87,17 @@ def dual_lower_bound(problem: DualProblem, v0: np.ndarray, *, progress: bool = F
     return b.value, b.scale
 
 
+def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a = t b`` for some ``t > 0`` (to rounding)."""
+    if a.shape != b.shape:
+        return False
+    nb = float(b @ b)
+    if nb == 0.0:
+        return not np.any(a)
+    t = float(a @ b) / nb
+    return t > 0 and float(np.linalg.norm(a - t * b)) <= 1e-12 * max(float(np.linalg.norm(a)), 1e-300)
+
+
 def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, network=None,
                      dual: np.ndarray | None = None, tolerance: float = 1e-6,
                      violation_tolerance: float = 1e-7, rel_tol_groups: float = 1e-6,
@@ -109,7 +120,10 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
     W, Z = problem.check_weights(W, Z)
     p = problem.objective(W, Z)
     r = problem.predict(W, Z) - problem.y
-    g, s = dual_lower_bound(problem, problem.loss.dual_candidate(r), progress=progress)
+    cand = problem.loss.dual_candidate(r)
+    g, s = dual_lower_bound(problem, cand, progress=progress)
+    if dual is not None and _parallel(np.asarray(dual, dtype=np.float64).reshape(-1), cand):
+        dual = None  # a positive multiple of the candidate: the same scaled point, no second scan
     if dual is not None:
         g2, s2 = dual_lower_bound(problem, dual, progress=progress)
         if g2 > g:

@@ -74,8 +74,12 @@ def check_memory(need_bytes: float, limit_mb: float | None, what: str, hint: str
     limit = default_memory_limit_mb() if limit_mb is None else float(limit_mb)
     if need_bytes > limit * 2**20:
         raise MemoryBudgetError(
-            f"{what} needs about {need_bytes / 2**30:.2f} GiB but the memory limit is {limit / 1024:.2f} GiB "
-            f"(memory_limit_mb={limit:.0f}); {hint}")
+            f"{what} needs about {_size(need_bytes)} but the memory limit is {_size(limit * 2**20)} "
+            f"(memory_limit_mb={limit:g}); {hint}")
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +342,7 @@ class PatternEngine:
 
     # ---- the scan ---------------------------------------------------------------------------------
     def scan(self, v: np.ndarray | None = None, *, C: np.ndarray | None = None, threshold: float | None = None,
-             exclude: Iterable[tuple[int, float]] = (), limit: int | None = None, tag: str = "scan",
+             exclude: Iterable[tuple[int, float]] = (), limit: int | None = None, tag: str = "dual",
              exact_max: bool = False, progress: bool = False) -> ScanResult:
         """Dual constraints ``||Proj_{K_i}(s X^T D_i v)||`` over every pattern and both signs.
 
@@ -351,7 +355,9 @@ class PatternEngine:
             limit: most groups to report (None: all above ``threshold``).
             exact_max: with a ``threshold``, also compute the maximum exactly (a pattern is skipped
                 only when its bound is at most both the best so far and the threshold level).
-            tag: key prefix of the remembered projection rows (separate caches per use).
+            tag: key prefix of the remembered projection rows. Scans at nearby dual points (a
+                solver's rounds, then the certificate) share "dual": the rows that were active at
+                the last point make the superset-cone bound nearly exact at the next one.
 
         Returns:
             :class:`ScanResult`.

@@ -120,7 +120,7 @@ class _Data:
     """Per-problem float64 data and caches: patch rows, signs, Gram blocks (masks and cone
     projections come from the problem's :class:`~convexdual.engine.PatternEngine`)."""
 
-    TAGS = ("check", "polish")
+    TAGS = ("dual", "polish")
 
     def __init__(self, problem: DualProblem, gram_budget_bytes: float) -> None:
         self.problem = problem
@@ -254,7 +254,7 @@ class ActiveSetSolver(TorchSolver):
         its projection). ``X^T D_i v`` comes from the solver's operator (its device and backend).
         """
         C = op.adjoint(torch.as_tensor(v, dtype=op.dtype, device=op.device)).double().cpu().numpy()
-        res = data.engine.scan(C=C, threshold=threshold, exclude=member, limit=limit, tag="check")
+        res = data.engine.scan(C=C, threshold=threshold, exclude=member, limit=limit, tag="dual")
         data.projections += res.projections
         return res.max_value, list(res.found)
 

@@ -138,7 +138,7 @@ class _State:
         self.problem = problem
         self.options = options
         self.engine = eng = problem.engine
-        eng.forget(("screen",))
+        eng.forget(("dual",))
         self.xnorm = eng.xnorm
         self.nonzero_rows = eng.nz
         self.xmax = eng.xmax or 1.0
@@ -170,7 +170,7 @@ class _State:
     def screen(self, v: np.ndarray, limit: int, tol: float) -> list[tuple[float, int, float, np.ndarray]]:
         """Outside groups whose dual constraint at ``v`` exceeds ``beta (1 + tol)``, worst first
         (the engine's scan, exact cone projections)."""
-        res = self.engine.scan(v, threshold=self.problem.beta * (1.0 + tol), limit=limit, tag="screen",
+        res = self.engine.scan(v, threshold=self.problem.beta * (1.0 + tol), limit=limit, tag="dual",
                                exclude=[(i, s) for i in range(self.problem.P) for col, s in ((0, 1.0), (1, -1.0))
                                         if self.member[i, col]])
         return list(res.found)

