@@ -52,6 +52,9 @@ COMMANDS: dict[str, Command] = {
     "experiment": Command("convexdual.experiments", "add_parser", "reproduce one of the paper's experiments", True),
 }
 
+# Commands whose modules print their own step messages (their stdout is dropped under --quiet).
+_PRINTS_STEPS = ("demo", "experiment")
+
 # Files `convexdual demo` writes into --out (used to refuse/clear an earlier run). demo.py may define OUTPUTS.
 _DEMO_OUTPUTS = ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png", "train.npz",
                  "adam_net.pt", "convex_net.pt", "certificate.json")
@@ -172,6 +175,19 @@ def _run_demo(args: Any, func: Any) -> Any:
     return func(args)
 
 
+def _run_quietly(args: Any, run: Any) -> int:
+    """``--quiet`` for commands whose modules print step messages themselves (demo, experiment):
+    their stdout is dropped (stderr, with warnings and errors, is kept) and one line says how it ended."""
+    with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
+        try:
+            code = int(run() or 0)
+        finally:
+            sink.close()
+    where = f"; outputs in {args.out}/" if getattr(args, "out", None) is not None else ""
+    print(f"{args.command}: finished with exit status {code}{where}", flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -189,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _tqdm_disabled(quiet):
             if args.command == "demo" and hasattr(args, "out"):
-                return int(_run_demo(args, func) or 0)
-            return int(func(args) or 0)
+                run = lambda: _run_demo(args, func)  # noqa: E731
+            else:
+                run = lambda: func(args)  # noqa: E731
+            if quiet and args.command in _PRINTS_STEPS:
+                return _run_quietly(args, run)
+            return int(run() or 0)
     except (ConvexDualError, ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
             NotADirectoryError) as exc:
         print(f"convexdual {args.command}: error: {exc}", file=sys.stderr)

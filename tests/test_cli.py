@@ -31,10 +31,11 @@ def test_solve_reports_bad_file(tmp_path, capsys):
     assert "could not read" in capsys.readouterr().err
 
 
-def test_demo_quick(tmp_path):
-    from convexdual.demo import run_demo
-
-    rep = run_demo(tmp_path, quick=True)
+def test_demo_quick(tmp_path, capsys):
+    # through the command line, quiet: one line on stdout, the report on disk
+    assert main(["demo", "--quick", "--quiet", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [f"demo: finished with exit status 0; outputs in {tmp_path}/"]
+    rep = json.loads((tmp_path / "report.json").read_text())
     for f in ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png", "train.npz",
               "adam_net.pt", "convex_net.pt"):
         assert (tmp_path / f).is_file(), f
@@ -76,6 +77,15 @@ def test_help_lists_every_command_and_imports_none_of_them():
     assert "LOADED []" in out.stdout, out.stdout
     for name, cmd in COMMANDS.items():
         assert re.search(rf"^\s+{name}\s+{re.escape(cmd.help[:30])}", out.stdout, re.M), (name, out.stdout)
+
+
+def test_quiet_reaches_each_experiment(capsys):
+    from convexdual.experiments import EXPERIMENTS
+
+    for name in EXPERIMENTS:
+        with pytest.raises(SystemExit):
+            main(["experiment", name, "--help"])
+        assert "--quiet" in capsys.readouterr().out, name
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
