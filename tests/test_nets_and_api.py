@@ -228,3 +228,17 @@ def test_primal_objective_accepts_a_loss_name(small_solution, small_problem):
     assert huber == cd.primal_objective(net, p.inputs, p.targets, p.beta, cd.HuberLoss(delta=0.1)) < by_name
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         cd.primal_objective(net, p.inputs, p.targets, p.beta, "hinge")
+
+
+def test_readme_python_api_block_runs(tmp_path, monkeypatch, digits_small, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    if not torch.cuda.is_available():
+        block = block.replace('device="cuda"', 'device="cpu"')
+    noisy, clean = digits_small
+    monkeypatch.chdir(tmp_path)  # the block saves net.pt in the working folder
+    exec(compile(block, "README.md", "exec"), {"noisy": noisy, "clean": clean, "noisy_test": noisy})
+    assert (tmp_path / "net.pt").is_file()
+    assert "SolveResult(solver='clarabel', status='optimal'" in capsys.readouterr().out
