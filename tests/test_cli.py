@@ -218,3 +218,22 @@ def test_crafted_network_file_is_bad_input(tmp_path, small_solution, digits_smal
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert {"width": "has shape", "no_config": "no architecture config", "nan": "NaN/Inf"}[case] in err
+
+
+@pytest.mark.slow
+def test_readme_command_line_block_runs_as_written(tmp_path, monkeypatch, digits_small):
+    """solve -> certify -> predict exactly as the README's Command line block writes them (user files made here)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    noisy, clean = digits_small
+    monkeypatch.chdir(tmp_path)
+    np.savez("pairs.npz", noisy=noisy[:3], clean=clean[:3])
+    np.savez("new.npz", noisy=noisy[3:], clean=clean[3:])
+    ran = []
+    for line in block.strip().splitlines():
+        argv = shlex.split(line.split("#")[0])
+        if argv[1] in ("solve", "certify", "predict"):
+            assert main(argv[1:]) in (0, 1), line  # 1: certify's honest "not optimal"
+            ran.append(argv[1])
+    assert ran.count("solve") == 2 and "certify" in ran and "predict" in ran
+    assert Path("denoised.npz").is_file() and Path("certificate.json").is_file()
