@@ -168,6 +168,16 @@ def _tqdm_disabled(disabled: bool) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = old
 
 
+def _check_common_options(args: Any) -> None:
+    """``--device`` and ``--threads`` of any command, checked before the command starts."""
+    from convexdual._validation import check_device, check_num_threads
+
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    if getattr(args, "threads", None) is not None:
+        check_num_threads(args.threads, "--threads")
+
+
 def _run_demo(args: Any, func: Any) -> Any:
     """``convexdual demo``: check --out before the run (demo.py writes the files)."""
     outputs = getattr(importlib.import_module("convexdual.demo"), "OUTPUTS", _DEMO_OUTPUTS)
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from convexdual.errors import ConvexDualError
 
     try:
+        _check_common_options(args)
         with _tqdm_disabled(quiet):
             if args.command == "demo" and hasattr(args, "out"):
                 run = lambda: _run_demo(args, func)  # noqa: E731

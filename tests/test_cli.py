@@ -237,3 +237,20 @@ def test_readme_command_line_block_runs_as_written(tmp_path, monkeypatch, digits
             ran.append(argv[1])
     assert ran.count("solve") == 2 and "certify" in ran and "predict" in ran
     assert Path("denoised.npz").is_file() and Path("certificate.json").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--threads", "0"], "--threads must be >= 1"),
+    (["experiment", "zero-gap", "--threads", "-2"], "--threads must be >= 1"),
+    (["experiment", "zero-gap", "--device", "tpu9"], "unknown device 'tpu9'"),
+])
+def test_device_and_threads_checked_before_any_command_runs(tmp_path, capsys, argv, message):
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_cuda_on_cpu_only_torch_is_refused_up_front(tmp_path, capsys):
+    assert main(["experiment", "zero-gap", "--smoke", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "CPU-only; use device='cpu'" in capsys.readouterr().err
