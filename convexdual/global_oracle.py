@@ -1,0 +1,624 @@
+"""Certified global maximiser of ``|sum_p r_p relu(x_p^T u)|`` over the unit ball.
+
+This is the descent-neuron oracle of MATH.md section 6 over *all* sign patterns:
+given the patch rows ``X`` (n, d) and a residual ``r`` (n,),
+
+    M* = max_{||u||_2 <= 1} | f(u) |,     f(u) = sum_p r_p relu(x_p^T u),
+
+is computed by branch and bound with a proof (a certified upper bound ``upper`` and an
+attained value ``lower``).  ``M* <= beta`` is the dual feasibility of the residual for the
+full problem (2); a ``u`` with ``|f(u)| > beta`` is a descent neuron.
+
+Method
+------
+``f`` and ``-f`` are positively homogeneous, so ``M* = max(max f, max -f)`` over the unit
+sphere, and both maxima are >= 0 (``u = 0``).  The sphere is covered by the cones over the
+``2d`` faces ``{u : u_i = s}`` (``s = +-1``) of the cube ``||u||_inf = 1``; a *region* is a
+box ``B`` in a face together with the sign ``+f`` / ``-f`` being maximised, and stands for
+the cone ``K_B = {t u : u in B, t >= 0}``.  Its value is ``max { g(w) : w in K_B, ||w|| <= 1 }``
+with ``g = +-f``.
+
+Upper bound of a region (all linear, then one exact cone-support computation):
+
+* interval arithmetic gives ``[lo_p, hi_p] = [x_p^T c - |x_p|^T h, x_p^T c + |x_p|^T h]``
+  (centre ``c``, half-widths ``h``) for ``a_p = x_p^T u`` over ``u in B``;
+* decided rows (``lo_p >= 0``: ``relu(a) = a``; ``hi_p <= 0``: ``relu(a) = 0``) are exact;
+* undecided rows with ``r_p > 0``: the concave envelope (chord)
+  ``relu(a) <= alpha (a - lo)``, ``alpha = hi / (hi - lo)``;
+* undecided rows with ``r_p < 0``: ``r_p relu(a) = min_{lambda in [0,1]} lambda r_p a``, so any
+  ``lambda`` gives a linear upper bound; ``lambda`` is chosen by the centre's sign, the
+  sign at the bound's own maximiser, and a few sign-gradient (bisection-like) steps on the
+  convex function ``lambda -> bound`` (each iterate is sound; the smallest is kept).  With the
+  optimal ``lambda`` this relaxation is exact when no ``r_p > 0`` row is undecided (minimax),
+  which is what lets B&B close regions whose maximiser lies on a kink;
+* on a face, ``s u_i = 1``, so every affine function of ``u in B`` is a *linear* function of
+  ``w in K_B``: the relaxation is ``g(w) <= c^T w`` on ``K_B``;
+* ``max {c^T w : w in K_B, ||w|| <= 1} = ||Proj_{K_B}(c)||`` is computed *exactly*
+  (not term by term): fixing ``w_i = s tau`` the projection decouples into clips
+  ``w_j = clip(c_j, lo_j tau, hi_j tau)`` and ``tau`` solves a 1-D monotone piecewise-linear
+  equation (breakpoints sorted, solved on its piece).  The reported value is the *dual*
+  bound ``||c - z||`` for the explicit polar-cone point
+  ``z = sum_j mu_j^+ (e_j - hi_j s e_i) + mu_j^- (lo_j s e_i - e_j) - mu_0 s e_i``,
+  ``mu >= 0``, which is a valid upper bound for *any* ``tau``
+  (``c^T w = (c-z)^T w + z^T w <= ||c - z||``) and equals the exact support at the optimal ``tau``.
+
+A fully decided region is therefore solved exactly, and its maximiser
+``Proj_{K_B}(c) / ||.||`` (evaluated as a lower-bound candidate) closes it.
+
+Lower bounds: multi-start fixed-point local search (``u <- X^T (r * 1[Xu > 0])``) at the
+start; then every evaluated region's box centre and relaxation maximisers.  Search is
+best-first over regions (largest upper bound first), batched: each step bounds up to
+``batch`` regions with a few dense products ``X @ C^T`` (torch; CPU or CUDA), prunes those
+whose bound is ``<= threshold`` and bisects the rest along the coordinate with the
+largest ``width_j * sum_{undecided} |r_p x_pj|``.  ``threshold = lower (1+eps)``, or
+``max(beta, lower) (1+eps)`` when ``beta`` is given (only the decision is needed then);
+with ``beta`` the search stops as soon as a descent neuron is certified.
+
+Floating-point soundness
+------------------------
+Box edges are floats and children share the float midpoint, so the boxes cover each face
+exactly.  Every per-row linear upper bound computed in float64 (interval endpoints,
+chords, lambda-terms) is within ``gamma |r_p| ||x_p||_1`` of a valid one at every ``u`` of
+the face (``||u||_inf = 1``), and the cone-support evaluation is sound for whatever
+(float) ``tau`` and ``mu >= 0`` come out; its remaining rounding (the final sums and the
+square root) is bounded by ``gamma_box`` times the same expression with absolute values.
+Preprocessing (dropping zero rows, scaling rows to unit norm, merging equal rows) changes
+``f`` by at most ``n u ||r||_1``-type terms.  Each region's bound is inflated by
+``gamma_box * (abs expression) + margin``, ``margin = 8 (n + 8 d + 32) 2^-53
+sum_p |r_p| ||x_p||_1``, which dominates the standard ``gamma_k = k u / (1 - k u)`` bounds of
+all these operations by a factor >= 4; a child's bound is never allowed above its parent's.
+``upper`` is the max of the bounds of all open and pruned regions, so it is a certified
+upper bound on ``M*`` (up to the validity of IEEE float64 arithmetic in numpy/torch, no
+fused or reduced-precision modes: TF32 is not used, everything is float64).
+``lower`` is ``|f(argmax)|`` re-evaluated in float64 on the *original* ``X, r`` with the
+unit vector ``argmax``; "descent" is declared only when ``lower - margin > beta``.
+"proved" means ``upper <= lower (1 + eps) + 2 margin``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import torch
+
+__all__ = ["OracleResult", "global_max_correlation", "brute_force_max_correlation",
+           "evaluate_correlation"]
+
+_U = 2.0 ** -53
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    """Outcome of :func:`global_max_correlation`.
+
+    Attributes:
+        upper: certified upper bound on ``M* = max_{||u||<=1} |sum_p r_p relu(x_p^T u)|``.
+        lower: ``|f(argmax)|`` evaluated in float64 on the original data (attained).
+        argmax: unit vector ``u`` attaining ``lower`` (with ``sign``).
+        sign: +1 when ``f(argmax) = +lower`` (``f+`` attains it), -1 for ``f-``.
+        nodes: regions bounded.
+        seconds: wall time.
+        status: "proved" (``upper <= lower (1+eps)``, or with ``beta``: ``upper <= beta (1+eps)``),
+            "descent" (``beta`` given and ``lower > beta``: a certified descent neuron) or
+            "budget" (time/node/memory budget exhausted; ``upper`` is still certified).
+        verdict: with ``beta``: "feasible" (``M* <= beta (1+eps)`` proved), "descent" or
+            None (undecided); without ``beta``: None.
+        beta, eps: as given.
+        margin: absolute floating-point safety margin added to every region's bound.
+        open_regions: regions left unexplored (0 when the search finished).
+        history: tuples ``(seconds, nodes, upper, lower)`` sampled during the search.
+        stats: timing breakdown and counters (seconds per phase, rows after merging, ...).
+    """
+
+    upper: float
+    lower: float
+    argmax: np.ndarray
+    sign: int
+    nodes: int
+    seconds: float
+    status: str
+    verdict: str | None = None
+    beta: float | None = None
+    eps: float = 1e-6
+    margin: float = 0.0
+    open_regions: int = 0
+    history: tuple = field(default=(), repr=False)
+    stats: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def gap(self) -> float:
+        """Relative certified gap ``(upper - lower) / max(upper, tiny)``."""
+        return float((self.upper - self.lower) / max(abs(self.upper), 1e-300))
+
+
+def evaluate_correlation(X: np.ndarray, r: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """``f(u) = r^T relu(X u)`` for the columns of ``U`` (d, k) (or one vector), float64."""
+    X = np.asarray(X, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    U = np.asarray(U, dtype=np.float64)
+    return r @ np.maximum(X @ U, 0.0)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def _prepare(X: np.ndarray, r: np.ndarray):
+    norms = np.linalg.norm(X, axis=1)
+    keep = (norms > 0) & (r != 0)
+    if not np.any(keep):
+        return np.zeros((0, X.shape[1])), np.zeros(0)
+    Xh = X[keep] / norms[keep, None]
+    rh = r[keep] * norms[keep]
+    uniq, inv = np.unique(Xh, axis=0, return_inverse=True)
+    rr = np.zeros(len(uniq))
+    np.add.at(rr, np.asarray(inv).ravel(), rh)
+    nz = rr != 0
+    return np.ascontiguousarray(uniq[nz]), rr[nz]
+
+
+def _local_search(X, r, rng, starts=64, iters=30, extra=None):
+    """Fixed-point ascent ``u <- X^T (s r * 1[X u > 0])``; returns (value, u, sign)."""
+    d = X.shape[1]
+    U0 = rng.standard_normal((d, starts))
+    if extra is not None:
+        U0 = np.concatenate([U0, np.asarray(extra).reshape(d, -1)], axis=1)
+    best = (-np.inf, None, 1)
+    for sg in (1.0, -1.0):
+        U = U0 / np.maximum(np.linalg.norm(U0, axis=0), 1e-300)
+        for _ in range(iters):
+            A = X @ U
+            v = sg * (r @ np.maximum(A, 0.0))
+            k = int(np.argmax(v))
+            if v[k] > best[0]:
+                best = (float(v[k]), U[:, k].copy(), int(sg))
+            C = X.T @ (sg * r[:, None] * (A > 0))
+            nrm = np.linalg.norm(C, axis=0)
+            ok = nrm > 0
+            if not np.any(ok):
+                break
+            U = np.where(ok[None, :], C / np.where(ok, nrm, 1.0)[None, :], U)
+    return best
+
+
+# ----------------------------------------------------------------------------- bounds
+
+
+def _cone_support(c, lo, hi, onehot, fs):
+    """Sound upper bound on ``max {c^T w : w in K_B, ||w|| <= 1}`` and the primal point.
+
+    ``K_B = {w : s w_i >= 0, lo_j s w_i <= w_j <= hi_j s w_i (j != i)}``.  Returns
+    (value, abs-expression for the rounding margin, primal point w (B, d), not normalised).
+    """
+    a = fs * (c * onehot).sum(1)
+    zero = torch.zeros((), dtype=c.dtype, device=c.device)
+    cc = torch.where(onehot, zero, c)
+    Lo = torch.where(onehot, zero, lo)
+    Hi = torch.where(onehot, zero, hi)
+    # breakpoints of tau -> clip(c_j, Lo_j tau, Hi_j tau)
+    with torch.no_grad():
+        tH = torch.where(Hi != 0, cc / torch.where(Hi != 0, Hi, 1.0), zero)
+        tL = torch.where(Lo != 0, cc / torch.where(Lo != 0, Lo, 1.0), zero)
+        T = torch.cat([torch.zeros_like(a)[:, None], tH, tL], 1).clamp_min(0.0)
+        T = torch.nan_to_num(T, nan=0.0, posinf=0.0, neginf=0.0)
+        T, _ = torch.sort(T, dim=1)
+        K = T.shape[1]
+        tt = T[:, :, None]
+        mup = torch.relu(cc[:, None, :] - Hi[:, None, :] * tt)
+        mum = torch.relu(Lo[:, None, :] * tt - cc[:, None, :])
+        G = T - a[:, None] - (Hi[:, None, :] * mup).sum(-1) + (Lo[:, None, :] * mum).sum(-1)
+        k = (G < 0).sum(1) - 1
+        has = k >= 0
+        kk = k.clamp_min(0)
+        Tk = T.gather(1, kk[:, None]).squeeze(1)
+        last = kk >= K - 1
+        Tk1 = T.gather(1, (kk + 1).clamp_max(K - 1)[:, None]).squeeze(1)
+        tmid = torch.where(last, Tk + 1.0 + Tk.abs(), 0.5 * (Tk + Tk1))
+        actp = cc > Hi * tmid[:, None]
+        actm = Lo * tmid[:, None] > cc
+        num = a + torch.where(actp, Hi * cc, zero).sum(1) + torch.where(actm, Lo * cc, zero).sum(1)
+        den = 1.0 + torch.where(actp, Hi * Hi, zero).sum(1) + torch.where(actm, Lo * Lo, zero).sum(1)
+        tau = num / den
+        tau = torch.maximum(tau, Tk)
+        tau = torch.where(last, tau, torch.minimum(tau, Tk1))
+        tau = torch.where(has, tau, zero)
+        tau = torch.nan_to_num(tau, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
+    t = tau[:, None]
+    mup = torch.relu(cc - Hi * t)
+    mum = torch.relu(Lo * t - cc)
+    first = torch.relu(a + (Hi * mup).sum(1) - (Lo * mum).sum(1))
+    rest = cc - mup + mum
+    val = torch.sqrt(first * first + (rest * rest).sum(1))
+    fa = a.abs() + (Hi.abs() * mup).sum(1) + (Lo.abs() * mum).sum(1)
+    ra = cc.abs() + mup + mum
+    err = torch.sqrt(fa * fa + (ra * ra).sum(1))
+    w = torch.minimum(torch.maximum(cc, Lo * t), Hi * t)
+    w = torch.where(onehot, (fs * tau)[:, None], w)
+    return val, err, w
+
+
+class _Bounder:
+    """Batched region bounds on a torch device."""
+
+    def __init__(self, Xh, rh, device, lam_iters):
+        self.dev = torch.device(device)
+        self.X = torch.as_tensor(Xh, dtype=torch.float64, device=self.dev)
+        self.Xa = self.X.abs()
+        self.r = torch.as_tensor(rh, dtype=torch.float64, device=self.dev)
+        self.d = Xh.shape[1]
+        self.lam_iters = int(lam_iters)
+        self.gamma_box = 16.0 * (4 * self.d + 16) * _U
+
+    def __call__(self, lo_np, hi_np, face_np, fs_np, sg_np, thr=-np.inf):
+        dev = self.dev
+        lo = torch.as_tensor(lo_np, device=dev)
+        hi = torch.as_tensor(hi_np, device=dev)
+        face = torch.as_tensor(face_np, device=dev, dtype=torch.long)
+        fs = torch.as_tensor(fs_np, device=dev, dtype=torch.float64)
+        sg = torch.as_tensor(sg_np, device=dev, dtype=torch.float64)
+        X, Xa = self.X, self.Xa
+        B, d = lo.shape
+        onehot = torch.nn.functional.one_hot(face, d).bool()
+        cen = 0.5 * (lo + hi)
+        half = 0.5 * (hi - lo)
+        mid = X @ cen.T                     # (m, B)
+        rad = Xa @ half.T
+        L = mid - rad
+        H = mid + rad
+        R = self.r[:, None] * sg[None, :]
+        zero = torch.zeros((), dtype=torch.float64, device=dev)
+        pos = L >= 0
+        und = (~pos) & (H > 0)
+        chord = und & (R > 0)
+        conc = und & (R < 0)
+        alpha = torch.where(chord, H / torch.where(chord, H - L, 1.0), zero)
+        base = torch.where(pos, R, zero) + R * alpha
+        k0 = (-(R * alpha) * L).sum(0)     # >= 0, constant term of the chords
+        c0 = base.T @ X
+        c0 = c0 + onehot * (k0 * fs)[:, None]
+        Rc = torch.where(conc, R, zero)
+        has_conc = conc.any(0)
+        # lambda candidates
+        lam = (mid > 0).to(torch.float64)
+        c = c0 + (Rc * lam).T @ X
+        best, err, w = _cone_support(c, lo, hi, onehot, fs)
+        cands = [w]
+        need = has_conc & (best + self.gamma_box * err > thr)
+        if self.lam_iters > 0 and bool(need.any()):
+            idx = torch.nonzero(need).squeeze(1)
+            Xs = X
+            Rcs = Rc[:, idx]
+            c0s, los, his, ohs, fss = c0[idx], lo[idx], hi[idx], onehot[idx], fs[idx]
+            bs, es = best[idx], err[idx]
+            ws = w[idx]
+            # round 1: lambda = activation at the bound's own maximiser
+            lam_s = ((Xs @ ws.T) > 0).to(torch.float64)
+            step = 0.25
+            cur = None
+            for it in range(self.lam_iters):
+                cs = c0s + (Rcs * lam_s).T @ Xs
+                v, e, wv = _cone_support(cs, los, his, ohs, fss)
+                better = v < bs
+                bs = torch.where(better, v, bs)
+                es = torch.where(better, e, es)
+                ws = torch.where(better[:, None], wv, ws)
+                if it % 4 == 3 and not bool((bs + self.gamma_box * es > thr).any()):
+                    break
+                # sign-gradient step on lambda (gradient of the bound: R_p x_p^T w)
+                g = Rcs * (Xs @ wv.T)
+                if it == 0:
+                    lam_s = torch.full_like(lam_s, 0.5)
+                else:
+                    lam_s = (lam_s - step * torch.sign(g)).clamp(0.0, 1.0)
+                    step *= 0.5
+            best = best.clone()
+            err = err.clone()
+            best[idx] = bs
+            err[idx] = es
+            w2 = w.clone()
+            w2[idx] = ws
+            cands.append(w2)
+        ub = best + self.gamma_box * err
+        # split score: width_j * sum_und |r_p x_pj|
+        score = (torch.where(und, R.abs(), zero).T @ Xa + 1e-300) * (hi - lo)
+        score = torch.where(onehot, torch.full_like(score, -1.0), score)
+        split = torch.argmax(score, 1)
+        cands.append(cen)
+        W = torch.cat(cands, 0)
+        nw = torch.linalg.vector_norm(W, dim=1)
+        W = W / torch.where(nw > 0, nw, 1.0)[:, None]
+        vals = torch.relu(X @ W.T).T @ self.r          # f+(W)
+        sgall = sg.repeat(len(cands))
+        vals = vals * sgall
+        j = int(torch.argmax(vals))
+        nund = und.sum(0)
+        return (ub.cpu().numpy(), split.cpu().numpy(), float(vals[j]), W[j].cpu().numpy(),
+                int(sgall[j]), nund.cpu().numpy())
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_nodes=None,
+                           device="cpu", seed=0, batch=None, lam_iters=None,
+                           max_open=3_000_000, history_every=0.25) -> OracleResult:
+    """Certified ``M* = max_{||u||_2<=1} |sum_p r_p relu(x_p^T u)|`` by branch and bound.
+
+    Args:
+        X: ``(n, d)`` patch rows (float64).
+        r: ``(n,)`` residual.
+        beta: optional threshold; the search then only decides ``M* <= beta (1+eps)``
+            ("feasible") versus ``M* > beta`` ("descent", stops at the first certified one).
+        eps: relative tolerance of the proof.
+        time_limit: seconds (None: unlimited); max_nodes: regions (None: unlimited).
+        device: torch device for the batched bounds ("cpu", "cuda", ...).
+        seed: for the multi-start local search.
+        batch: regions bounded per step (default 1024 on CPU, 32768 on CUDA).
+        lam_iters: iterations of the lambda refinement for undecided ``r_p < 0`` rows
+            (bisection-like; default 32 for <= 256 merged rows, else 8).
+        max_open: open regions allowed before stopping with status "budget".
+
+    Returns:
+        :class:`OracleResult`.  See the module docstring for the soundness argument.
+    """
+    t0 = time.perf_counter()
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    r = np.ascontiguousarray(np.asarray(r, dtype=np.float64)).ravel()
+    if X.ndim != 2 or r.shape[0] != X.shape[0]:
+        raise ValueError(f"X must be (n, d) and r (n,); got {X.shape} and {r.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(r))):
+        raise ValueError("X and r must be finite")
+    if beta is not None and not (np.isfinite(beta) and beta >= 0):
+        raise ValueError("beta must be a finite number >= 0")
+    n, d = X.shape
+    if d < 1:
+        raise ValueError("d must be >= 1")
+    S = float(np.sum(np.abs(r) * np.abs(X).sum(1)))
+    margin = 8.0 * (n + 8 * d + 32) * _U * S
+    eps = float(eps)
+    stats = {"rows_in": n, "seconds_bound": 0.0, "seconds_select": 0.0, "seconds_split": 0.0,
+             "seconds_local_search": 0.0, "seconds_eval": 0.0}
+    dev = torch.device(device)
+    if batch is None:
+        batch = 32768 if dev.type == "cuda" else 1024
+
+    Xh, rh = _prepare(X, r)
+    stats["rows_merged"] = int(Xh.shape[0])
+    rng = np.random.default_rng(seed)
+
+    def exact(u, sg):
+        u = np.asarray(u, dtype=np.float64)
+        nu = np.linalg.norm(u)
+        if not nu > 0:
+            return -np.inf, u
+        u = u / nu
+        return float(sg * evaluate_correlation(X, r, u)), u
+
+    # lower bound: local search
+    ts = time.perf_counter()
+    if Xh.shape[0] == 0:
+        u0 = np.zeros(d)
+        u0[0] = 1.0
+        best_val, best_u = exact(u0, 1)
+        best_sg = 1 if best_val >= 0 else -1
+        best_val = abs(best_val)
+    else:
+        extra = np.stack([Xh.T @ rh, -(Xh.T @ rh)], 1)
+        v, u, sgn = _local_search(Xh, rh, rng, extra=extra)
+        best_val, best_u = exact(u, sgn)
+        best_sg = sgn
+        if not np.isfinite(best_val):
+            u0 = np.zeros(d)
+            u0[0] = 1.0
+            best_val, best_u = exact(u0, 1)
+            best_sg = 1
+            if best_val < 0:
+                best_val, best_sg = -best_val, -1
+    stats["seconds_local_search"] = time.perf_counter() - ts
+
+    def descent_found():
+        return beta is not None and best_val - margin > beta
+
+    def threshold():
+        ref = best_val if beta is None else max(beta, best_val)
+        return ref * (1.0 + eps) + 2.0 * margin
+
+    history = []
+    nodes = 0
+    pruned_max = -np.inf
+    status = None
+    if Xh.shape[0] == 0:
+        # f == 0 up to the preprocessing error
+        pruned_max = margin
+        lo = np.zeros((0, d))
+    else:
+        faces = [(i, s) for i in range(d) for s in (1.0, -1.0)]
+        nf = len(faces)
+        lo = np.full((2 * nf, d), -1.0)
+        hi = np.full((2 * nf, d), 1.0)
+        face = np.zeros(2 * nf, dtype=np.int64)
+        fsg = np.zeros(2 * nf)
+        sgn = np.zeros(2 * nf)
+        for k, (sg_) in enumerate((1.0, -1.0)):
+            for q, (i, s) in enumerate(faces):
+                j = k * nf + q
+                lo[j, i] = hi[j, i] = s
+                face[j], fsg[j], sgn[j] = i, s, sg_
+        ub = np.full(2 * nf, np.inf)
+        if lam_iters is None:
+            lam_iters = 32 if Xh.shape[0] <= 256 else 8
+        bounder = _Bounder(Xh, rh, dev, lam_iters)
+        last_hist = -1.0
+        while True:
+            now = time.perf_counter() - t0
+            up_now = max(pruned_max, float(ub.max()) if len(ub) else -np.inf)
+            if now - last_hist >= history_every:
+                history.append((now, nodes, up_now, best_val))
+                last_hist = now
+            if descent_found():
+                status = "descent"
+                break
+            if len(ub) == 0:
+                status = "proved"
+                break
+            if beta is None and up_now <= best_val * (1.0 + eps) + 2.0 * margin:
+                status = "proved"
+                break
+            if (time_limit is not None and now >= time_limit) or \
+                    (max_nodes is not None and nodes >= max_nodes) or len(ub) > max_open:
+                status = "budget"
+                break
+            ts = time.perf_counter()
+            if len(ub) <= batch:
+                sel = np.arange(len(ub))
+            else:
+                sel = np.argpartition(-ub, batch)[:batch]
+            keep = np.ones(len(ub), dtype=bool)
+            keep[sel] = False
+            blo, bhi, bface, bfs, bsg, bub = lo[sel], hi[sel], face[sel], fsg[sel], sgn[sel], ub[sel]
+            lo, hi, face, fsg, sgn, ub = lo[keep], hi[keep], face[keep], fsg[keep], sgn[keep], ub[keep]
+            stats["seconds_select"] += time.perf_counter() - ts
+            ts = time.perf_counter()
+            nub, split, cval, cu, csg, nund = bounder(blo, bhi, bface, bfs, bsg,
+                                                      threshold() - margin)
+            stats["seconds_bound"] += time.perf_counter() - ts
+            nodes += len(sel)
+            nub = np.minimum(nub + margin, bub)
+            if cval > best_val:
+                ts = time.perf_counter()
+                ev, eu = exact(cu, csg)
+                if ev > best_val:
+                    best_val, best_u, best_sg = ev, eu, csg
+                stats["seconds_eval"] += time.perf_counter() - ts
+            ts = time.perf_counter()
+            thr = threshold()
+            alive = nub > thr
+            if np.any(~alive):
+                pruned_max = max(pruned_max, float(nub[~alive].max()))
+            if np.any(alive):
+                a = np.nonzero(alive)[0]
+                blo, bhi, split, nub = blo[a], bhi[a], split[a], nub[a]
+                bface, bfs, bsg = bface[a], bfs[a], bsg[a]
+                rows = np.arange(len(a))
+                l_s = blo[rows, split]
+                h_s = bhi[rows, split]
+                m_s = 0.5 * (l_s + h_s)
+                ok = (m_s > l_s) & (m_s < h_s)
+                if np.any(~ok):   # cannot be split in float64: freeze its bound
+                    pruned_max = max(pruned_max, float(nub[~ok].max()))
+                    rows, split, m_s = rows[ok], split[ok], m_s[ok]
+                    blo, bhi, nub, bface, bfs, bsg = (blo[ok], bhi[ok], nub[ok], bface[ok],
+                                                      bfs[ok], bsg[ok])
+                    rows = np.arange(len(blo))
+                hi1 = bhi.copy()
+                hi1[rows, split] = m_s
+                lo2 = blo.copy()
+                lo2[rows, split] = m_s
+                lo = np.concatenate([lo, blo, lo2])
+                hi = np.concatenate([hi, hi1, bhi])
+                face = np.concatenate([face, bface, bface])
+                fsg = np.concatenate([fsg, bfs, bfs])
+                sgn = np.concatenate([sgn, bsg, bsg])
+                ub = np.concatenate([ub, nub, nub])
+            stats["seconds_split"] += time.perf_counter() - ts
+    if status is None:
+        status = "proved"
+    up = max(pruned_max, float(ub.max()) if len(lo) else -np.inf)
+    up = max(up, best_val)      # an upper bound below an attained value can only be rounding
+    verdict = None
+    if beta is not None:
+        if status == "descent":
+            verdict = "descent"
+        elif status == "proved" and up <= beta * (1.0 + eps) + 2.0 * margin:
+            verdict = "feasible"
+        elif best_val - margin > beta:
+            verdict, status = "descent", "descent"
+    seconds = time.perf_counter() - t0
+    history.append((seconds, nodes, up, best_val))
+    stats["seconds_total"] = seconds
+    return OracleResult(upper=float(up), lower=float(best_val), argmax=np.asarray(best_u),
+                        sign=int(best_sg), nodes=int(nodes), seconds=float(seconds),
+                        status=status, verdict=verdict, beta=beta, eps=eps, margin=float(margin),
+                        open_regions=int(len(lo)), history=tuple(history), stats=stats)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _cells(A, tol):
+    """Sign vectors (+-1 per row) of all full-dimensional cells of the central arrangement
+    of the (nonzero) rows of ``A`` (m, k), rank(A) = k.  Recursion over the vertices
+    (1-D intersections): every cell of a pointed arrangement has an extreme ray, and the
+    cells at a ray ``v`` are the sign of the other rows at ``v`` times the cells of the
+    rows through ``v`` restricted to ``v^perp``."""
+    m, k = A.shape
+    if k == 1:
+        s = np.sign(A[:, 0]).astype(int)
+        return {tuple(s), tuple(-s)}
+    out = set()
+    seen = []
+    An = A / np.linalg.norm(A, axis=1, keepdims=True)
+    for sub in combinations(range(m), k - 1):
+        M = An[list(sub)]
+        _, sv, Vt = np.linalg.svd(M)
+        if sv[-1] < 1e-9 * max(sv[0], 1.0):
+            continue
+        v = Vt[-1]
+        if any(abs(abs(v @ w) - 1.0) < 1e-12 for w in seen):
+            continue
+        seen.append(v)
+        for vv in (v, -v):
+            a = An @ vv
+            zero = np.abs(a) <= tol
+            s = np.sign(a).astype(int)
+            Z = np.nonzero(zero)[0]
+            # basis of vv^perp
+            Q = np.linalg.svd(vv[None, :])[2][1:].T          # (k, k-1)
+            sub_cells = _cells(An[Z] @ Q, tol)
+            for t in sub_cells:
+                s2 = s.copy()
+                s2[Z] = t
+                out.add(tuple(s2))
+    return out
+
+
+def brute_force_max_correlation(X, r, *, tol=1e-9, return_cells=False):
+    """Exact ``M*`` for tiny problems by enumerating every cell of the arrangement.
+
+    Independent of :func:`global_max_correlation`: the rows are projected onto their row
+    space (rank k), every full-dimensional cell (sign vector ``s``) is enumerated through
+    the arrangement's vertices (see :func:`_cells`), and in each cell, where
+    ``f(u) = c^T u`` with ``c = X^T (r * 1[s > 0])``, the maximum of ``+-c^T u`` over the
+    cell cone intersected with the unit ball is ``||Proj_K(+-c)|| = dist(+-c, K polar)``, a
+    non-negative least-squares problem (scipy NNLS) on the cone's generators ``-s_p x_p``.
+    Exponential in d; meant for d <= 4 and n <= ~15.
+    """
+    from scipy.optimize import nnls
+
+    X = np.asarray(X, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64).ravel()
+    norms = np.linalg.norm(X, axis=1)
+    keep = norms > 1e-300
+    X, r = X[keep], r[keep]
+    if X.shape[0] == 0:
+        return (0.0, []) if return_cells else 0.0
+    Uu, sv, Vt = np.linalg.svd(X, full_matrices=False)
+    k = int(np.sum(sv > 1e-10 * sv[0]))
+    Q = Vt[:k].T                      # (d, k)
+    Y = X @ Q                         # (n, k)
+    cells = _cells(Y, tol)
+    best = 0.0
+    for s in cells:
+        s = np.asarray(s)
+        D = (s > 0).astype(float)
+        c = Y.T @ (r * D)
+        Gm = -(s[:, None] * Y).T      # (k, n): polar generators as columns
+        for cs in (c, -c):
+            _, res = nnls(Gm, cs, maxiter=50 * Gm.shape[1] + 100)
+            best = max(best, float(res))
+    if return_cells:
+        return best, [np.asarray(s) for s in cells]
+    return best
