@@ -86,6 +86,8 @@ def prepare_output_folder(out: str | os.PathLike, outputs: Iterable[str], *, ove
                 raise FileExistsError(f"--overwrite: {target} is a folder, not an output of {command}; remove it "
                                       "yourself or give another --out")
             target.unlink()
+        print(f"convexdual {command}: --overwrite: removed the earlier run's {', '.join(old)} from {out}",
+              file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

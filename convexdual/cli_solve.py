@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import inspect
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def _patterns(cd: Any, noisy: np.ndarray, args) -> Any:
 def run(args) -> int:
     import convexdual as cd
     from convexdual._io import atomic_save_npz, atomic_write_json
-    from convexdual.api import resolve_solver
+    from convexdual.api import make_options, resolve_solver
     from convexdual.cli import prepare_output_folder
     from convexdual.data import add_noise, load_digits_dataset
     from convexdual.data.arrays import load_pair
@@ -143,18 +144,19 @@ def run(args) -> int:
         beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual)
     problem = cd.build_problem(noisy, clean, args.kernel_size, beta, patterns=patterns, loss=args.loss,
                                huber_delta=args.huber_delta, residual=args.residual)
-    # a fallback note ("auto" without a MOSEK licence) is logged once, as a warning, by resolve_solver
-    backend, note = resolve_solver(args.solver)
-    options = backend.options_class()
-    changes: dict[str, Any] = {"verbose": args.solver_log}
+    backend, note = resolve_solver(args.solver, problem)
+    if note:  # e.g. "auto" without a MOSEK licence: said once, on stderr, even with --quiet
+        print(f"convexdual solve: note: {note}", file=sys.stderr, flush=True)
+    fields = {f.name for f in dataclasses.fields(backend.options_class)}
+    changes: dict[str, Any] = {}
+    for name, value in (("verbose", args.solver_log), ("progress", not quiet)):
+        if name in fields:
+            changes[name] = value
     if args.tol is not None:
-        changes["tol"] = args.tol
+        changes["tol"] = args.tol  # a solver without the option refuses it, naming its options
     if args.time_limit is not None:
         changes["time_limit"] = args.time_limit
-    fields = {f.name for f in dataclasses.fields(options)}
-    if "progress" in fields:
-        changes["progress"] = not quiet
-    options = dataclasses.replace(options, **changes)
+    options = make_options(backend, None, **changes)
     say(f"[convexdual] solving (4) with {backend.name}: n={problem.n}, d={problem.d}, P={problem.P}, beta={beta:.6g}")
     if str(args.patterns).lower() == "generate":
         from convexdual.pattern_generation import generate_patterns

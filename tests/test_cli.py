@@ -1,10 +1,18 @@
 """The command line: solve on a user's file, list solvers, the demo's quick mode."""
 
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from convexdual.cli import main
+from convexdual.cli import COMMANDS, main, prepare_output_folder
 
 
 def test_solvers_lists_clarabel(capsys):
@@ -47,18 +55,6 @@ def test_demo_quick(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------- issue 11
-import os  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from convexdual.cli import COMMANDS, prepare_output_folder  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 LAZY = ("convexdual.demo", "convexdual.cli_solve", "convexdual.cli_certify", "convexdual.cli_predict",
         "convexdual.experiments")
@@ -160,7 +156,9 @@ def test_mosek_fallback_note_printed_once(tmp_path):
 
     if cd.available_solvers().get("mosek") == "ok":
         pytest.skip("MOSEK is licensed here: 'auto' does not fall back")
-    res = _run_cli("solve", "--digits", "2", "--patterns", "4", "--solver", "auto", "--out", tmp_path / "r")
+    # auto is active_set for the squared loss; for other losses it is MOSEK when licensed, else Clarabel
+    res = _run_cli("solve", "--digits", "2", "--patterns", "4", "--loss", "huber", "--solver", "auto",
+                   "--out", tmp_path / "r")
     assert res.returncode == 0, res.stderr
     assert (res.stdout + res.stderr).count("MOSEK unavailable") == 1
 
@@ -190,13 +188,28 @@ def test_earlier_outputs_refused_then_replaced_with_overwrite(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_overwrite_removes_old_outputs_first(tmp_path):
+def test_overwrite_removes_old_outputs_first(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     for name in ("a.json", "b.pt", "keep.txt"):
         (out / name).write_text("old")
     prepare_output_folder(out, ("a.json", "b.pt", "c.npz"), overwrite=True, command="test")
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert "removed the earlier run's a.json, b.pt" in capsys.readouterr().err
+
+
+def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
+    def broken(file, *a, **k):
+        file.write(b"PK partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match="disk full"):
+        main(["solve", "--digits", "2", "--patterns", "4", "--solver", "clarabel", "-q", "--out", str(out)])
+    names = sorted(p.name for p in out.iterdir())
+    assert "dual_weights.npz" not in names and "result.json" not in names
+    assert not [n for n in names if n.startswith(".")], names  # no temporary file left
 
 
 @pytest.mark.parametrize("case", ["width", "no_config", "nan"])
