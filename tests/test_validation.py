@@ -98,8 +98,12 @@ def test_solve_needs_a_problem():
 
 
 def test_wrong_options_type(small_problem):
-    with pytest.raises(TypeError, match="options for solver 'clarabel' must be InteriorPointOptions"):
-        cd.solve(small_problem, solver="clarabel", options={"tol": 1e-3})
+    from convexdual.solvers.fista import FistaOptions
+
+    with pytest.raises(TypeError, match="options for solver 'clarabel' must be InteriorPointOptions, a dict or None"):
+        cd.solve(small_problem, solver="clarabel", options=FistaOptions())
+    with pytest.raises(TypeError, match="solver 'clarabel' has no option.*'foo'; its options are: .*tol"):
+        cd.solve(small_problem, solver="clarabel", options={"foo": 1})
 
 
 def test_mosek_without_licence_is_named(small_problem):
@@ -110,9 +114,11 @@ def test_mosek_without_licence_is_named(small_problem):
         pytest.skip("MOSEK is licensed here")
     with pytest.raises(cd.SolverUnavailableError, match="MOSEK"):
         cd.solve(small_problem, solver="mosek")
-    # 'auto' falls back to Clarabel and says so
-    res = cd.solve(small_problem, solver="auto", recover=False, certify=False)
-    assert res.solver == "clarabel" and "falling back to Clarabel" in res.message
+    # 'auto' is active_set for the squared loss; for other losses it falls back to Clarabel and says so
+    huber = cd.build_problem(small_problem.inputs, small_problem.targets, 3, small_problem.beta,
+                             patterns=small_problem.patterns, loss="huber")
+    res = cd.solve(huber, solver="auto", recover=False, certify=False)
+    assert res.solver == "clarabel" and "MOSEK unavailable" in res.message and "using Clarabel" in res.message
 
 
 def test_malformed_files(tmp_path):
