@@ -55,7 +55,8 @@ def add_solve_parser(sub) -> None:
     p.add_argument("--loss", choices=["squared", "absolute", "huber"], default="squared")
     p.add_argument("--huber-delta", type=float, default=1.0)
     p.add_argument("--residual", action="store_true", help="skip connection: learn clean - noisy")
-    p.add_argument("--solver", default="auto", help="auto (MOSEK if licensed, else Clarabel), clarabel, mosek, scs, ...")
+    p.add_argument("--solver", default="auto", help="auto (active_set for the squared loss; other losses: MOSEK if licensed, else Clarabel), "
+                        "clarabel, active_set, clarabel-ws, mosek, scs, ... (see 'convexdual solvers')")
     p.add_argument("--tol", type=float, default=None, help="solver tolerance (solver default if omitted)")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--solver-log", action="store_true", help="show the solver's own iteration log")
