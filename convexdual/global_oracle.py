@@ -294,26 +294,61 @@ class _Bounder:
             c0s, los, his, ohs, fss = c0[idx], lo[idx], hi[idx], onehot[idx], fs[idx]
             bs, es = best[idx], err[idx]
             ws = w[idx]
-            # round 1: lambda = activation at the bound's own maximiser
-            lam_s = ((Xs @ ws.T) > 0).to(torch.float64)
-            step = 0.25
-            cur = None
-            for it in range(self.lam_iters):
+            # The bound is convex in lambda with partial derivatives R_p x_p^T w(lambda)
+            # (w: the bound's own maximiser).  Iterates: lambda = activation at w, then
+            # lambda = 0 and 1 (brackets), then per-row Illinois regula falsi inside the
+            # brackets (exact and superlinear for one undecided row; a heuristic for several
+            # -- every iterate is a sound bound and the smallest is kept).
+            conc_s = Rcs != 0
+            bnd = (Rcs.abs() * torch.maximum(L[:, idx].abs(), H[:, idx].abs()))
+            lam_lo = torch.zeros_like(Rcs)
+            lam_hi = torch.ones_like(Rcs)
+            h_lo = h_hi = None
+            last_side = torch.zeros_like(Rcs)
+            for it in range(self.lam_iters + 2):
+                if it == 0:
+                    lam_s = ((Xs @ ws.T) > 0).to(torch.float64)
+                elif it == 1:
+                    lam_s = torch.zeros_like(Rcs)
+                elif it == 2:
+                    lam_s = torch.ones_like(Rcs)
+                else:
+                    dh = h_hi - h_lo
+                    sec = lam_lo - h_lo * (lam_hi - lam_lo) / torch.where(dh > 0, dh, 1.0)
+                    sec = torch.where(dh > 0, sec, 0.5 * (lam_lo + lam_hi))
+                    lam_s = torch.minimum(torch.maximum(sec, lam_lo), lam_hi)
+                    lam_s = torch.where(h_lo >= 0, lam_lo, torch.where(h_hi <= 0, lam_hi, lam_s))
                 cs = c0s + (Rcs * lam_s).T @ Xs
                 v, e, wv = _cone_support(cs, los, his, ohs, fss)
                 better = v < bs
                 bs = torch.where(better, v, bs)
                 es = torch.where(better, e, es)
                 ws = torch.where(better[:, None], wv, ws)
-                if it % 4 == 3 and not bool((bs + self.gamma_box * es > thr).any()):
-                    break
-                # sign-gradient step on lambda (gradient of the bound: R_p x_p^T w)
-                g = Rcs * (Xs @ wv.T)
                 if it == 0:
-                    lam_s = torch.full_like(lam_s, 0.5)
+                    continue
+                g = Rcs * (Xs @ wv.T)
+                if it == 1:
+                    h_lo = g
+                    continue
+                if it == 2:
+                    h_hi = g
                 else:
-                    lam_s = (lam_s - step * torch.sign(g)).clamp(0.0, 1.0)
-                    step *= 0.5
+                    up = (g > 0) & conc_s
+                    dn = (g <= 0) & conc_s
+                    lam_hi = torch.where(up, lam_s, lam_hi)
+                    lam_lo = torch.where(dn, lam_s, lam_lo)
+                    h_hi = torch.where(up, g, h_hi)
+                    h_lo = torch.where(dn, g, h_lo)
+                    # Illinois: the end kept twice in a row has its value halved
+                    h_lo = torch.where(up & (last_side > 0), 0.5 * h_lo, h_lo)
+                    h_hi = torch.where(dn & (last_side < 0), 0.5 * h_hi, h_hi)
+                    last_side = torch.where(up, 1.0, torch.where(dn, -1.0, last_side))
+                fixed = (h_lo >= 0) | (h_hi <= 0)
+                width = torch.where(fixed, 0.0, lam_hi - lam_lo)
+                possible = (width * bnd).sum(0)
+                open_ = bs + self.gamma_box * es > thr
+                if not bool((open_ & (bs - possible <= thr) & (possible > 1e-15 * bs)).any()):
+                    break
             best = best.clone()
             err = err.clone()
             best[idx] = bs
@@ -558,27 +593,26 @@ def _cells(A, tol):
     if k == 1:
         s = np.sign(A[:, 0]).astype(int)
         return {tuple(s), tuple(-s)}
+    if m == k:        # k independent rows: every sign vector is a cell
+        return {tuple(int(v) for v in t) for t in np.array(np.meshgrid(*[[-1, 1]] * k)).reshape(k, -1).T}
     out = set()
-    seen = []
     An = A / np.linalg.norm(A, axis=1, keepdims=True)
-    for sub in combinations(range(m), k - 1):
-        M = An[list(sub)]
-        _, sv, Vt = np.linalg.svd(M)
-        if sv[-1] < 1e-9 * max(sv[0], 1.0):
-            continue
-        v = Vt[-1]
-        if any(abs(abs(v @ w) - 1.0) < 1e-12 for w in seen):
+    subs = np.array(list(combinations(range(m), k - 1)), dtype=int)
+    _, sv, Vt = np.linalg.svd(An[subs])              # batched: (C, k-1, k)
+    ok = sv[:, -1] > 1e-9 * np.maximum(sv[:, 0], 1.0)
+    seen = []
+    for q in np.nonzero(ok)[0]:
+        v = Vt[q, -1]
+        if seen and np.any(np.abs(np.abs(np.asarray(seen) @ v) - 1.0) < 1e-12):
             continue
         seen.append(v)
+        Q = Vt[q, :-1].T                              # basis of v^perp, (k, k-1)
         for vv in (v, -v):
             a = An @ vv
             zero = np.abs(a) <= tol
             s = np.sign(a).astype(int)
             Z = np.nonzero(zero)[0]
-            # basis of vv^perp
-            Q = np.linalg.svd(vv[None, :])[2][1:].T          # (k, k-1)
-            sub_cells = _cells(An[Z] @ Q, tol)
-            for t in sub_cells:
+            for t in _cells(An[Z] @ Q, tol):
                 s2 = s.copy()
                 s2[Z] = t
                 out.add(tuple(s2))
