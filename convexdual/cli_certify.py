@@ -90,6 +90,8 @@ def _from_metadata(args, meta: dict[str, Any], net: Any) -> tuple[float, str, fl
     loss_meta = stored("loss")
     if args.loss is None:
         loss = loss_meta if loss_meta in ("squared", "absolute", "huber") else "squared"
+        if loss_meta is not None and loss != loss_meta:
+            _warn(f"{args.net} names an unknown loss {loss_meta!r}; using squared (give --loss)")
     else:
         loss = args.loss
         if loss_meta is not None and loss_meta != loss:

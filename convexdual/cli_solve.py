@@ -201,5 +201,5 @@ def run(args) -> int:
     print(f"solve: {result.optimality()}; objective {result.objective:.10g}{gap}, {result.num_groups} neurons, "
           f"{time.perf_counter() - t_start:.1f}s -> {out}/", flush=True)
     if "certify_command" in report:
-        print(f"certify the network over all sign patterns with: {report['certify_command']}", flush=True)
+        print(f"check whether the network is a global optimum of (2) with: {report['certify_command']}", flush=True)
     return 0 if result.status is cd.Status.OPTIMAL else 1
