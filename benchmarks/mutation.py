@@ -284,6 +284,8 @@ def run_tests(copy_dir: Path, tests: list[list[str]], timeout: float) -> tuple[s
         if left <= 0:
             return "timeout", time.perf_counter() - t0, ""
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore", *FAST, *args]
+        if any("test_properties" in a for a in args):
+            cmd.append("--hypothesis-profile=mutation")  # no shrinking: a failure is enough
         try:
             p = subprocess.run(cmd, cwd=copy_dir, env=env, capture_output=True, text=True, timeout=left)
         except subprocess.TimeoutExpired:

@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, note, settings
+from hypothesis import HealthCheck, Phase, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 import convexdual as cd
@@ -178,6 +178,8 @@ def test_reference_patch_matrix_is_the_projects_layout():
 
 
 # ----------------------------------------------------------------------------- fast properties
+# the mutation runner (benchmarks/mutation.py) only needs a failure, not a shrunk one
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 FAST = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
