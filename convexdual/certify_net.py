@@ -345,7 +345,7 @@ def certify(
     patterns: str | SignPatterns = "auto",
     num_patterns: int = 100,
     max_enumerate: int = 1024,
-    solver: str = "clarabel-ws",
+    solver: str = "auto",
     solver_options: Any = None,
     num_starts: int = 64,
     num_gates: int = 2048,

@@ -86,7 +86,8 @@ def _size(nbytes: float) -> str:
 # the exact cone projection
 # ---------------------------------------------------------------------------------------------
 def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = None, rel_tol: float = 1e-12,
-                    rows: np.ndarray | None = None, max_rounds: int = 100, return_rows: bool = False
+                    rows: np.ndarray | None = None, max_rounds: int = 100, return_rows: bool = False,
+                    row_norm_max: float | None = None
                     ) -> tuple[float, np.ndarray] | tuple[float, np.ndarray, np.ndarray]:
     """``(||Proj_K(c)||, Proj_K(c))`` for the polyhedral cone ``K = {w : A w >= 0}``, exactly.
 
@@ -99,31 +100,37 @@ def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = 
     Args:
         A: ``(n, d)`` cone rows; all-zero rows never bind (``0 >= 0``).
         c: ``(d,)`` the point to project.
-        signs: optional ``(n,)`` +-1: the cone rows are then ``signs[j] * A[j]`` (so a pattern's
-            cone ``(2 D_i - I) X`` needs no ``n x d`` copy).
+        signs: optional ``(n,)`` +-1 (or a bool mask: True = +1): the cone rows are then
+            ``signs[j] * A[j]`` (so a pattern's cone ``(2 D_i - I) X`` needs no ``n x d`` copy).
         rel_tol: a row is violated when ``a_j^T w < -rel_tol * max_j ||a_j|| * ||c||``.
         rows: indices that start the first NNLS with the most violated rows (e.g. the rows that
             ended active when projecting a nearby point); they change the path, not the answer.
         max_rounds: lazy rounds before falling back to NNLS on every row at once.
         return_rows: also return the rows with a positive multiplier.
+        row_norm_max: ``max_j ||a_j||`` when the caller knows it (saves a pass over ``A``).
 
     Returns:
         ``(norm, proj)``, or ``(norm, proj, active_rows)`` with ``return_rows=True``.
     """
     c = np.asarray(c, dtype=np.float64)
 
+    flip = None if signs is None else (signs if signs.dtype == bool else signs > 0)
+
     def matvec(w: np.ndarray) -> np.ndarray:
         m = A @ w
-        return m if signs is None else signs * m
+        return m if flip is None else np.where(flip, m, -m)
 
     def take(idx: np.ndarray) -> np.ndarray:
-        return A[idx] if signs is None else signs[idx, None] * A[idx]
+        return A[idx] if flip is None else np.where(flip[idx, None], A[idx], -A[idx])
 
     def out(proj: np.ndarray, act: np.ndarray) -> tuple:
         nrm = float(np.linalg.norm(proj))
         return (nrm, proj, act) if return_rows else (nrm, proj)
 
-    amax = float(np.sqrt((A * A).sum(axis=1).max(initial=0.0))) if A.size else 0.0
+    if row_norm_max is not None:
+        amax = float(row_norm_max)
+    else:
+        amax = float(np.sqrt(np.einsum("ij,ij->i", A, A).max(initial=0.0))) if A.size else 0.0
     tol = rel_tol * amax * float(np.linalg.norm(c))
     m = matvec(c)
     if m.min(initial=0.0) >= -tol:
@@ -306,8 +313,10 @@ class PatternEngine:
         """
         self.num_projections += 1
         start = rows if rows is not None else self._rows.get(key) if key is not None else None
-        nrm, proj, act = cone_projection(self.Xnz, c, signs=self.signs(i), rel_tol=rel_tol, rows=start,
-                                         max_rounds=200, return_rows=True)
+        m = self.mask(i)
+        nrm, proj, act = cone_projection(self.Xnz, c, signs=m if self.nz.size == self.n else m[self.nz],
+                                         rel_tol=rel_tol, rows=start,
+                                         max_rounds=200, return_rows=True, row_norm_max=self.xmax)
         if key is not None and act.size:
             self._rows[key] = act
         return nrm, (np.array(proj) if proj is c else proj), act
@@ -378,36 +387,86 @@ class PatternEngine:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(order), desc="dual-constraint scan", leave=False, dynamic_ncols=True)
-        try:
-            for pos, i in enumerate(order):
-                stop = best if threshold is None else max(threshold, kth)
-                if exact_max and threshold is not None:
-                    stop = min(stop, best)
-                if cn[i] <= stop:
-                    bound_rest = max(bound_rest, float(cn[i]))
-                    pruned += len(order) - pos
-                    break
-                for s in (1.0, -1.0):
-                    key = (tag, int(i), s)
-                    c = s * C[i]
-                    ub = self.relaxed_norm(int(i), c, key)
-                    if ub <= stop:
-                        bound_rest = max(bound_rest, ub)
-                        pruned += 1
-                        continue
-                    val, proj, _ = self.project(int(i), c, key=key)
-                    nproj += 1
-                    if val > best or arg is None:
-                        arg = (int(i), s, proj)
-                    best = max(best, val)
-                    if threshold is not None and val > threshold and (int(i), s) not in excl:
-                        found.append((val, int(i), s, proj))
+        def current_stop() -> float:
+            stop = best if threshold is None else max(threshold, kth)
+            return min(stop, best) if (exact_max and threshold is not None) else stop
+
+        def record(i: int, s: float, val: float, proj: np.ndarray) -> None:
+            nonlocal best, arg, kth
+            if val > best or arg is None:
+                arg = (i, s, proj)
+            best = max(best, val)
+            if threshold is not None and val > threshold and (i, s) not in excl:
+                found.append((val, i, s, proj))
                 if lim is not None and len(found) >= lim:
                     found.sort(key=lambda t: -t[0])
                     del found[lim:]
                     kth = found[-1][0]
+
+        block = max(1, min(64, int(self.memory_budget_mb * 2**20 / 4 // max(24 * self.n, 1))))
+        k_rows = 4 * self.d
+        try:
+            pos = 0
+            while pos < len(order):
+                stop = current_stop()
+                if cn[order[pos]] <= stop:
+                    bound_rest = max(bound_rest, float(cn[order[pos]]))
+                    pruned += 2 * (len(order) - pos)
+                    break
+                idx = order[pos:pos + block]
+                idx = idx[cn[idx] > stop]
+                pos += len(idx)  # a cut block: the next pass stops at the first skipped pattern
+                # stage 1: the superset cone of the rows remembered from the last projection of (i, s)
+                todo: list[tuple[int, float]] = []
+                for i in idx:
+                    for s in (1.0, -1.0):
+                        key = (tag, int(i), s)
+                        if key in self._rows:
+                            ub = self.relaxed_norm(int(i), s * C[i], key)
+                            if ub <= current_stop():
+                                bound_rest = max(bound_rest, ub)
+                                pruned += 1
+                                continue
+                        todo.append((int(i), s))
+                if not todo:
+                    if bar is not None:
+                        bar.update(len(idx))
+                    continue
+                # stage 2, batched: masks and X c of the block in one product; a vector inside its cone
+                # is its own projection; otherwise the cone of its k most violated rows bounds it
+                uniq = sorted({i for i, _ in todo})
+                col = {i: j for j, i in enumerate(uniq)}
+                XG = self.gates[uniq] @ self.Xnz.T >= 0  # (b, n_nz): rows contiguous
+                XC = C[uniq] @ self.Xnz.T  # (b, n_nz)
+                for i, s in todo:
+                    j = col[i]
+                    c = s * C[i]
+                    m = np.where(XG[j], XC[j], -XC[j])
+                    if s < 0:
+                        m = -m
+                    tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
+                    key = (tag, i, s)
+                    if m.min(initial=0.0) >= -tol:
+                        nproj += 1
+                        self._rows.pop(key, None)
+                        record(i, s, float(np.linalg.norm(c)), np.array(c))
+                        continue
+                    kk = min(k_rows, m.size)
+                    top = np.argpartition(m, kk - 1)[:kk] if kk < m.size else np.arange(m.size)
+                    A = np.where(XG[j, top][:, None], self.Xnz[top], -self.Xnz[top])
+                    lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
+                    ub = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
+                    if lam.any():
+                        self._rows[key] = top[lam > 0]
+                    if ub <= current_stop():
+                        bound_rest = max(bound_rest, ub)
+                        pruned += 1
+                        continue
+                    val, proj, _ = self.project(i, c, key=key, rows=top)
+                    nproj += 1
+                    record(i, s, val, proj)
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(idx))
         finally:
             if bar is not None:
                 bar.close()

@@ -123,12 +123,6 @@ class PatternGenerationResult:
                 f"({self.seconds:.1f} s): {self.message}")
 
 
-def _default_solver(problem: DualProblem) -> str:
-    from convexdual._registry import SOLVERS
-
-    return "clarabel-ws" if (problem.loss.name == "squared" and "clarabel-ws" in SOLVERS) else "clarabel"
-
-
 def _with_patterns(problem: DualProblem, patterns: SignPatterns) -> DualProblem:
     return dataclasses.replace(problem, patterns=patterns)
 
@@ -154,8 +148,8 @@ def generate_patterns(
     Args:
         problem: the data, beta, loss and the *initial* patterns (a few sampled ones,
             e.g. ``build_problem(..., num_patterns=8)``).
-        solver: inner solver name for every round; default "clarabel-ws" for the
-            squared loss (exact, working sets), else "clarabel".
+        solver: inner solver name for every round; default "auto"
+            (:func:`convexdual.api.choose_solver`).
         solver_options: that solver's options dataclass (None: its defaults).
         options: :class:`GenerationOptions`.
         callback: called with each round's record.
@@ -172,7 +166,7 @@ def generate_patterns(
     if not isinstance(problem, DualProblem):
         raise TypeError(f"problem must be a DualProblem from convexdual.build_problem(); got {type(problem).__name__}")
     opts = options if options is not None else GenerationOptions()
-    name = solver or _default_solver(problem)
+    name = solver or "auto"
     t0 = time.perf_counter()
     S = problem.patterns
     rounds: list[dict[str, Any]] = []

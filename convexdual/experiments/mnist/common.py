@@ -40,7 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the scalable solvers preferred for full-size runs, best first (first registered + available wins)
-SCALABLE_SOLVERS = ("clarabel-ws", "augmented_lagrangian")
 BASELINE_SOLVER = "adam_hinge"
 
 
@@ -71,8 +70,7 @@ def add_common_arguments(p: argparse.ArgumentParser, full: dict[str, Any], smoke
     p.add_argument("--beta-frac", type=float, default=0.02,
                    help="beta = frac * max_i ||X^T D_i y|| over 256 reference Gaussian gates")
     p.add_argument("--solver", default=None,
-                   help="certified solver for (4); default: the first available of "
-                        + ", ".join(SCALABLE_SOLVERS))
+                   help="certified solver for (4); default: 'auto' (convexdual.api.choose_solver)")
     p.add_argument("--solver-time-limit", type=float, default=None, help="seconds per certified solve")
     p.add_argument("--baseline", default=BASELINE_SOLVER,
                    help="the paper's dual trainer (Adam + hinge) run next to the certified solve; 'none' skips it")
@@ -97,7 +95,7 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
     if out.get("upsample") is None:
         out["upsample"] = 1
     if out.get("solver") is None:
-        out["solver"] = pick_solver()  # clarabel-ws (exact, Clarabel inside) when registered
+        out["solver"] = pick_solver()
     if out.get("threads") is None and args.smoke:
         out["threads"] = 1  # tiny convolutions: one thread is many times faster on a loaded machine
     return argparse.Namespace(**out)
@@ -134,15 +132,8 @@ def torch_threads(num: int | None):
 
 
 def pick_solver() -> str:
-    """The first registered, available scalable solver (else clarabel)."""
-    from convexdual._registry import SOLVERS, get_solver
-
-    for name in SCALABLE_SOLVERS:
-        if name in SOLVERS:
-            ok, _ = get_solver(name).available()
-            if ok:
-                return name
-    return "clarabel"
+    """The experiments' certified solver: "auto" (one policy, :func:`convexdual.api.choose_solver`)."""
+    return "auto"
 
 
 def parse_floats(text: str) -> list[float]:
