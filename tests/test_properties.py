@@ -22,6 +22,7 @@ The data-scale extremes (1e-6, 1e6) are part of the property on purpose (issue 1
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -180,6 +181,8 @@ def test_reference_patch_matrix_is_the_projects_layout():
 # ----------------------------------------------------------------------------- fast properties
 # the mutation runner (benchmarks/mutation.py) only needs a failure, not a shrunk one
 settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+if os.environ.get("CONVEXDUAL_MUTATION_RUN"):
+    settings.load_profile("mutation")
 FAST = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
