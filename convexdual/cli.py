@@ -11,7 +11,10 @@ Also here, shared by the commands (kept free of heavy imports):
   module does not define it; ``args.progress`` is ``not args.quiet``);
 * :func:`prepare_output_folder` / :func:`prepare_output_file`: check ``--out`` before
   any work (exit 2 on an unusable path; an earlier run's outputs are kept unless
-  ``--overwrite``, and then removed first so two runs' files never mix).
+  ``--overwrite``, and then removed first so two runs' files never mix);
+* ``--device`` and ``--threads`` of any command are checked before it starts;
+* under ``--quiet``, tqdm bars are off (``TQDM_DISABLE``), and the step messages that
+  ``demo`` and ``experiment`` print are dropped (stderr is kept) for one closing line.
 
 Exit status: 0 success (for ``solve``/``certify``: optimal), 1 not optimal or not
 certified, 2 bad input.

@@ -14,8 +14,10 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    from convexdual.cli import COMMANDS
+
     p = sub.add_parser(
-        "certify", help="certify a trained network: globally optimal, or by how much it can improve",
+        "certify", help=COMMANDS["certify"].help,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Evaluate objective (2) of a saved TwoLayerConvNet on its training data, map it into program "
                     "(4), solve (4) over the net's own + enumerated/sampled sign patterns, search for descent "

@@ -13,8 +13,10 @@ __all__ = ["add_parser", "run", "read_inputs", "image_metrics"]
 
 
 def add_parser(sub) -> None:
+    from convexdual.cli import COMMANDS
+
     p = sub.add_parser(
-        "predict", help="denoise images with a saved network (PSNR/SSIM when clean images are given)",
+        "predict", help=COMMANDS["predict"].help,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run a network saved by `convexdual solve` (or TwoLayerConvNet.save) on new images and write "
                     "the outputs to --out (.npz with array 'denoised', plus 'noisy', and 'clean' when given). When "

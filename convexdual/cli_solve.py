@@ -26,7 +26,9 @@ def add_parser(sub) -> None:
 
 
 def add_solve_parser(sub) -> None:
-    p = sub.add_parser("solve", help="solve program (4) on your data or the bundled digits",
+    from convexdual.cli import COMMANDS
+
+    p = sub.add_parser("solve", help=COMMANDS["solve"].help,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Build program (4), solve it, recover the CNN (eq. 5), certify the gap, and save "
                                    "network.pt, result.json, dual_weights.npz and the training pair train.npz "
@@ -65,7 +67,9 @@ def add_solve_parser(sub) -> None:
 
 
 def add_solvers_parser(sub) -> None:
-    s = sub.add_parser("solvers", help="list registered solvers and whether each can run here")
+    from convexdual.cli import COMMANDS
+
+    s = sub.add_parser("solvers", help=COMMANDS["solvers"].help)
     s.set_defaults(func=run_solvers)
 
 

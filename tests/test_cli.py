@@ -267,3 +267,11 @@ def test_device_and_threads_checked_before_any_command_runs(tmp_path, capsys, ar
 def test_cuda_on_cpu_only_torch_is_refused_up_front(tmp_path, capsys):
     assert main(["experiment", "zero-gap", "--smoke", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
     assert "CPU-only; use device='cpu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_static_help_matches_the_commands_own(name):
+    from convexdual.cli import build_parser
+
+    text = " ".join(build_parser([name]).format_help().split())
+    assert f"{name} {COMMANDS[name].help}" in text
