@@ -148,9 +148,7 @@ def run(args) -> int:
     if not quiet:
         print(f"[convexdual] certifying {args.net} ({net.width} filters, k={net.kernel_size}) on {args.data} "
               f"({noisy.shape[0]} images), beta={beta:.6g}, loss {loss_name}", flush=True)
-    extra: dict[str, Any] = {}
-    if "progress" in inspect.signature(cd.certify).parameters:
-        extra["progress"] = not quiet
+    extra = {"progress": not quiet} if "progress" in inspect.signature(cd.certify).parameters else {}
     cert = cd.certify(net, noisy, clean, beta, loss=loss, patterns=pats, num_patterns=num,
                       max_enumerate=args.max_enumerate, solver=args.solver, num_starts=args.starts,
                       num_gates=args.gates, seed=args.seed, tolerance=args.tolerance, **extra)

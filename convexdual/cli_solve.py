@@ -90,25 +90,33 @@ def _crop(images: np.ndarray, size: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(images[..., top : top + size, left : left + size])
 
 
+def _progress(fn: Any, args) -> dict[str, bool]:
+    """``{"progress": not --quiet}`` for a function that takes ``progress`` (the core adds bars step by step)."""
+    if "progress" in inspect.signature(fn).parameters:
+        return {"progress": bool(getattr(args, "progress", True))}
+    return {}
+
+
 def _patterns(cd: Any, noisy: np.ndarray, args) -> Any:
     choice = str(args.patterns).lower()
     if choice == "enumerate":
         if args.max_patterns < 1:
             raise ValueError(f"--max-patterns must be >= 1, got {args.max_patterns}")
         try:
-            return cd.enumerate_patterns(noisy, args.kernel_size, max_patterns=args.max_patterns)
+            return cd.enumerate_patterns(noisy, args.kernel_size, max_patterns=args.max_patterns,
+                                         **_progress(cd.enumerate_patterns, args))
         except ValueError as exc:
             if "refused" not in str(exc):
                 raise
             raise ValueError(f"{exc}. On the command line: crop the images (e.g. --digits 1 --crop 3: at most 512 "
                              "patterns), raise --max-patterns, or sample (--patterns 100)") from None
     if choice == "generate":  # the initial set of pattern generation
-        return cd.sample_patterns(noisy, args.kernel_size, 8, seed=args.seed)
+        return cd.sample_patterns(noisy, args.kernel_size, 8, seed=args.seed, **_progress(cd.sample_patterns, args))
     try:
         num = int(args.patterns)
     except ValueError:
         raise ValueError(f"--patterns must be an integer, 'enumerate' or 'generate'; got {args.patterns!r}") from None
-    return cd.sample_patterns(noisy, args.kernel_size, num, seed=args.seed)
+    return cd.sample_patterns(noisy, args.kernel_size, num, seed=args.seed, **_progress(cd.sample_patterns, args))
 
 
 def run(args) -> int:
@@ -146,8 +154,10 @@ def run(args) -> int:
     say(f"  {len(patterns)} distinct patterns ({patterns.source}) in {time.perf_counter() - t:.2f}s")
     beta = args.beta
     if beta is None:
-        beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual)
+        beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual,
+                                                **_progress(cd.beta_max, args))
     problem = cd.build_problem(noisy, clean, args.kernel_size, beta, patterns=patterns, loss=args.loss,
+                               **_progress(cd.build_problem, args),
                                huber_delta=args.huber_delta, residual=args.residual)
     backend, note = resolve_solver(args.solver, problem)
     if note:  # e.g. "auto" without a MOSEK licence: said once, on stderr, even with --quiet
@@ -166,14 +176,12 @@ def run(args) -> int:
     if str(args.patterns).lower() == "generate":
         from convexdual.pattern_generation import generate_patterns
 
-        kw: dict[str, Any] = {}
-        if "progress" in inspect.signature(generate_patterns).parameters:
-            kw["progress"] = not quiet
-        gen = generate_patterns(problem, solver=backend.name, solver_options=options, **kw)
+        gen = generate_patterns(problem, solver=backend.name, solver_options=options,
+                                **_progress(generate_patterns, args))
         say(gen.summary())
         result, problem, patterns = gen.result, gen.problem, gen.patterns
     else:
-        result = cd.solve(problem, solver=backend.name, options=options)
+        result = cd.solve(problem, solver=backend.name, options=options, **_progress(cd.solve, args))
     say(result.summary())
 
     # outputs: each written atomically (temporary name in --out, then renamed)

@@ -275,3 +275,25 @@ def test_static_help_matches_the_commands_own(name):
 
     text = " ".join(build_parser([name]).format_help().split())
     assert f"{name} {COMMANDS[name].help}" in text
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_follows_quiet(tmp_path, monkeypatch, quiet):
+    import inspect
+
+    import convexdual as cd
+
+    seen = {}
+    for name in ("solve", "build_problem", "sample_patterns"):
+        original = getattr(cd, name)
+        if "progress" not in inspect.signature(original).parameters:
+            continue
+
+        def wrapper(*a, _name=name, _f=original, **k):
+            seen[_name] = k.get("progress")
+            return _f(*a, **k)
+
+        monkeypatch.setattr(cd, name, wrapper)
+    argv = ["solve", "--digits", "2", "--patterns", "4", "--solver", "clarabel", "--out", str(tmp_path / "r")]
+    assert main(argv + (["--quiet"] if quiet else [])) == 0
+    assert seen and set(seen.values()) == {not quiet}, seen
