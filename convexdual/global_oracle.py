@@ -160,14 +160,15 @@ def _prepare(X: np.ndarray, r: np.ndarray):
     return np.ascontiguousarray(uniq[nz]), rr[nz]
 
 
-def _local_search(X, r, rng, starts=64, iters=30, extra=None):
+def _local_search(X, r, rng, starts=256, iters=40, extra=None, **kw):
     """Fixed-point ascent ``u <- X^T (s r * 1[X u > 0])``; returns (value, u, sign)."""
     d = X.shape[1]
     U0 = rng.standard_normal((d, starts))
+    signs = kw.get("signs", (1.0, -1.0))
     if extra is not None:
         U0 = np.concatenate([U0, np.asarray(extra).reshape(d, -1)], axis=1)
     best = (-np.inf, None, 1)
-    for sg in (1.0, -1.0):
+    for sg in signs:
         U = U0 / np.maximum(np.linalg.norm(U0, axis=0), 1e-300)
         for _ in range(iters):
             A = X @ U
@@ -379,7 +380,8 @@ class _Bounder:
 
 def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_nodes=None,
                            device="cpu", seed=0, batch=None, lam_iters=None,
-                           max_open=3_000_000, history_every=0.25) -> OracleResult:
+                           max_open=3_000_000, history_every=0.25,
+                           num_threads=None) -> OracleResult:
     """Certified ``M* = max_{||u||_2<=1} |sum_p r_p relu(x_p^T u)|`` by branch and bound.
 
     Args:
@@ -395,10 +397,22 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         lam_iters: iterations of the lambda refinement for undecided ``r_p < 0`` rows
             (bisection-like; default 32 for <= 256 merged rows, else 8).
         max_open: open regions allowed before stopping with status "budget".
+        num_threads: torch intra-op threads for this call (restored afterwards); None
+            leaves the setting alone.  On a loaded CPU, 1 is often ~10x faster.
 
     Returns:
         :class:`OracleResult`.  See the module docstring for the soundness argument.
     """
+    if num_threads is not None:
+        old = torch.get_num_threads()
+        torch.set_num_threads(int(num_threads))
+        try:
+            return global_max_correlation(X, r, beta=beta, eps=eps, time_limit=time_limit,
+                                          max_nodes=max_nodes, device=device, seed=seed,
+                                          batch=batch, lam_iters=lam_iters, max_open=max_open,
+                                          history_every=history_every, num_threads=None)
+        finally:
+            torch.set_num_threads(old)
     t0 = time.perf_counter()
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     r = np.ascontiguousarray(np.asarray(r, dtype=np.float64)).ravel()
@@ -527,6 +541,13 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
                 ev, eu = exact(cu, csg)
                 if ev > best_val:
                     best_val, best_u, best_sg = ev, eu, csg
+                    # polish: fixed-point ascent from the new point
+                    _, pu, psg = _local_search(Xh, rh, rng, starts=0, iters=20,
+                                               extra=np.stack([eu], 1), signs=(csg,))
+                    if pu is not None:
+                        pv, pu = exact(pu, psg)
+                        if pv > best_val:
+                            best_val, best_u, best_sg = pv, pu, psg
                 stats["seconds_eval"] += time.perf_counter() - ts
             ts = time.perf_counter()
             thr = threshold()
