@@ -279,6 +279,7 @@ def test_static_help_matches_the_commands_own(name):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_progress_follows_quiet(tmp_path, monkeypatch, quiet):
+    import functools
     import inspect
 
     import convexdual as cd
@@ -289,6 +290,7 @@ def test_progress_follows_quiet(tmp_path, monkeypatch, quiet):
         if "progress" not in inspect.signature(original).parameters:
             continue
 
+        @functools.wraps(original)  # keeps the signature the CLI inspects
         def wrapper(*a, _name=name, _f=original, **k):
             seen[_name] = k.get("progress")
             return _f(*a, **k)
