@@ -277,7 +277,7 @@ def augment_with_net(patterns: cd.SignPatterns, noisy: np.ndarray, net: cd.TwoLa
 
 
 def _solver_options(name: str, time_limit: float | None, device: str, epochs: int | None, seed: int,
-                    checkpoint: Path | None):
+                    checkpoint: Path | None, resume: bool = True):
     from convexdual._registry import get_solver
 
     cls = get_solver(name).options_class
@@ -293,7 +293,7 @@ def _solver_options(name: str, time_limit: float | None, device: str, epochs: in
         kw["max_iter"] = int(epochs)
     if checkpoint is not None and "checkpoint_path" in fields:
         kw["checkpoint_path"] = str(checkpoint)
-        if checkpoint.exists() and "resume_from" in fields:
+        if resume and checkpoint.exists() and "resume_from" in fields:
             kw["resume_from"] = str(checkpoint)
     return cls(**kw)
 
@@ -308,8 +308,12 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
     A solver that is not registered or not available gives ``{"skipped": reason}``.
     """
     from convexdual._registry import SOLVERS, get_solver
+    from convexdual.api import choose_solver
 
-    rec: dict[str, Any] = {"label": label, "solver": solver, "P": int(patterns.num_patterns),
+    problem = cd.build_problem(data.noisy, data.clean, 3, beta, patterns=patterns)
+    if solver.lower() == "auto":
+        solver = choose_solver(problem)[0].name
+    rec: dict[str, Any] = {"label": label, "solver": solver, "P": int(problem.P),
                            "pattern_source": patterns.source}
     if solver.lower() not in SOLVERS:
         rec["skipped"] = f"solver {solver!r} is not registered (registered: {', '.join(sorted(SOLVERS))})"
@@ -319,8 +323,17 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
     if not ok:
         rec["skipped"] = f"solver {solver!r} unavailable: {why}"
         return rec, None
-    problem = cd.build_problem(data.noisy, data.clean, 3, beta, patterns=patterns)
-    opts = _solver_options(solver, time_limit, device, epochs, seed, checkpoint)
+    resume = False
+    if checkpoint is not None and checkpoint.exists():
+        from convexdual.checkpoint import load_checkpoint
+        from convexdual.errors import CheckpointError
+
+        try:  # resume only from a checkpoint of this very problem and solver
+            load_checkpoint(checkpoint, solver, problem)
+            resume = True
+        except CheckpointError as exc:
+            logger.warning("not resuming %s: %s; starting afresh", label, exc)
+    opts = _solver_options(solver, time_limit, device, epochs, seed, checkpoint, resume)
     t0 = time.perf_counter()
     res = cd.solve(problem, solver, opts)
     rec["seconds"] = time.perf_counter() - t0
