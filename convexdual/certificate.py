@@ -1,4 +1,4 @@
-"""Duality-gap certificates for program (4) and its recovered network (MATH.md §6).
+"""Duality-gap certificates for program (4) and its recovered network (docs/math.md §6).
 
 For a candidate ``(W, Z)``:
 

@@ -1,4 +1,4 @@
-"""Certify a trained two-layer conv ReLU net: is it a global optimum of (2)? (MATH.md §6)
+"""Certify a trained two-layer conv ReLU net: is it a global optimum of (2)? (docs/math.md §6)
 
 :func:`certify` takes a network (e.g. trained by Adam), its training data and
 ``beta`` and reports what can be *shown*:
@@ -200,7 +200,7 @@ def as_two_layer_net(net: Any, kernel_size: int | None = None, in_channels: int 
                   and c1.groups == 1 and c2.kernel_size == (1, 1) and c2.out_channels == 1)
         if not ok:
             raise TypeError("an nn.Sequential network must be exactly Conv2d(C, m, k, padding=k//2, bias=False), "
-                            "ReLU(), Conv2d(m, 1, 1, bias=False) (the net of MATH.md eq. 1)")
+                            "ReLU(), Conv2d(m, 1, 1, bias=False) (the net of docs/math.md eq. 1)")
         U = c1.weight.detach().cpu().double().numpy()
         v = c2.weight.detach().cpu().double().numpy().reshape(-1)
         return TwoLayerConvNet.from_filters(U.reshape(U.shape[0], -1), v, U.shape[1], k)

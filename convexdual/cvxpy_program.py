@@ -5,7 +5,7 @@
          (2 D_i - I) X w_i >= 0,  (2 D_i - I) X z_i >= 0
 
 ``yhat`` is an explicit variable so that the dual of its defining equality is
-the dual point ``v`` of MATH.md §6 (used by the certificate for every loss).
+the dual point ``v`` of docs/math.md §6 (used by the certificate for every loss).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class CvxpyProgram:
                 np.asarray(self.z.value).reshape(self.P, self.d).copy())
 
     def dual_point(self) -> np.ndarray | None:
-        """``v`` with the sign of MATH.md §6 (``v = y - yhat`` for the squared loss)."""
+        """``v`` with the sign of docs/math.md §6 (``v = y - yhat`` for the squared loss)."""
         val = self.fit.dual_value
         return None if val is None else np.asarray(val, dtype=np.float64).reshape(-1).copy()
 

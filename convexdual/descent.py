@@ -1,4 +1,4 @@
-"""Descent neurons: directions ``u`` with ``|r^T relu(X u)| > beta ||u||`` (MATH.md §6).
+"""Descent neurons: directions ``u`` with ``|r^T relu(X u)| > beta ||u||`` (docs/math.md §6).
 
 For a residual (dual candidate) ``r`` the global dual constraint of (4) over *all*
 sign patterns is ``max_{||u|| = 1} |r^T relu(X u)| <= beta``. A unit ``u`` with

@@ -1,6 +1,6 @@
 """Certified global maximiser of ``|sum_p r_p relu(x_p^T u)|`` over the unit ball.
 
-This is the descent-neuron oracle of MATH.md section 6 over *all* sign patterns:
+This is the descent-neuron oracle of docs/math.md §6 over *all* sign patterns:
 given the patch rows ``X`` (n, d) and a residual ``r`` (n,),
 
     M* = max_{||u||_2 <= 1} | f(u) |,     f(u) = sum_p r_p relu(x_p^T u),

@@ -1,4 +1,4 @@
-"""Interpretation of a trained net as piecewise linear filtering (MATH.md §7, eq. 8).
+"""Interpretation of a trained net as piecewise linear filtering (docs/math.md §7, eq. 8).
 
 For a pixel p with patch ``x_p``, the prediction is ``sum_{j in A(p)} v_j u_j^T x_p``:
 the active set ``A(p)`` selects a linear filter. "Active" here is the recovered

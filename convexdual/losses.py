@@ -1,4 +1,4 @@
-"""Convex losses L(yhat, y) summed over patch rows (MATH.md §4, Appendix E).
+"""Convex losses L(yhat, y) summed over patch rows (docs/math.md §4, Appendix E).
 
 Each loss gives what the solvers and certificates need:
 

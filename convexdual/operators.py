@@ -1,7 +1,7 @@
 """The pattern operator ``V -> sum_i D_i X v_i`` and its adjoint, at any scale.
 
 ``D_i = diag(1[X g_i >= 0])`` is given by its *gate* ``g_i``; ``X`` is the patch
-matrix of MATH.md §2. :class:`PatternOperator` never forms ``X`` for all images
+matrix of docs/math.md §2. :class:`PatternOperator` never forms ``X`` for all images
 nor the ``P x n`` masks at once: it walks over batches of images, forms that
 batch's patch rows (``unfold``), recomputes the batch's masks from the gates (or
 reads them from a cache when the whole cache fits the memory budget) and reduces.

@@ -1,4 +1,4 @@
-"""The patch operator of MATH.md section 2.
+"""The patch operator of docs/math.md §2.
 
 ``X`` stacks every k x k patch (zero padding ``k // 2``, stride 1) of every image
 as a row: ``n = N*H*W`` rows in (N, H, W) C-order, ``d = C*k*k`` columns in

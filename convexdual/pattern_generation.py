@@ -1,4 +1,4 @@
-"""Pattern generation: solve (4) by column generation over sign patterns (MATH.md §6).
+"""Pattern generation: solve (4) by column generation over sign patterns (docs/math.md §6).
 
 Random sampling needs thousands of patterns before the restricted program (4) stops
 improving (the paper: about 4,000 at sigma = 0.5). Most of them end up with zero

@@ -12,7 +12,7 @@ Two ways to get them:
 * :func:`enumerate_patterns`: every full-dimensional cell of the arrangement
   ``{x_j^T u = 0}``, found by incremental cell splitting with LPs. With these the
   program (4) is the exact global problem. Supported when the arrangement has at
-  most ``max_patterns`` cells (checked up front with the bound of MATH.md §3);
+  most ``max_patterns`` cells (checked up front with the bound of docs/math.md §3);
   larger ones are refused with an error.
 """
 

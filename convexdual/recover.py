@@ -1,4 +1,4 @@
-"""Recover the primal network from dual weights (MATH.md §5, eq. 5)."""
+"""Recover the primal network from dual weights (docs/math.md §5, eq. 5)."""
 
 from __future__ import annotations
 

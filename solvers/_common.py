@@ -4,7 +4,7 @@ Checkpoints (:mod:`convexdual.checkpoint`: npz + JSON, loaded without unpickling
 against a sha256 problem fingerprint) hold everything a run needs to continue
 bit-for-bit on CPU (iterates, momentum, optimiser state, RNG state, iteration counter,
 history); ``resume_from`` loads one and the solve continues the same run.
-The certified bounds here are the exact ones of MATH.md §6 (cone
+The certified bounds here are the exact ones of docs/math.md §6 (cone
 projections by NNLS), computed through :class:`~convexdual.operators.PatternOperator`
 so they never need the explicit patch matrix of all patterns.
 """

@@ -16,7 +16,7 @@ At an optimum of (4) only a few of the ``2P`` groups are nonzero (15-25 of 200 o
 3. **Certify over all patterns**: one adjoint pass of the operator gives
    ``X^T D_i v`` for every pattern at the residual ``v``; exact cone projections
    (visited by decreasing ``||X^T D_i v||``, pruned by that upper bound) give the
-   largest dual-constraint value, hence the certified lower bound of MATH.md §6.
+   largest dual-constraint value, hence the certified lower bound of docs/math.md §6.
    Groups whose constraint is violated enter the working set, working groups that
    stayed at zero leave it, violated cone rows enter, and the next round starts.
 
@@ -274,7 +274,19 @@ class ActiveSetSolver(TorchSolver):
         history: list[dict[str, Any]] = []
         rnd0, elapsed0, warm_info = 0, 0.0, {}
         if o.resume_from is not None:
-            st = load_checkpoint(o.resume_from, self.name, problem)
+            from convexdual.checkpoint import load_checkpoint as _load
+
+            ck = _load(o.resume_from, self.name, problem)
+            if ck.finished and "final" in ck.state:  # the run had ended: return its answer, run nothing
+                f = ck.state["final"]
+                return SolveResult(status=Status(f["status"]), objective=float(f["objective"]),
+                                   W=np.asarray(f["W"]), Z=np.asarray(f["Z"]), solver=self.name,
+                                   iterations=int(ck.state["round"]), timings=Timings(),
+                                   message=f"{f['message']}; resumed from the finished run in {o.resume_from} "
+                                           "(nothing re-run)",
+                                   dual=None if f["dual"] is None else np.asarray(f["dual"]),
+                                   history=tuple(ck.state["history"]), info={"resumed_finished": True})
+            st = ck.state
             pattern, sign = list(st["pattern"]), list(st["sign"])
             rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
             zero_count, history = list(st["zero_count"]), list(st["history"])
@@ -398,6 +410,15 @@ class ActiveSetSolver(TorchSolver):
             best["objective"] = problem.objective(best["W"], best["Z"])
         if not message:
             message = f"certified relative gap {rel_gap:.2e}, violation {viol:.2e} after {rnd + 1} rounds"
+        if o.checkpoint_path is not None and status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE):
+            save_checkpoint(o.checkpoint_path, self.name, problem,
+                            {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
+                             "zero_count": list(zero_count), "round": rnd + 1, "history": history,
+                             "elapsed": time.perf_counter() - tstart, "warm": warm_info,
+                             "projection_rows": data.projection_rows(),
+                             "final": {"status": status.value, "objective": float(best["objective"]),
+                                       "W": best["W"], "Z": best["Z"], "dual": best["dual"], "message": message}},
+                            finished=True)
         return SolveResult(status=status, objective=float(problem.objective(best["W"], best["Z"])), W=best["W"],
                            Z=best["Z"], solver=self.name, iterations=rnd + 1,
                            timings=Timings(build=t1 - t0, solve=t2 - t1), message=message, dual=best["dual"],

@@ -10,7 +10,7 @@ by restarted FISTA (group soft-thresholding) for ``inner_iter`` steps, then
 ``Lambda <- (Lambda - rho c(U))_+`` and ``rho`` grows while the violation stalls.
 After every outer step the active groups are projected *exactly* onto their cones
 (NNLS, the same projection the certificate uses) and that polished point is
-certified with the exact dual bound of MATH.md §6; the run stops when its relative
+certified with the exact dual bound of docs/math.md §6; the run stops when its relative
 gap is ``<= tol`` and its relative violation ``<= violation_tol``.
 
 Memory: multipliers for every cone row, ``2 P n`` numbers; the solver refuses

@@ -3,7 +3,7 @@
 A solver turns a :class:`~convexdual.problem.DualProblem` into a raw
 :class:`~convexdual.result.SolveResult` (status, objective, ``W``, ``Z``, timings,
 iterations, optionally a dual point). :func:`finalize` then recovers the primal
-network (eq. 5) and attaches the certificate (MATH.md §6); every solver shares it.
+network (eq. 5) and attaches the certificate (docs/math.md §6); every solver shares it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FISTA with adaptive restarts for the gated-ReLU relaxation of (4) (MATH.md §4).
+"""FISTA with adaptive restarts for the gated-ReLU relaxation of (4) (docs/math.md §4).
 
 Dropping the cone constraints leaves a group lasso in ``v_i = w_i - z_i``:
 

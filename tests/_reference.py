@@ -1,11 +1,11 @@
-"""Independent references for program (4), written from MATH.md sections 2-6 only.
+"""Independent references for program (4), written from docs/math.md sections 2-6 only.
 
 Nothing here imports convexdual: the patch matrix is built with explicit index loops, the
 sign patterns are recomputed from the gates, and program (4) is modelled in CVXPY directly
 (its own Huber model, not ``cvxpy.huber`` nor the project's losses). Tests compare the
 project's builder, solvers and certificates against these.
 
-Conventions (MATH.md §2): zero padding ``k // 2``, stride 1; rows of ``X`` in (N, H, W)
+Conventions (docs/math.md §2): zero padding ``k // 2``, stride 1; rows of ``X`` in (N, H, W)
 C-order; columns in (c, dy, dx) C-order; ``D_i = diag(1[X g_i >= 0])``.
 """
 

@@ -229,6 +229,21 @@ def test_active_set_checkpoint_resume_continues_the_same_run(small_problem, tmp_
     assert [h["objective"] for h in resumed.history] == [h["objective"] for h in full.history]
 
 
+def test_active_set_resume_of_a_finished_run_reruns_nothing(small_problem, tmp_path):
+    # issue 11.16: resuming the checkpoint of a finished run must not run an extra round
+    ck = tmp_path / "done.ckpt"
+    done = ActiveSetSolver().solve(small_problem, ActiveSetOptions(checkpoint_path=str(ck)))
+    assert done.status is Status.OPTIMAL
+    from convexdual.checkpoint import checkpoint_finished
+
+    assert checkpoint_finished(ck)
+    again = ActiveSetSolver().solve(small_problem, ActiveSetOptions(resume_from=str(ck), checkpoint_path=str(ck)))
+    assert again.info.get("resumed_finished") and "nothing re-run" in again.message
+    assert again.status is done.status and again.iterations == done.iterations
+    assert np.array_equal(again.W, done.W) and np.array_equal(again.Z, done.Z)
+    assert again.objective == done.objective
+
+
 def test_active_set_rejects_what_it_cannot_do(digits_small):
     noisy, clean = digits_small
     huber = cd.build_problem(noisy, clean, 3, 1.0, num_patterns=5, loss="huber")

@@ -4,7 +4,7 @@ Random small instances: N in 1..3 images of 3x3..5x5, C in 1..2 channels, k in {
 squared / absolute / Huber losses, residual on or off, data in units of 10^u with u in
 [-6, 6], 2..6 sampled patterns. The reference is ``tests/_reference.py``: an explicit patch
 matrix, masks recomputed from ``problem.patterns.gates`` and a CVXPY model of (4) written
-from MATH.md, none of it from the project. Properties:
+from docs/math.md, none of it from the project. Properties:
 
 (a) Clarabel's certified optimum equals the reference optimum (relative 1e-6, with an absolute
     floor of 1e-9 of the zero net's loss for tiny optima);

@@ -1,6 +1,6 @@
 """CS-MRI: residual 7x7 denoiser trained primal (Adam) vs dual (convex program), fastMRI pipeline.
 
-Reproduces Section 5.2 / Appendix B.4-B.5 of the paper (MATH.md §9) at a size this
+Reproduces Section 5.2 / Appendix B.4-B.5 of the paper (docs/math.md §9) at a size this
 machine can solve: multi-coil k-space (real fastMRI files with ``--data DIR``, or
 simulated ones with ``--simulate``) -> Poisson-disc undersampling at each acceleration
 -> JSENSE maps -> SENSE zero-filled input and fully sampled target -> real/imaginary

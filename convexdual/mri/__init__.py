@@ -1,4 +1,4 @@
-"""CS-MRI pipeline (MATH.md §9): undersampling masks, coil maps, SENSE combination,
+"""CS-MRI pipeline (docs/math.md §9): undersampling masks, coil maps, SENSE combination,
 fastMRI metrics, and slice preparation for the residual 7x7 denoiser.
 
 File I/O lives in :mod:`convexdual.data.fastmri` (reader/writer) and

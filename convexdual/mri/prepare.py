@@ -1,6 +1,6 @@
 """From multi-coil k-space to training examples, and an on-disk cache streamed in batches.
 
-Per slice (MATH.md §9): undersample with a mask, estimate coil maps from the
+Per slice (docs/math.md §9): undersample with a mask, estimate coil maps from the
 undersampled k-space (its calibration block), SENSE-combine the zero-filled data
 into one complex image, SENSE-combine the *fully sampled* data with the *same* maps
 into the target, centre-crop both, and divide both by the zero-filled image's
