@@ -73,6 +73,12 @@ class Certificate:
     def to_dict(self) -> dict[str, Any]:
         return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in asdict(self).items()}
 
+    def __repr__(self) -> str:
+        over = "all sign patterns (exact enumeration)" if self.scope == "exact" else "the sampled patterns"
+        return (f"Certificate({'ok' if self.ok else 'NOT ok'} over {over}: objective {self.convex_objective:.10g}, "
+                f"dual bound {self.dual_bound:.10g}, relative gap {self.relative_gap:.2e}, "
+                f"violation {self.max_violation:.2e}, neurons {self.num_neurons})")
+
 
 def dual_lower_bound(problem: DualProblem, v0: np.ndarray, *, progress: bool = False) -> tuple[float, float]:
     """Scale a dual candidate ``v0`` to feasibility; return ``(g, s)``.

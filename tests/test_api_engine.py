@@ -107,3 +107,13 @@ def test_unit_scales_survive_residual_networks(tiny):
     assert got.status is Status.OPTIMAL
     assert got.objective == pytest.approx(ref.objective * s * s, rel=1e-6)
     assert got.certificate.network_objective == pytest.approx(got.objective, rel=1e-6)
+
+
+def test_short_reprs_never_dump_arrays(tiny):
+    noisy, clean, pats, beta = tiny
+    prob = cd.build_problem(noisy, clean, 3, beta, patterns=pats)
+    res = cd.solve(prob)
+    for obj in (prob, prob.patterns, res, res.certificate):
+        text = repr(obj)
+        assert len(text) < 400 and "array(" not in text and "[[" not in text, type(obj).__name__
+    assert "sampled" in repr(res.certificate) and f"P={prob.P}" in repr(prob)
