@@ -17,7 +17,7 @@ from convexdual.solvers.augmented_lagrangian import AugmentedLagrangianOptions
 from convexdual.solvers.fista import FistaOptions, FistaSolver, group_soft_threshold
 
 # numba compiles its kernels per dtype (~10-30 s on a loaded machine): those cases are slow
-BACKENDS = ["torch"] + ([pytest.param("numba", marks=pytest.mark.slow)] if numba_available() else [])
+BACKENDS = ["torch"] + (["numba"] if numba_available() else [])  # numba: compiled once per machine (disk cache)
 
 
 @pytest.fixture(scope="module", autouse=True)
