@@ -78,7 +78,8 @@ TARGETS: dict[str, Target] = {
         "the status rule (finalize)"),
     "recover": Target(
         "recover", "convexdual/recover.py", None,
-        [["tests/test_status_rule.py"], ["tests/test_conformance.py", "-k", "multichannel or losses_and_residual"],
+        [["tests/test_recover.py"], ["tests/test_status_rule.py"],
+         ["tests/test_conformance.py", "-k", "multichannel or losses_and_residual"],
          ["tests/test_properties.py", "-k", "matches_independent_model and not slow"]],
         "eq. (5): filters and the network"),
     "masks": Target(
@@ -89,7 +90,8 @@ TARGETS: dict[str, Target] = {
     "engine-masks": Target(
         "engine-masks", "convexdual/engine.py", ["PatternEngine.mask", "PatternEngine.masks", "PatternEngine.signs",
                                                  "PatternEngine.cone_violation", "PatternEngine.dual_bound"],
-        [["tests/test_status_rule.py"], ["tests/test_certificate.py"], PROPS],
+        [["tests/test_api_engine.py", "-k", "engine_matches"], ["tests/test_status_rule.py"],
+         ["tests/test_certificate.py"], PROPS],
         "the engine's masks, signs, violation and dual bound (what the certificate calls)"),
 }
 
