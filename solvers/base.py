@@ -48,8 +48,17 @@ class SolverOptions:
     def __post_init__(self) -> None:
         if not (self.tol > 0):
             raise ValueError(f"tol must be > 0, got {self.tol}")
-        if int(self.max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        import math
+        import numbers
+
+        mi = self.max_iter
+        # an iteration count: an integer (or an integral float such as 1e4), never a bool or 2.7
+        if isinstance(mi, bool) or not isinstance(mi, (numbers.Integral, numbers.Real)) or (
+                not isinstance(mi, numbers.Integral) and not (math.isfinite(mi) and float(mi).is_integer())):
+            raise ValueError(f"max_iter must be an integer >= 1 (a number of iterations), got {mi!r}")
+        if int(mi) < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {mi!r}")
+        object.__setattr__(self, "max_iter", int(mi))
         if self.time_limit is not None and not (self.time_limit > 0):
             raise ValueError(f"time_limit must be > 0 seconds or None, got {self.time_limit}")
 

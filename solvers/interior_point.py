@@ -3,6 +3,22 @@
 Each backend maps CVXPY's status (and the native one where CVXPY merges them)
 to :class:`~convexdual.result.Status`; anything unknown becomes SOLVER_ERROR,
 never "optimal". MOSEK's licence is probed with a tiny solve.
+
+The common options are honoured by every backend, or refused with a message:
+
+========  ==========================  ===============  =======================  =======
+backend   tol                         max_iter         time_limit               verbose
+========  ==========================  ===============  =======================  =======
+Clarabel  gap abs/rel, feasibility    ``max_iter``     ``time_limit``           log
+MOSEK     rel. gap, p/d feasibility   ``MAX_ITER...``  ``OPTIMIZER_MAX_TIME``   log
+SCS       ``eps_abs`` / ``eps_rel``   ``max_iters``    ``time_limit_secs``      log
+ECOS      abs/rel gap, feasibility    ``max_iters``    refused (ValueError)     log
+========  ==========================  ===============  =======================  =======
+
+A run that stops at ``max_iter`` (or ``time_limit``) without the backend's "optimal" is
+MAX_ITERATIONS (TIME_LIMIT), whatever inaccurate status the backend gave it. SCS, a
+first-order method, has its own options class (:class:`SCSOptions`, ``max_iter`` 100,000
+by default); the others use :class:`InteriorPointOptions` (``max_iter`` 200).
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers.base import SolverOptions
 
-__all__ = ["InteriorPointOptions", "ClarabelSolver", "MosekSolver", "SCSSolver", "ECOSSolver",
+__all__ = ["InteriorPointOptions", "SCSOptions", "ClarabelSolver", "MosekSolver", "SCSSolver", "ECOSSolver",
            "CvxpySolver", "map_cvxpy_status", "probe_mosek"]
 
 logger = logging.getLogger(__name__)
@@ -33,7 +49,8 @@ class InteriorPointOptions(SolverOptions):
     Attributes:
         tol: relative/absolute gap and feasibility tolerance given to the backend.
         max_iter: iteration limit.
-        time_limit: seconds (Clarabel, MOSEK), or None.
+        time_limit: seconds (Clarabel, MOSEK, SCS), or None; ECOS has no time limit and
+            refuses one.
         clarabel_kkt: Clarabel's sparse LDL ("faer" was 2.3x faster than "qdldl" on our
             instances; ignored by other backends).
         native: extra backend options, passed to ``cvxpy.Problem.solve`` as given.
@@ -42,6 +59,15 @@ class InteriorPointOptions(SolverOptions):
     tol: float = 1e-8
     max_iter: int = 200
     clarabel_kkt: str = "faer"
+
+
+@dataclass(frozen=True)
+class SCSOptions(InteriorPointOptions):
+    """Options of SCS: those of :class:`InteriorPointOptions`, with SCS's own iteration
+    limit by default (a first-order method: 200 iterations are far too few). ``max_iter``
+    is passed to SCS as given (``max_iters``), never raised."""
+
+    max_iter: int = 100_000
 
 
 _CVXPY_STATUS = {
@@ -104,14 +130,18 @@ class CvxpySolver:
     def native_options(self, options: InteriorPointOptions) -> dict[str, Any]:
         return {}
 
+    def check_options(self, options: InteriorPointOptions) -> None:
+        """Raise ValueError for a common option this backend cannot honour (before any work)."""
+
     def solve(self, problem: DualProblem, options: SolverOptions | None = None) -> SolveResult:
         import cvxpy as cp
 
-        options = options if options is not None else InteriorPointOptions()
+        cls = self.options_class
+        options = options if options is not None else cls()
         if not isinstance(options, InteriorPointOptions):
-            options = InteriorPointOptions(tol=options.tol, max_iter=options.max_iter,
-                                           time_limit=options.time_limit, verbose=options.verbose,
-                                           native=dict(options.native))
+            options = cls(tol=options.tol, max_iter=options.max_iter, time_limit=options.time_limit,
+                          verbose=options.verbose, native=dict(options.native))
+        self.check_options(options)
         ok, why = self.available()
         if not ok:
             raise SolverUnavailableError(why)
@@ -130,12 +160,19 @@ class CvxpySolver:
         t2 = time.perf_counter()
         hit_time = options.time_limit is not None and (t2 - t1) >= 0.95 * options.time_limit
         status = map_cvxpy_status(cv_status, hit_time_limit=hit_time)
+        stats = prog.problem.solver_stats if cv_status != "solver_error" else None
+        iters = int(stats.num_iters) if stats is not None and stats.num_iters is not None else -1
+        if status is Status.OPTIMAL_INACCURATE and (hit_time or iters >= int(options.max_iter)):
+            # the backend ran out of iterations / time and called its last iterate "inaccurate":
+            # that is an early stop, reported as such (the certificate still says how good it is)
+            status = Status.TIME_LIMIT if hit_time else Status.MAX_ITERATIONS
+            why = (f"time limit {options.time_limit:g} s" if hit_time
+                   else f"iteration limit max_iter={int(options.max_iter)}")
+            message = f"{self.name} stopped at its {why} (CVXPY status {cv_status!r})"
         weights = prog.weights() if status.has_solution else None
         if weights is None and status.has_solution:
             status, message = Status.SOLVER_ERROR, (message or "solver returned no point")
         W, Z = weights if weights is not None else (None, None)
-        stats = prog.problem.solver_stats if cv_status != "solver_error" else None
-        iters = int(stats.num_iters) if stats is not None and stats.num_iters is not None else -1
         objective = problem.objective(W, Z) if W is not None else float("nan")
         return SolveResult(
             status=status, objective=objective, W=W, Z=Z, solver=self.name, iterations=iters,
@@ -186,10 +223,10 @@ class SCSSolver(CvxpySolver):
     cvxpy_name = "SCS"
     module = "scs"
     extra = "scs"
+    options_class = SCSOptions
 
     def native_options(self, o):
-        kw: dict[str, Any] = {"eps_abs": max(o.tol, 1e-12), "eps_rel": max(o.tol, 1e-12),
-                              "max_iters": max(int(o.max_iter), 100_000)}
+        kw: dict[str, Any] = {"eps_abs": float(o.tol), "eps_rel": float(o.tol), "max_iters": int(o.max_iter)}
         if o.time_limit is not None:
             kw["time_limit_secs"] = float(o.time_limit)
         return kw
@@ -200,6 +237,12 @@ class ECOSSolver(CvxpySolver):
     cvxpy_name = "ECOS"
     module = "ecos"
     extra = "ecos"
+
+    def check_options(self, o):
+        if o.time_limit is not None:
+            raise ValueError(
+                f"ECOS has no time limit, so time_limit={o.time_limit:g} cannot be honoured; bound the work "
+                "with max_iter instead, or use solver='clarabel' (or 'scs', 'mosek'), which stop at a time limit")
 
     def native_options(self, o):
         return {"abstol": o.tol, "reltol": o.tol, "feastol": o.tol, "max_iters": int(o.max_iter)}
