@@ -13,6 +13,7 @@ def _groups():
     W[3] = [0.0, 2.0**-16, 0.0]   # above it: a neuron
     Z[1] = [0.0, 0.0, 4.0]        # ||z|| = 4: a negative neuron
     Z[2] = [1e-7, 0.0, 0.0]       # interior-point dust
+    Z[3] = [2.0**-17, 0.0, 0.0]   # a z group exactly at the threshold: not a neuron either
     return W, Z
 
 
@@ -29,6 +30,9 @@ def test_active_groups_threshold_is_relative_strict_and_scaled():
     # a looser tolerance drops more
     aw, _ = active_groups(W, Z, rel_tol=0.5)
     assert aw.tolist() == [True, False, False, False]
+    # a threshold of exactly 1 (rel_tol 1, largest group 1): only groups above it, i.e. none
+    aw, _ = active_groups(np.array([[1.0, 0.0], [0.5, 0.0]]), np.zeros((2, 2)), rel_tol=1.0)
+    assert not aw.any()
     # all zero and no scale: nothing is a neuron (not every group)
     aw, az = active_groups(np.zeros((3, 2)), np.zeros((3, 2)))
     assert not aw.any() and not az.any()
