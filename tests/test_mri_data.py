@@ -112,3 +112,47 @@ def test_simulated_volume_is_consistent(tmp_path):
     assert not np.allclose(np.angle(imgs[0][np.abs(imgs[0]) > 0.1]), 0.0)  # a real phase was applied
     with pytest.raises(ValueError, match="source must be one of"):
         SimulationSpec(source="mnist")
+
+
+def test_nan_kspace_is_refused_naming_file_and_slice(tmp_path):
+    """Issue 11, item 20: NaN/Inf k-space is stopped where it enters, with the file and slice named."""
+    from convexdual.mri.prepare import PrepOptions, build_cache, prepare_slice
+
+    rng = np.random.default_rng(5)
+    k = _kspace(rng)
+    k[1, 2, 3, 4] = np.nan
+    k[1, 0, 0, 0] = np.inf
+    p = tmp_path / "nan.h5"
+    with h5py.File(p, "w") as f:  # written around write_fastmri_volume, which refuses NaN itself
+        f.create_dataset("kspace", data=k)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(b"<ismrmrdHeader/>"))
+    with FastMRIVolume(p) as vol:
+        assert np.isfinite(vol.kspace(0)).all()  # the clean slices still read
+        with pytest.raises(DataFormatError, match=r"nan\.h5: slice 1 of 'kspace' contains 2 NaN/Inf"):
+            vol.kspace(1)
+        with pytest.raises(DataFormatError, match="slice 1 of 'kspace'"):
+            vol.kspace(-2)
+    with pytest.raises(DataFormatError, match=r"nan\.h5: slice 1 .*NaN/Inf"):
+        build_cache(iter_slice_refs([p])[1:], tmp_path / "cache.h5", PrepOptions(crop=(8, 8)))
+    assert not (tmp_path / "cache.h5").exists() and not (tmp_path / "cache.h5.partial").exists()
+    # k-space given as an array (not from a file) is checked too, before any map estimation
+    with pytest.raises(ValueError, match="kspace of slice 7 contains 2 NaN/Inf"):
+        prepare_slice(k[1], PrepOptions(), slice_number=7)
+
+
+def test_simulated_kspace_refuses_nan_inputs():
+    from convexdual.data.mri_sim import simulate_kspace
+
+    imgs = simulate_images("shepp_logan", 1, (16, 16), seed=0)
+    maps = birdcage_maps(2, (16, 16))
+    assert np.isfinite(simulate_kspace(imgs, maps)).all()
+    bad = imgs.copy()
+    bad[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="images contain 1 NaN/Inf"):
+        simulate_kspace(bad, maps)
+    m = maps.copy()
+    m[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="maps contain 1 NaN/Inf"):
+        simulate_kspace(imgs, m)
+    with pytest.raises(ValueError, match="noise must be a finite number"):
+        simulate_kspace(imgs, maps, noise=float("nan"))

@@ -191,8 +191,21 @@ class FastMRIVolume:
         return int(i) % n
 
     def kspace(self, i: int) -> np.ndarray:
-        """Slice ``i``'s k-space ``(coils, H, W)`` complex64 (read from disk now)."""
-        return np.asarray(self._file["kspace"][self._index(i)], dtype=np.complex64)
+        """Slice ``i``'s k-space ``(coils, H, W)`` complex64 (read from disk now).
+
+        Raises:
+            DataFormatError: the slice holds NaN or Inf values (named by file and slice).
+        """
+        idx = self._index(i)
+        k = np.asarray(self._file["kspace"][idx], dtype=np.complex64)
+        finite = np.isfinite(k)
+        if not finite.all():
+            bad = int(k.size - np.count_nonzero(finite))
+            raise DataFormatError(
+                f"{self.path}: slice {idx} of 'kspace' contains {bad} NaN/Inf value(s) of {k.size}; the file is "
+                "damaged or was written with invalid values. Leave this slice out (select slices with "
+                "iter_slice_refs / skip_edge) or repair the file")
+        return k
 
     def reconstruction_rss(self, i: int) -> np.ndarray:
         """Slice ``i``'s stored RSS reconstruction ``(h, w)`` float32."""

@@ -141,6 +141,13 @@ def simulate_kspace(images: np.ndarray, maps: np.ndarray, *, noise: float = 0.0,
     from convexdual.mri.coils import fft2c
 
     x = np.asarray(images)
+    maps = np.asarray(maps)
+    for name, a in (("images", x), ("maps", maps)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"simulate_kspace: {name} contain {int(a.size - np.count_nonzero(np.isfinite(a)))} "
+                             "NaN/Inf value(s); the k-space would be NaN")
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     k = fft2c(maps[None] * x[:, None])
     if noise > 0:
         g = rng if rng is not None else np.random.default_rng(0)

@@ -74,7 +74,7 @@ def prepare_slice(kspace: np.ndarray, options: PrepOptions, *, slice_number: int
     """Mask, estimate maps, SENSE-combine input and target, crop and normalise one slice.
 
     Args:
-        kspace: fully sampled ``(C, H, W)`` complex k-space.
+        kspace: fully sampled ``(C, H, W)`` complex k-space (finite: NaN/Inf is refused).
         options: :class:`PrepOptions`.
         slice_number: offsets the mask seed when ``per_slice_masks``.
         device: SigPy device for the coil-map estimation.
@@ -83,6 +83,11 @@ def prepare_slice(kspace: np.ndarray, options: PrepOptions, *, slice_number: int
     k = np.asarray(kspace)
     if k.ndim != 3:
         raise ValueError(f"kspace must be (C, H, W); got {k.shape}")
+    finite = np.isfinite(k)
+    if not finite.all():
+        bad = int(k.size - np.count_nonzero(finite))
+        raise ValueError(f"kspace of slice {slice_number} contains {bad} NaN/Inf value(s) of {k.size}: the coil maps, "
+                         "images and scale would all be NaN. Leave this slice out or repair its k-space")
     seed = options.mask.seed + (int(slice_number) if options.per_slice_masks else 0)
     mask = options.mask.make(k.shape[1:], seed=seed)
     under = k * mask
@@ -248,6 +253,9 @@ def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, devic
                 dsets["scale"][n] = ps.scale
                 dsets["slice_index"][n] = ref.index
                 dsets["volume"][n] = ref.path.name
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written cache left behind
+        raise
     finally:
         for v in opened.values():
             v.close()
