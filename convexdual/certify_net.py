@@ -389,6 +389,12 @@ def certify(
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     f_net = as_two_layer_net(net, kernel_size)
+    bad = {name: int((~torch.isfinite(p.detach())).sum()) for name, p in f_net.named_parameters()}
+    bad = {name: c for name, c in bad.items() if c}
+    if bad:
+        raise ValueError("the network's weights contain NaN/Inf (" + ", ".join(
+            f"{name}: {c} value(s)" for name, c in bad.items()) + "); it cannot be certified. A diverged "
+            "training run? Retrain with a smaller learning rate, or solve (4) directly with convexdual.solve")
     x = as_images(noisy, "noisy")
     y = as_targets(clean, x, "clean")
     b = check_beta(beta)

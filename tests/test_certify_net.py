@@ -290,3 +290,17 @@ def test_huber_loss_certificate():
     Ub, vb = cz.improved_network.filters()
     realised = cz.objective - net_objective_ref(Ub, vb, noisy, clean, 1, beta, "huber", dl)
     assert realised == pytest.approx(cz.improvement, rel=1e-8) and cz.improvement >= drop * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_weight_network_is_refused_with_a_clear_message(value):
+    """Issue 11, item 20: not "filter 0's sign pattern is not in the pattern set"."""
+    noisy, clean = _tiny()
+    net = cd.TwoLayerConvNet(1, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        next(iter(net.parameters())).view(-1)[1] = value
+    with pytest.raises(ValueError, match=r"the network's weights contain NaN/Inf \(.*1 value\(s\)\)"):
+        cd.certify(net, noisy, clean, 1.0)
+    U, v = net.filters()
+    with pytest.raises(ValueError, match="the network's weights contain NaN/Inf"):
+        cd.certify((np.array(U), np.array(v)), noisy, clean, 1.0, kernel_size=3)
