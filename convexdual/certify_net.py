@@ -29,6 +29,7 @@ The verdict says exactly what was shown:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -55,6 +56,7 @@ GLOBALLY_OPTIMAL = "globally_optimal"
 OPTIMAL_OVER_S = "optimal_over_S"
 NOT_OPTIMAL = "not_optimal"
 INCONCLUSIVE = "inconclusive"
+ORACLE_SOURCE = "descent neuron (global oracle)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +93,19 @@ class NetworkCertificate:
         improved_network: the best explicit network found (None when none beats the net),
             also when its drop is below the tolerance.
         timings: seconds per step.
+        global_checked: the branch-and-bound oracle (:mod:`convexdual.global_oracle`) ran on
+            the residual named by ``global_residual`` ("recovered": the certified optimum over
+            S; "net": the net itself) over *all* sign patterns (only when S is not exact).
+        global_status, global_verdict: the oracle's ``status`` ("proved", "descent", "budget")
+            and ``verdict`` ("feasible", "descent", None).
+        global_upper, global_lower: its certified upper bound on and attained value of
+            ``max_{||u||<=1} |r^T relu(X u)|`` (compare with ``beta``).
+        global_nodes, global_seconds, global_open_regions: its regions bounded, wall time and
+            regions left open.
+        global_lower_bound: certified lower bound on the global optimum of (2): the dual
+            value of the residual scaled by ``beta / max(beta, global_upper)`` (with exact
+            enumeration: ``lower_bound``); nan when neither ran.
+        global_gap: ``objective - global_lower_bound`` (certified global gap of the net).
     """
 
     verdict: str
@@ -125,6 +140,17 @@ class NetworkCertificate:
     tolerance: float
     improved_network: TwoLayerConvNet | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    global_checked: bool = False
+    global_status: str = ""
+    global_verdict: str | None = None
+    global_upper: float = math.nan
+    global_lower: float = math.nan
+    global_nodes: int = 0
+    global_seconds: float = 0.0
+    global_open_regions: int = 0
+    global_residual: str = ""
+    global_lower_bound: float = math.nan
+    global_gap: float = math.nan
 
     @property
     def globally_optimal(self) -> bool:
@@ -149,6 +175,12 @@ class NetworkCertificate:
             + ("(exact over all cells)" if self.search_exact
                else f"(search: {self.search_gates} gates, {self.search_starts} starts)"),
         ]
+        if self.global_checked:
+            lines.append(f"global      : B&B oracle on the {self.global_residual} residual: {self.global_status}, "
+                         f"max |r^T relu(Xu)| in [{self.global_lower:.8g}, {self.global_upper:.8g}] "
+                         f"(beta {self.beta:.6g}), {self.global_nodes} nodes, {self.global_seconds:.3g} s; "
+                         f"certified global lower bound {self.global_lower_bound:.10g}, global gap "
+                         f"{self.global_gap:.3g} ({self.global_gap / max(abs(self.objective), 1e-300):.2e} relative)")
         if self.improvement > 0:
             lines.append(f"improvement : {self.improvement:.6g} ({self.relative_improvement:.2e} relative) "
                          f"by {self.improvement_source}"
@@ -334,6 +366,20 @@ def _descent_witness(net: TwoLayerConvNet, u: np.ndarray, sign: float, inputs: n
     return new, primal_objective(new, inputs, targets, beta, loss)
 
 
+def _global_note(glob: dict[str, Any], g_gap: float) -> str:
+    """The oracle's partial answer, appended to a verdict that it did not settle."""
+    if not glob.get("global_checked"):
+        return ""
+    if glob["global_status"] == "budget":
+        what = (f"budget ran out after {glob['global_nodes']} nodes / {glob['global_seconds']:.3g} s "
+                f"(max in [{glob['global_lower']:.6g}, {glob['global_upper']:.6g}] vs beta)")
+    elif glob["global_verdict"] == "descent":
+        what = "descent neuron with a drop below the tolerance"
+    else:
+        what = f"{glob['global_status']} after {glob['global_nodes']} nodes"
+    return f"; global oracle: {what}, certified global gap <= {g_gap:.3g}"
+
+
 def certify(
     net: Any,
     noisy: Any,
@@ -353,6 +399,10 @@ def certify(
     seed: int | None = 0,
     tolerance: float = 1e-6,
     device: torch.device | str = "cpu",
+    global_time_limit: float | None = 60.0,
+    global_max_nodes: int | None = None,
+    global_eps: float | None = None,
+    global_threads: int | None = None,
 ) -> NetworkCertificate:
     """Is ``net`` a global optimum of (2) on ``(noisy, clean)`` with weight decay ``beta``?
 
@@ -373,7 +423,15 @@ def certify(
         tolerance: relative tolerance: the net is "optimal" when its objective is within
             ``tolerance * |objective|`` of the lower bound; an improvement is reported
             when it exceeds that much.
-        device: where the descent search's convolutions run.
+        device: where the descent search's convolutions (and the global oracle's bounds) run.
+        global_time_limit: seconds for the branch-and-bound oracle over *all* sign patterns
+            (:func:`convexdual.global_oracle.global_max_correlation`), run when S is not an
+            exact enumeration on the residual of the recovered optimum over S (if certified,
+            else of the net); 0 or None disables it. Whatever it reaches, its certified upper
+            bound gives a certified global lower bound (``global_lower_bound``).
+        global_max_nodes: optional node budget of the oracle.
+        global_eps: the oracle's relative proof tolerance (default ``tolerance / 4``).
+        global_threads: torch threads for the oracle (None: leave the setting alone).
 
     Returns:
         A :class:`NetworkCertificate`.
@@ -459,6 +517,46 @@ def certify(
                                 extra_gates=np.concatenate([S.gates, U]) if len(U) else S.gates,
                                 seed=seed, margin=tolerance, device=device)
     times["search"] = time.perf_counter() - t
+
+    # 5. the branch-and-bound oracle over all sign patterns (issue 16; docs/global_oracle.md)
+    glob: dict[str, Any] = {}
+    o_drop, o_net = 0.0, None
+    if S.exact:
+        glob = {"global_lower_bound": float(lower), "global_gap": float(objective - lower)}
+    elif global_time_limit:
+        t = time.perf_counter()
+        from convexdual.global_oracle import global_max_correlation
+        from convexdual.patches import patch_matrix
+
+        if rec_net is not None and res.status.is_optimal:
+            g_src, g_net = "recovered", rec_net
+            v0 = lo.dual_candidate(rec_net.predict(x).reshape(-1) - problem.skip.reshape(-1) - problem.y)
+        else:
+            g_src, g_net, v0 = "net", f_net, r
+        Xp = patch_matrix(x, k)
+        o_eps = 0.25 * tolerance if global_eps is None else float(global_eps)
+        kw = dict(eps=o_eps, max_nodes=global_max_nodes, device=device, seed=0 if seed is None else int(seed),
+                  num_threads=global_threads)
+        # decide against beta (1 + eps): a convex optimum over S sits on its active constraints up to the
+        # solver's accuracy, and a "descent" of ratio 1 + 1e-9 there would stop the search with nothing proved
+        orc = global_max_correlation(Xp, v0, beta=b * (1.0 + o_eps), time_limit=float(global_time_limit), **kw)
+        if orc.verdict == "descent":
+            o_net, o_obj = _descent_witness(g_net, np.asarray(orc.argmax, dtype=np.float64), float(orc.sign),
+                                            x, y, b, lo, v0)
+            o_drop = max(objective - o_obj, 0.0)
+            left = float(global_time_limit) - (time.perf_counter() - t)
+            if o_drop <= tolerance * max(abs(objective), 1e-300) and left > 0:
+                # a descent neuron too weak to count: bound the maximum itself for a certified global gap
+                orc2 = global_max_correlation(Xp, v0, beta=None, time_limit=left, **kw)
+                orc = dataclasses.replace(orc2, verdict="descent", nodes=orc.nodes + orc2.nodes,
+                                          seconds=orc.seconds + orc2.seconds)
+        # any certified upper bound M: v0 * beta / max(beta, M) is dual feasible for the full problem (2)
+        g = problem.engine.dual_bound(lo, problem.y, b, v0, max_constraint=max(float(orc.upper), 0.0)).value
+        glob = {"global_checked": True, "global_status": orc.status, "global_verdict": orc.verdict,
+                "global_upper": float(orc.upper), "global_lower": float(orc.lower), "global_nodes": int(orc.nodes),
+                "global_seconds": float(orc.seconds), "global_open_regions": int(orc.open_regions),
+                "global_residual": g_src, "global_lower_bound": float(g), "global_gap": float(objective - g)}
+        times["global"] = time.perf_counter() - t
     d_u, d_sign, d_drop, d_net = None, 0.0, 0.0, None
     if search.found and search.best is not None:
         d_u, d_sign = search.best.u, float(search.best.sign)
@@ -468,28 +566,33 @@ def certify(
     # verdict
     scale = max(abs(objective), 1e-300)
     candidates = [(objective - rec_obj if math.isfinite(rec_obj) else 0.0, "convex re-solve over S", rec_net),
-                  (d_drop, "descent neuron", d_net)]
+                  (d_drop, "descent neuron", d_net), (o_drop, ORACLE_SOURCE, o_net)]
     improvement, source, improved = max(candidates, key=lambda c: c[0])
     if improvement <= 0.0:  # nothing beats the net (any positive drop is real, if tiny)
         improvement, source, improved = 0.0, "", None
     significant = improvement > tolerance * scale
     gap = objective - lower
     K = search.num_starts
+    g_gap = max(glob.get("global_gap", math.nan), 0.0) if glob.get("global_checked") else math.nan
     if significant:
         status = NOT_OPTIMAL
-        verdict = f"not optimal: the objective can drop by {improvement:.6g} (certified)"
+        how = "descent neuron found, certified" if source == ORACLE_SOURCE else "certified"
+        verdict = f"not optimal: the objective can drop by {improvement:.6g} ({how})"
     elif gap <= tolerance * scale and S.exact:
         status = GLOBALLY_OPTIMAL
         verdict = "globally optimal (exact enumeration)"
+    elif g_gap <= tolerance * scale:  # the oracle's certified global lower bound closes the gap
+        status = GLOBALLY_OPTIMAL
+        verdict = f"globally optimal (proved, global gap <= {g_gap:.3g})"
     elif gap <= tolerance * scale and d_drop <= tolerance * scale:
         status = OPTIMAL_OVER_S
         verdict = (f"optimal over S; no descent neuron found in {K} starts "
-                   f"(not a proof of global optimality)")
+                   f"(not a proof of global optimality)") + _global_note(glob, g_gap)
     else:
         status = INCONCLUSIVE
         verdict = (f"inconclusive: the objective is {gap:.3g} above the certified lower bound over S "
                    f"({'exact' if S.exact else 'sampled'}), but no better network was built "
-                   f"(solver status {res.status.value})")
+                   f"(solver status {res.status.value})") + _global_note(glob, g_gap)
     times["total"] = time.perf_counter() - t0
     logger.info("certify: %s", verdict)
     return NetworkCertificate(
@@ -502,6 +605,6 @@ def certify(
         improvement_source=source, max_dual_ratio=float(search.max_ratio), descent_neuron=d_u,
         descent_sign=d_sign, descent_drop=float(d_drop), search_exact=bool(search.exact),
         search_starts=K, search_gates=search.num_gates, beta=b, tolerance=float(tolerance),
-        improved_network=improved, timings=times,
+        improved_network=improved, timings=times, **glob,
     )
 

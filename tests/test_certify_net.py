@@ -125,8 +125,9 @@ def test_sampled_mode_wording_is_not_a_proof(exact_case):
     """The global optimum, certified with a *sampled* S: the search finds nothing, and says so honestly."""
     noisy, clean, beta, _, res = exact_case
     S = cd.sample_patterns(noisy, 3, 30, seed=2)
-    c = cd.certify(res.network, noisy, clean, beta, patterns=S, num_starts=32, num_gates=256)
-    assert not c.exact and not c.search_exact
+    # without the global oracle (global_time_limit=0); with it, see test_global_oracle_* below
+    c = cd.certify(res.network, noisy, clean, beta, patterns=S, num_starts=32, num_gates=256, global_time_limit=0)
+    assert not c.exact and not c.search_exact and not c.global_checked
     assert c.status == "optimal_over_S"
     assert c.verdict == ("optimal over S; no descent neuron found in 32 starts "
                          "(not a proof of global optimality)")
@@ -304,3 +305,60 @@ def test_nan_weight_network_is_refused_with_a_clear_message(value):
     U, v = net.filters()
     with pytest.raises(ValueError, match="the network's weights contain NaN/Inf"):
         cd.certify((np.array(U), np.array(v)), noisy, clean, 1.0, kernel_size=3)
+
+
+def _true_gap(c, exact_opt):
+    return c.objective - exact_opt
+
+
+def test_global_oracle_certify_agrees_with_enumeration(exact_case):
+    """Sampled S + the branch-and-bound oracle (issue 16) vs exact enumeration on the 3x3 instance.
+
+    Both must reach the same verdict, and the certified global gap must bound the true gap
+    (objective minus the enumerated global optimum) from above.
+    """
+    noisy, clean, beta, pats, res = exact_case
+    opt = float(res.objective)
+    sub = cd.solve(cd.build_problem(noisy, clean, 3, beta, num_patterns=3, seed=0), solver="clarabel").network
+    U, v = as_two_layer_net(res.network).filters()
+    nets = {"optimum": res.network, "optimum over 3 patterns": sub,
+            "shrunk optimum": cd.TwoLayerConvNet.from_filters(0.9 * U, 0.9 * v, 1, 3),
+            "zero": cd.TwoLayerConvNet.from_filters(np.zeros((1, 9)), np.zeros(1), 1, 3)}
+    for name, net in nets.items():
+        ex = cd.certify(net, noisy, clean, beta, patterns=pats)
+        c = cd.certify(net, noisy, clean, beta, patterns="sample", num_patterns=10, num_starts=4, num_gates=32,
+                       global_time_limit=30)
+        assert ex.exact and not c.exact and c.global_checked, name
+        assert ex.status in ("globally_optimal", "not_optimal"), (name, ex.verdict)
+        assert c.status == ex.status, (name, c.verdict, ex.verdict)
+        true_gap = _true_gap(c, opt)
+        assert c.global_gap >= true_gap - 1e-9 * abs(opt), (name, c.global_gap, true_gap)
+        assert c.global_lower_bound <= opt * (1 + 1e-9), name
+        if ex.status == "globally_optimal":
+            assert c.verdict.startswith("globally optimal (proved, global gap <= "), c.verdict
+            assert c.global_status == "proved" and c.global_verdict == "feasible"
+            assert c.global_upper <= beta * (1 + 1e-6) and c.global_gap <= 1e-6 * c.objective
+        else:
+            assert c.verdict.startswith("not optimal: the objective can drop by "), c.verdict
+            assert c.improvement <= true_gap + 1e-8 * abs(opt)  # a real network: not below the optimum
+            # (up to the reference solve's own certified gap, ~3e-9 relative)
+        d = c.to_dict()
+        json.dumps(d)
+        assert d["global_nodes"] == c.global_nodes and d["global_status"] == c.global_status
+
+
+def test_global_oracle_budget_gives_an_honest_partial_answer(exact_case):
+    """A node budget too small to decide: the certified global gap from the oracle's upper bound."""
+    noisy, clean, beta, _, res = exact_case
+    c = cd.certify(res.network, noisy, clean, beta, patterns="sample", num_patterns=10, num_starts=4,
+                   num_gates=32, global_max_nodes=1)
+    assert c.global_checked and c.global_status == "budget" and c.global_verdict is None
+    assert c.global_upper > beta and np.isfinite(c.global_upper)
+    assert c.status == "optimal_over_S" and "global oracle: budget ran out after" in c.verdict
+    # v * beta / max(beta, upper) is dual feasible: a valid (looser) bound
+    assert 0 <= c.global_lower_bound <= res.objective * (1 + 1e-9)
+    assert c.global_gap >= c.objective - res.objective - 1e-9
+    assert c.global_gap > 1e-6 * c.objective and "global gap" in c.summary()
+    off = cd.certify(res.network, noisy, clean, beta, patterns="sample", num_patterns=10, num_starts=4,
+                     num_gates=32, global_time_limit=None)
+    assert not off.global_checked and off.global_nodes == 0 and off.status == "optimal_over_S"
