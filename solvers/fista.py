@@ -19,7 +19,17 @@ relative gap to that bound is below ``tol``. The result splits each ``v_i`` into
   ``violation_tol``: then it is certified optimal for (4) too;
 * OPTIMAL_INACCURATE: the relaxation is solved but the point violates (4)'s cones;
   use it as a warm start or lower bound (``info["lower_bound"]``), not as a network;
+* NUMERICAL_ERROR: the relaxation's own gap came out clearly negative (its bound is broken);
 * MAX_ITERATIONS / TIME_LIMIT otherwise.
+
+What the result means (the message says it too): ``objective`` is the value of the *gated
+relaxation* at the returned point; it is a value of (4) only when the point lies in (4)'s
+cones. What is certified is a lower bound: ``info["lower_bound"]`` (the relaxation's dual
+bound, valid for the relaxation and for (4)) and ``info["lower_bound_of_4"]`` (the better of
+it and (4)'s own cone-projected bound at the same residual); ``info["relaxation_relative_gap"]``
+(>= 0) is the gap of the relaxation. When the point violates the cones, the attached
+certificate compares (4)'s bound with the formula of (4) at a point that is not in (4): its
+``gap`` can be negative and is then not a gap of (4) (the message says so).
 """
 
 from __future__ import annotations
@@ -139,6 +149,7 @@ class FistaSolver(TorchSolver):
         tstart = time.perf_counter() - elapsed0
         it = it0
         rel_gap = viol = float("nan")
+        neg_tol = max(float(o.tol), 1e3 * float(torch.finfo(op.dtype).eps))  # rounding, not a broken bound
         try:
             for it in range(it0, o.max_iter):
                 tnext = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
@@ -161,6 +172,13 @@ class FistaSolver(TorchSolver):
                 best["lower"] = max(best["lower"], lower)
                 rel_gap = (pobj - best["lower"]) / max(abs(pobj), 1e-300)
                 elapsed = time.perf_counter() - tstart
+                if rel_gap < -neg_tol:
+                    # weak duality makes the relaxation's gap >= 0: a clearly negative one is a broken bound
+                    status = Status.NUMERICAL_ERROR
+                    message = (f"the gated relaxation's duality gap came out negative ({rel_gap:.2e} relative: "
+                               f"objective {pobj:.10g} below its 'lower bound' {best['lower']:.10g}); the bound "
+                               f"is broken (rounding in {o.dtype}? try dtype='float64'), nothing is certified")
+                    break
                 done_relax = rel_gap <= o.tol
                 if done_relax or (it + 1) % o.check_every == 0 or it + 1 == o.max_iter:
                     Yn = Yk.double().cpu().numpy()
@@ -179,9 +197,9 @@ class FistaSolver(TorchSolver):
                     V = Yk  # the certified point
                     status = Status.OPTIMAL if viol <= o.violation_tol else Status.OPTIMAL_INACCURATE
                     if status is Status.OPTIMAL_INACCURATE:
-                        message = (f"gated relaxation solved (certified relative gap {rel_gap:.2e}) but the point "
-                                   f"violates the cones of (4) by {viol:.2e}: a lower bound / warm start, not a "
-                                   "solution of (4)")
+                        message = (f"gated relaxation solved (its certified relative gap {rel_gap:.2e}) but the "
+                                   f"point violates the cones of (4) by {viol:.2e}: a lower bound / warm start, "
+                                   "not a solution of (4)")
                     break
                 if o.time_limit is not None and elapsed >= o.time_limit:
                     status = Status.TIME_LIMIT
@@ -193,12 +211,41 @@ class FistaSolver(TorchSolver):
         t2 = time.perf_counter()
         Vn = V.double().cpu().numpy()
         W, Z = split_gated(op, Vn)
+        resid = (op.forward(V) - y).double()
         objective = history[-1]["objective"] if (history and status.is_optimal) else float(
-            0.5 * float(((op.forward(V) - y).double() ** 2).sum()) + beta * np.linalg.norm(Vn, axis=1).sum())
-        if not message:
-            message = f"relative gap {rel_gap:.2e} (gated bound), violation {viol:.2e} after {it + 1} iterations"
+            0.5 * float((resid ** 2).sum()) + beta * np.linalg.norm(Vn, axis=1).sum())
+        lower = float(best["lower"])
+        viol_final = relative_violation(problem, W, Z)
+        relax_gap = (objective - lower) / max(abs(objective), 1e-300) if np.isfinite(lower) else float("inf")
+        in_cones = viol_final <= o.violation_tol
+        lower4 = lower
+        if status is not Status.NUMERICAL_ERROR and not in_cones:
+            # (4)'s own bound at the same residual (the one the certificate uses): often stronger
+            from convexdual.certificate import dual_lower_bound
+
+            g4, _ = dual_lower_bound(problem, problem.loss.dual_candidate(resid.cpu().numpy()))
+            lower4 = max(lower, float(g4))
+        if status is not Status.NUMERICAL_ERROR:
+            what = (f"objective {objective:.10g} is the gated relaxation's value (relaxation gap {relax_gap:.2e} to "
+                    f"its certified bound); certified: the optimum of (4) over these patterns is >= {lower4:.10g}")
+            if in_cones:
+                what += (f"; the point lies in (4)'s cones (violation {viol_final:.2e}), so the objective is also "
+                         "the value of a point of (4)")
+            else:
+                what += (f"; the point is NOT a point of (4) (cone violation {viol_final:.2e}): the objective is "
+                         "not a value of (4), and a gap of (4) measured at this point")
+                if objective < lower4:
+                    what += (f" is negative ({(objective - lower4) / max(abs(objective), 1e-300):.2e} relative): "
+                             "it only says the point is outside (4), not that (4) is solved")
+                else:
+                    what += " is not a duality gap of (4)"
+            message = f"{message}; {what}" if message else what
         return SolveResult(status=status, objective=float(objective), W=W, Z=Z, solver=self.name,
                            iterations=it + 1, timings=Timings(build=t1 - t0, solve=t2 - t1), message=message,
                            history=tuple(history),
-                           info={"problem": "gated_relaxation", "lower_bound": best["lower"], "lipschitz": L,
-                                 "operator": op.describe(), **problem.describe(), "yy": yy})
+                           info={"problem": "gated_relaxation", "objective_of": (
+                                     "program (4)" if in_cones else "gated relaxation (not a point of (4))"),
+                                 "lower_bound": lower, "lower_bound_of_4": lower4,
+                                 "relaxation_objective": float(objective), "relaxation_lower_bound": lower,
+                                 "relaxation_relative_gap": float(relax_gap), "violation": float(viol_final),
+                                 "lipschitz": L, "operator": op.describe(), **problem.describe(), "yy": yy})

@@ -270,3 +270,49 @@ def test_operator_and_fista_on_cuda(small_problem):
     a = FistaSolver().solve(small_problem, FistaOptions(tol=1e-6, device="cuda"))
     b = FistaSolver().solve(small_problem, FistaOptions(tol=1e-6, device="cpu"))
     assert abs(a.objective - b.objective) <= 1e-5 * abs(b.objective)
+
+
+def test_fista_says_what_it_reports_and_what_it_certifies(small_problem, small_solution):
+    """Issue 11, item 13: fista's objective is the gated relaxation's; what it certifies is a lower
+    bound on (4); a negative "gap" at its point (outside (4)'s cones) is never presented as a gap of (4)."""
+    from convexdual.certificate import certify_solution
+
+    p = small_problem
+    raw = FistaSolver().solve(p, FistaOptions(tol=1e-7, max_iter=20_000))  # before finalize
+    info = raw.info
+    c_raw = certify_solution(p, raw.W, raw.Z)
+    # on this instance the relaxation's point violates (4)'s cones and (4)'s bound exceeds its value
+    assert c_raw.max_violation > 1e-3 and c_raw.relative_gap < -1e-3
+    assert info["objective_of"].startswith("gated relaxation") and info["violation"] == pytest.approx(c_raw.max_violation)
+    assert info["relaxation_objective"] == raw.objective
+    assert 0 <= info["relaxation_relative_gap"] <= 1e-6  # the relaxation's own gap: never negative
+    # what it certifies: lower bounds on (4), below Clarabel's certified optimum of (4)
+    assert info["lower_bound"] <= info["lower_bound_of_4"] <= small_solution.objective * (1 + 1e-9)
+    assert info["lower_bound_of_4"] == pytest.approx(c_raw.dual_bound, rel=1e-9)
+    assert raw.status is Status.OPTIMAL_INACCURATE
+    assert "gated relaxation's value" in raw.message and "NOT a point of (4)" in raw.message
+    assert "is negative" in raw.message and "not that (4) is solved" in raw.message
+    # through cd.solve the answer is never a certified optimum of (4)
+    r = cd.solve(p, solver="fista", options=FistaOptions(tol=1e-7, max_iter=20_000))
+    assert r.status is not Status.OPTIMAL and not r.certificate.ok
+    assert "gated relaxation's value" in r.message
+    assert r.certificate.dual_bound <= small_solution.objective * (1 + 1e-9)
+
+
+def test_fista_negative_relaxation_gap_is_a_broken_bound_not_optimal(small_problem, tmp_path, monkeypatch):
+    import convexdual.solvers.fista as fista_mod
+
+    ck = tmp_path / "f.ck"
+    FistaSolver().solve(small_problem, FistaOptions(tol=1e-12, max_iter=10, checkpoint_path=str(ck),
+                                                    checkpoint_every=10))
+    real = fista_mod.load_checkpoint
+
+    def broken(*a, **k):  # a "lower bound" above every value of the relaxation
+        st = dict(real(*a, **k))
+        st["lower"] = 10.0 * float(small_problem.y @ small_problem.y)
+        return st
+
+    monkeypatch.setattr(fista_mod, "load_checkpoint", broken)
+    r = cd.solve(small_problem, solver="fista", options=FistaOptions(tol=1e-6, max_iter=20, resume_from=str(ck)))
+    assert r.status is Status.NUMERICAL_ERROR, (r.status, r.message)
+    assert "duality gap came out negative" in r.message and "nothing is certified" in r.message
