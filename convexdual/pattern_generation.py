@@ -17,6 +17,13 @@ default inner solver ``"clarabel-ws"`` keeps each re-solve small with its own wo
 set). When the loop stops, the last solve is certified over S and the search found no
 descent neuron in its starts: optimal over S, with no evidence of a better pattern
 (a search, not a proof; exact enumeration is the proof on tiny data).
+
+With ``GenerationOptions(oracle="global")`` the pricing step ends with the branch-and-bound
+oracle over *all* sign patterns (:mod:`convexdual.global_oracle`, issue 16): a round in
+which the search adds nothing calls it on the optimal residual; its descent neuron's gate
+is added, and when it proves dual feasibility the loop ends with a *certified global
+optimum of (2)* (the residual scaled by ``beta / max(beta, upper)`` is feasible for the
+dual of the full problem; ``info["global_gap"]`` is the certified global gap).
 """
 
 from __future__ import annotations
@@ -56,6 +63,15 @@ class GenerationOptions:
         checkpoint_path: ``.npz`` written after every round (the gates of S and the
             history); ``resume_from`` restarts from such a file.
         resume_from: a checkpoint of a run on the same data and kernel size.
+        oracle: the pricing step. "search": the descent search only (converges to "no
+            violator found", not a proof). "global": the search first, and in a round where
+            it adds nothing, the branch-and-bound oracle over *all* sign patterns
+            (:func:`convexdual.global_oracle.global_max_correlation`): its descent neuron's
+            gate is added; when it proves ``max |r^T relu(Xu)| <= beta (1 + margin)(1 + eps)``
+            the loop ends with a certified global optimum of (2).
+        oracle_time_limit: seconds per oracle call (None: unlimited); when one runs out the
+            loop stops with the certified global gap reached (``info["global_gap"]``).
+        oracle_eps: the oracle's relative tolerance (None: ``margin / 4``).
     """
 
     max_rounds: int = 40
@@ -69,8 +85,17 @@ class GenerationOptions:
     device: str = "cpu"
     checkpoint_path: str | None = None
     resume_from: str | None = None
+    oracle: str = "search"
+    oracle_time_limit: float | None = 60.0
+    oracle_eps: float | None = None
 
     def __post_init__(self) -> None:
+        if self.oracle not in ("search", "global"):
+            raise ValueError(f"oracle must be 'search' or 'global', got {self.oracle!r}")
+        if self.oracle_time_limit is not None and not (self.oracle_time_limit > 0):
+            raise ValueError(f"oracle_time_limit must be > 0 seconds or None, got {self.oracle_time_limit}")
+        if self.oracle_eps is not None and not (self.oracle_eps > 0):
+            raise ValueError(f"oracle_eps must be > 0 or None, got {self.oracle_eps}")
         for name in ("max_rounds", "patterns_per_round"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -180,8 +205,10 @@ def generate_patterns(
         rounds = list(json.loads(str(blob["rounds"])))
         logger.info("resumed pattern generation from %s: %d patterns, %d rounds", opts.resume_from, len(S),
                     len(rounds))
-    converged = False
+    converged = proved = False
     message = ""
+    Xp = None
+    glob: dict[str, Any] = {}
     result: SolveResult | None = None
     prob = _with_patterns(problem, S)
     for t in range(len(rounds), int(opts.max_rounds)):
@@ -202,6 +229,7 @@ def generate_patterns(
                                 seed=opts.seed + t, margin=opts.margin, device=opts.device)
         search_s = time.perf_counter() - ts
         added = 0
+        orc, glob = None, {}
         if search.violators:
             gates = np.array([c.gate for c in search.violators])
             new = patterns_from_gates(prob.inputs, prob.kernel_size, gates, source="generated")
@@ -213,11 +241,40 @@ def generate_patterns(
             if added:
                 S = SignPatterns(gates=np.concatenate([S.gates, new.gates[fresh]]), exact=False,
                                  num_requested=S.num_patterns + added, source="generated", data_key=new.data_key)
+        if opts.oracle == "global" and added == 0:
+            # pricing over all sign patterns, with a proof (docs/global_oracle.md)
+            from convexdual.global_oracle import global_max_correlation
+            from convexdual.patches import patch_matrix
+
+            if Xp is None:
+                Xp = patch_matrix(prob.inputs, prob.kernel_size)
+            o_eps = 0.25 * opts.margin if opts.oracle_eps is None else float(opts.oracle_eps)
+            o_eps = o_eps if o_eps > 0 else 1e-9
+            to = time.perf_counter()
+            orc = global_max_correlation(Xp, r, beta=prob.beta * (1.0 + opts.margin), eps=o_eps,
+                                         time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t)
+            search_s += time.perf_counter() - to
+            if orc.verdict == "descent":
+                new = patterns_from_gates(prob.inputs, prob.kernel_size, np.asarray(orc.argmax)[None],
+                                          source="generated")
+                have = set(pattern_hashes(prob.inputs, prob.kernel_size, S.gates))
+                if pattern_hashes(prob.inputs, prob.kernel_size, new.gates)[0] not in have:
+                    added = 1
+                    S = SignPatterns(gates=np.concatenate([S.gates, new.gates]), exact=False,
+                                     num_requested=S.num_patterns + 1, source="generated", data_key=new.data_key)
         cert = result.certificate
         rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
                "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),
                "status": result.status.value, "max_ratio": float(search.max_ratio), "added": added,
                "solve_seconds": solve_s, "search_seconds": search_s, "elapsed": time.perf_counter() - t0}
+        if orc is not None:
+            g = prob.engine.dual_bound(prob.loss, prob.y, prob.beta, r, max_constraint=max(float(orc.upper), 0.0))
+            glob = {"oracle_status": orc.status, "oracle_verdict": orc.verdict, "oracle_upper": float(orc.upper),
+                    "oracle_lower": float(orc.lower), "oracle_nodes": int(orc.nodes),
+                    "oracle_seconds": float(orc.seconds), "global_lower_bound": float(g.value),
+                    "global_gap": float(result.objective - g.value)}
+            rec.update(glob)
+            rec["max_ratio"] = max(rec["max_ratio"], float(orc.lower) / prob.beta)
         rounds.append(rec)
         logger.info("generation round %d: P=%d objective %.10g max ratio %.6g, +%d patterns",
                     t, prob.P, result.objective, search.max_ratio, added)
@@ -225,6 +282,25 @@ def generate_patterns(
             callback(rec)
         if opts.checkpoint_path is not None:
             _save(opts.checkpoint_path, S, rounds)
+        if added == 0 and orc is not None:
+            rel = glob["global_gap"] / max(abs(float(result.objective)), 1e-300)
+            if orc.verdict == "feasible" and result.status.is_optimal:
+                converged = proved = True
+                message = ("converged: certified global optimum of (2) (proved by the branch-and-bound oracle; "
+                           f"certified global gap {glob['global_gap']:.3g}, {rel:.2e} relative, "
+                           f"{orc.nodes} nodes, {orc.seconds:.3g} s)")
+            elif orc.verdict == "feasible":
+                message = (f"the oracle proved dual feasibility, but the solve over S is {result.status.value}, "
+                           f"not certified (certified global gap {glob['global_gap']:.3g})")
+            elif orc.verdict == "descent":
+                message = (f"round {t}: the oracle's descent neuron (ratio {orc.lower / prob.beta:.9g}) has a "
+                           "pattern already in S (the solve over S is not accurate enough); certified global "
+                           f"gap {glob['global_gap']:.3g}")
+            else:
+                message = (f"oracle budget ran out ({orc.nodes} nodes, {orc.seconds:.3g} s, max in "
+                           f"[{orc.lower:.6g}, {orc.upper:.6g}] vs beta {prob.beta:.6g}): certified global gap "
+                           f"{glob['global_gap']:.3g} ({rel:.2e} relative); not proved")
+            break
         if added == 0:
             converged = True
             message = (f"no descent neuron outside S found in {search.num_starts} starts and "
@@ -247,4 +323,5 @@ def generate_patterns(
     logger.info("pattern generation: %s", message)
     return PatternGenerationResult(result=result, problem=prob, patterns=prob.patterns, converged=converged,
                                    rounds=tuple(rounds), message=message, seconds=secs,
-                                   info={"solver": name, "initial_patterns": problem.P})
+                                   info={"solver": name, "initial_patterns": problem.P, "oracle": opts.oracle,
+                                         "proved_global": proved, **glob})

@@ -92,3 +92,28 @@ def test_cli_solve_patterns_generate(tiny, tmp_path):
     rep = json.loads((tmp_path / "out" / "result.json").read_text())
     assert rc == 0 and rep["problem"]["pattern_source"] == "generated"
     assert rep["result"]["objective"] == pytest.approx(exact.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("search", [dict(num_starts=32, num_gates=256), dict(num_starts=0, num_gates=1)])
+def test_global_oracle_generation_proves_the_enumerated_global_optimum(tiny, search):
+    """oracle="global": column generation ends with a *proved* global optimum of (2), equal to the
+    enumerated one; with a near-useless search the oracle's descent neurons do the pricing."""
+    noisy, clean, beta, pats, exact = tiny
+    start = cd.build_problem(noisy, clean, 3, beta, num_patterns=2, seed=0)
+    g = generate_patterns(start, solver="clarabel",
+                          options=GenerationOptions(oracle="global", oracle_time_limit=30, **search))
+    assert g.converged and g.info["proved_global"] and g.result.status.is_optimal
+    assert g.message.startswith("converged: certified global optimum of (2) (proved by the branch-and-bound oracle")
+    assert g.result.objective == pytest.approx(exact.objective, rel=1e-6)
+    last = g.rounds[-1]
+    assert last["added"] == 0 and last["oracle_status"] == "proved" and last["oracle_verdict"] == "feasible"
+    assert last["oracle_upper"] <= beta * (1 + 2e-6)
+    # the certified global lower bound is below the true optimum and the gap is within the tolerance
+    assert g.info["global_lower_bound"] <= exact.objective * (1 + 1e-8)
+    assert 0 <= g.info["global_gap"] <= 1e-6 * g.result.objective + 1e-12
+    if search["num_starts"] == 0:  # the oracle found descent neurons the search missed
+        assert any(r.get("oracle_verdict") == "descent" and r["added"] == 1 for r in g.rounds)
+    with pytest.raises(ValueError, match="oracle must be"):
+        GenerationOptions(oracle="exact")
+    with pytest.raises(ValueError, match="oracle_time_limit"):
+        GenerationOptions(oracle="global", oracle_time_limit=0)
