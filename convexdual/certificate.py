@@ -142,7 +142,8 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
     if network is not None:
         net_obj = primal_objective(network, problem.inputs, problem.targets, problem.beta, problem.loss)
         rec_err = abs(net_obj - p) / denom
-    ok = bool(gap / denom <= tolerance and viol <= violation_tolerance
+    # a clearly negative gap is no certificate: the point is not a point of (4) or a bound is broken
+    ok = bool(-tolerance <= gap / denom <= tolerance and viol <= violation_tolerance
               and (rec_err is None or rec_err <= tolerance))
     return Certificate(
         convex_objective=p, dual_bound=float(g), gap=float(gap), relative_gap=float(gap / denom),

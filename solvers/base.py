@@ -96,6 +96,8 @@ def status_from_certificate(status: Status, cert: Any, message: str, tolerance: 
                 f"<= {violation_tolerance:g}")
         return Status.OPTIMAL, f"{message}; {note}" if message else note
     why = []
+    if cert.relative_gap < -tolerance:
+        why.append(f"negative gap {cert.relative_gap:.2e}: the point is not a point of (4) or a bound is broken")
     if not (cert.relative_gap <= tolerance):
         why.append(f"relative gap {cert.relative_gap:.2e} > {tolerance:g}")
     if not (cert.max_violation <= violation_tolerance):

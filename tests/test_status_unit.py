@@ -96,3 +96,15 @@ def test_finalize_polishes_only_infeasible_points_and_only_when_certifying(small
     clean_raw = dataclasses.replace(raw, W=pol.W, Z=pol.Z, objective=pol.objective, message="")
     again = finalize(prob, clean_raw)
     assert "projected" not in again.message and np.array_equal(again.W, pol.W)
+
+
+def test_a_clearly_negative_gap_is_never_certified(small):
+    # the dual bound above the objective: impossible for a point of (4) with a valid bound
+    prob, raw = small
+    from convexdual.certificate import certify_solution
+
+    cert = certify_solution(prob, raw.W * 0.5, raw.Z * 0.5)  # a valid point: gap >= 0
+    assert cert.gap >= -1e-9 * abs(cert.convex_objective)
+    fake = dataclasses.replace(cert, gap=-0.1 * cert.convex_objective, relative_gap=-0.1, ok=False)
+    st, msg = status_from_certificate(Status.OPTIMAL, fake, "", 1e-6, 1e-7)
+    assert st is Status.OPTIMAL_INACCURATE and "negative gap" in msg
