@@ -285,7 +285,8 @@ class ActiveSetSolver(TorchSolver):
                                    message=f"{f['message']}; resumed from the finished run in {o.resume_from} "
                                            "(nothing re-run)",
                                    dual=None if f["dual"] is None else np.asarray(f["dual"]),
-                                   history=tuple(ck.state["history"]), info={"resumed_finished": True})
+                                   history=tuple(ck.state["history"]),
+                                   info={"resumed_finished": True, **problem.describe()})
             st = ck.state
             pattern, sign = list(st["pattern"]), list(st["sign"])
             rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
@@ -410,16 +411,17 @@ class ActiveSetSolver(TorchSolver):
             best["objective"] = problem.objective(best["W"], best["Z"])
         if not message:
             message = f"certified relative gap {rel_gap:.2e}, violation {viol:.2e} after {rnd + 1} rounds"
+        final_objective = float(problem.objective(best["W"], best["Z"]))
         if o.checkpoint_path is not None and status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE):
             save_checkpoint(o.checkpoint_path, self.name, problem,
                             {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
                              "zero_count": list(zero_count), "round": rnd + 1, "history": history,
                              "elapsed": time.perf_counter() - tstart, "warm": warm_info,
                              "projection_rows": data.projection_rows(),
-                             "final": {"status": status.value, "objective": float(best["objective"]),
+                             "final": {"status": status.value, "objective": final_objective,
                                        "W": best["W"], "Z": best["Z"], "dual": best["dual"], "message": message}},
                             finished=True)
-        return SolveResult(status=status, objective=float(problem.objective(best["W"], best["Z"])), W=best["W"],
+        return SolveResult(status=status, objective=final_objective, W=best["W"],
                            Z=best["Z"], solver=self.name, iterations=rnd + 1,
                            timings=Timings(build=t1 - t0, solve=t2 - t1), message=message, dual=best["dual"],
                            history=tuple(history),

@@ -241,4 +241,4 @@ def test_readme_python_api_block_runs(tmp_path, monkeypatch, digits_small, capsy
     monkeypatch.chdir(tmp_path)  # the block saves net.pt in the working folder
     exec(compile(block, "README.md", "exec"), {"noisy": noisy, "clean": clean, "noisy_test": noisy})
     assert (tmp_path / "net.pt").is_file()
-    assert "SolveResult(solver='clarabel', status='optimal'" in capsys.readouterr().out
+    assert "SolveResult(solver='active_set', status='optimal'" in capsys.readouterr().out  # cd.solve(problem): auto
