@@ -37,7 +37,10 @@ def add_parser(sub) -> None:
                    help="'auto' (enumerate when the arrangement is small, else sample), 'enumerate', or the "
                         "number of sampled patterns")
     p.add_argument("--max-enumerate", type=int, default=1024, help="largest arrangement 'auto' enumerates")
-    p.add_argument("--solver", default="clarabel-ws", help="solver of (4) over S (see 'convexdual solvers')")
+    p.add_argument("--solver", default="auto", help="solver of (4) over S (see 'convexdual solvers')")
+    p.add_argument("--global-time-limit", type=float, default=60.0,
+                   help="seconds for the branch-and-bound proof of global optimality when S is not an exact "
+                        "enumeration (0: skip it)")
     p.add_argument("--starts", type=int, default=64, help="projected-ascent starts of the descent search")
     p.add_argument("--gates", type=int, default=2048, help="random gates of the descent search")
     p.add_argument("--seed", type=int, default=0)
@@ -151,7 +154,8 @@ def run(args) -> int:
     extra = {"progress": not quiet} if "progress" in inspect.signature(cd.certify).parameters else {}
     cert = cd.certify(net, noisy, clean, beta, loss=loss, patterns=pats, num_patterns=num,
                       max_enumerate=args.max_enumerate, solver=args.solver, num_starts=args.starts,
-                      num_gates=args.gates, seed=args.seed, tolerance=args.tolerance, **extra)
+                      num_gates=args.gates, seed=args.seed, tolerance=args.tolerance,
+                      global_time_limit=args.global_time_limit or None, **extra)
     print(cert.summary())
     report = {"net": str(args.net), "data": str(args.data), "net_metadata": meta, "beta": beta, "loss": loss_name,
               "seconds": time.perf_counter() - t0, "certificate": cert.to_dict()}

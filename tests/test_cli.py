@@ -299,3 +299,26 @@ def test_progress_follows_quiet(tmp_path, monkeypatch, quiet):
     argv = ["solve", "--digits", "2", "--patterns", "4", "--solver", "clarabel", "--out", str(tmp_path / "r")]
     assert main(argv + (["--quiet"] if quiet else [])) == 0
     assert seen and set(seen.values()) == {not quiet}, seen
+
+
+def test_certify_global_time_limit_flag(tmp_path):
+    # --global-time-limit 0 skips the branch-and-bound proof; a positive budget runs it and is recorded
+    import json
+
+    import numpy as np
+
+    import convexdual as cd
+    from convexdual.cli import main
+
+    rng = np.random.default_rng(0)
+    noisy = rng.standard_normal((1, 3, 3))
+    clean = noisy + 0.3 * rng.standard_normal((1, 3, 3))
+    np.savez(tmp_path / "pair.npz", noisy=noisy, clean=clean)
+    net = cd.TwoLayerConvNet.from_filters(rng.standard_normal((2, 9)), np.array([0.5, -0.3]), 1, 3)
+    net.save(tmp_path / "net.pt", metadata={"beta": 0.2, "loss": "squared"})
+    for budget, ran in (("0", False), ("20", True)):
+        out = tmp_path / f"c{budget}.json"
+        main(["certify", "--net", str(tmp_path / "net.pt"), "--data", str(tmp_path / "pair.npz"), "--patterns",
+              "40", "--global-time-limit", budget, "--out", str(out), "--quiet"])
+        rep = json.loads(out.read_text())["certificate"]
+        assert bool(rep.get("global_checked")) is ran
