@@ -70,11 +70,12 @@ class Target:
 TARGETS: dict[str, Target] = {
     "certificate": Target(
         "certificate", "convexdual/certificate.py", None,
-        [["tests/test_status_rule.py"], ["tests/test_certificate.py"], PROPS],
+        [["tests/test_certificate_unit.py"], ["tests/test_status_unit.py"], ["tests/test_status_rule.py"],
+         ["tests/test_certificate.py"], PROPS],
         "the certificate: dual bound, gap, ok"),
     "status": Target(
         "status", "solvers/base.py", ["status_from_certificate", "finalize"],
-        [["tests/test_status_rule.py"]],
+        [["tests/test_status_unit.py"], ["tests/test_status_rule.py"]],
         "the status rule (finalize)"),
     "recover": Target(
         "recover", "convexdual/recover.py", None,
