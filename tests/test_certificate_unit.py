@@ -46,3 +46,11 @@ def test_summary_and_dict_say_what_was_checked():
     d = c.to_dict()
     assert d["relative_gap"] == 0.25 and d["scope"] == "exact" and d["ok"] is False and d["num_neurons"] == 3
     assert isinstance(dataclasses.replace(c, gap=np.float64(0.5)).to_dict()["gap"], float)
+
+
+def test_repr_names_the_pattern_scope():
+    c = Certificate(convex_objective=2.0, dual_bound=2.0, gap=0.0, relative_gap=0.0, max_violation=0.0,
+                    num_neurons=1, scope="exact", tolerance=1e-6, violation_tolerance=1e-7, ok=True)
+    assert "all sign patterns (exact enumeration)" in repr(c) and repr(c).startswith("Certificate(ok ")
+    s = dataclasses.replace(c, scope="sampled", ok=False)
+    assert "the sampled patterns" in repr(s) and "exact" not in repr(s) and "NOT ok" in repr(s)

@@ -108,3 +108,13 @@ def test_a_clearly_negative_gap_is_never_certified(small):
     fake = dataclasses.replace(cert, gap=-0.1 * cert.convex_objective, relative_gap=-0.1, ok=False)
     st, msg = status_from_certificate(Status.OPTIMAL, fake, "", 1e-6, 1e-7)
     assert st is Status.OPTIMAL_INACCURATE and "negative gap" in msg
+
+
+def test_reasons_at_exactly_the_tolerances():
+    # a gap of exactly -tolerance is not called negative; a recovery error exactly at it is no reason
+    st, msg = status_from_certificate(Status.OPTIMAL, _cert(gap=-1e-6, ok=False), "", 1e-6, 1e-7)
+    assert st is Status.OPTIMAL_INACCURATE and "negative gap" not in msg
+    st, msg = status_from_certificate(Status.OPTIMAL, _cert(gap=-2e-6, ok=False), "", 1e-6, 1e-7)
+    assert "negative gap" in msg
+    st, msg = status_from_certificate(Status.OPTIMAL, _cert(rec=1e-6, ok=False), "", 1e-6, 1e-7)
+    assert "recovered" not in msg and "not certified" in msg
