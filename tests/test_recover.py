@@ -54,3 +54,9 @@ def test_recover_filters_eq5_values_and_group_indices():
     # u v reproduces the group: |v| u = w (and -z), and beta/2 (||u||^2 + v^2) = beta ||w||
     np.testing.assert_allclose(np.abs(v)[:, None] * U, np.stack([W[0], W[3], Z[1]]), rtol=1e-14)
     np.testing.assert_allclose(0.5 * ((U * U).sum(1) + v * v), [8.0, 2.0**-16, 4.0], rtol=1e-12)
+
+
+def test_zero_tolerance_keeps_every_nonzero_group():
+    W, Z = _groups()
+    aw, az = active_groups(W, Z, rel_tol=0.0)  # threshold 0: every nonzero group, however small
+    assert aw.tolist() == [True, False, True, True] and az.tolist() == [False, True, True, True]

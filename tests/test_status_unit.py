@@ -118,3 +118,14 @@ def test_reasons_at_exactly_the_tolerances():
     assert "negative gap" in msg
     st, msg = status_from_certificate(Status.OPTIMAL, _cert(rec=1e-6, ok=False), "", 1e-6, 1e-7)
     assert "recovered" not in msg and "not certified" in msg
+
+
+def test_finalize_timings_are_durations(small):
+    import time
+
+    prob, raw = small
+    t = time.perf_counter()
+    out = finalize(prob, raw)
+    wall = time.perf_counter() - t
+    assert 0.0 <= out.timings.recover <= wall and 0.0 < out.timings.certify <= wall
+    assert out.timings.solve == raw.timings.solve and out.timings.build == raw.timings.build
