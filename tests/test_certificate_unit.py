@@ -54,3 +54,21 @@ def test_repr_names_the_pattern_scope():
     assert "all sign patterns (exact enumeration)" in repr(c) and repr(c).startswith("Certificate(ok ")
     s = dataclasses.replace(c, scope="sampled", ok=False)
     assert "the sampled patterns" in repr(s) and "exact" not in repr(s) and "NOT ok" in repr(s)
+
+
+def test_ok_holds_at_exactly_its_tolerances_and_counts_both_neuron_signs():
+    rng = np.random.default_rng(4)
+    noisy = rng.standard_normal((2, 5, 5))
+    clean = noisy + 0.3 * rng.standard_normal((2, 5, 5))
+    prob = cd.build_problem(noisy, clean, 3, 1.0, num_patterns=6, seed=0)
+    res = cd.solve(prob, "clarabel")
+    c = res.certificate
+    _, v = res.network.filters()
+    assert (v > 0).any() and (v < 0).any()  # both w and z groups: the count must add them
+    assert c.num_neurons == res.network.width == int((v > 0).sum() + (v < 0).sum())
+    # the same point, certified again with tolerances equal to the measured numbers: still ok (<=)
+    tol = max(abs(c.relative_gap), c.recovery_error)
+    again = certify_solution(prob, res.W, res.Z, network=res.network, dual=res.dual, tolerance=tol,
+                             violation_tolerance=c.max_violation)
+    assert again.relative_gap == c.relative_gap and again.max_violation == c.max_violation
+    assert again.ok
