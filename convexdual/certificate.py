@@ -124,8 +124,8 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
     from convexdual.recover import active_groups
 
     W, Z = problem.check_weights(W, Z)
-    p = problem.objective(W, Z)
-    r = problem.predict(W, Z) - problem.y
+    r = problem.predict(W, Z) - problem.y  # one prediction serves the objective and the dual candidate
+    p = float(problem.loss.value(r) + problem.beta * (np.linalg.norm(W, axis=1).sum() + np.linalg.norm(Z, axis=1).sum()))
     cand = problem.loss.dual_candidate(r)
     g, s = dual_lower_bound(problem, cand, progress=progress)
     if dual is not None and _parallel(np.asarray(dual, dtype=np.float64).reshape(-1), cand):

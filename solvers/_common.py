@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 from convexdual.errors import SolverUnavailableError
-from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.solvers.base import SolverOptions
 
 __all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint",
            "checkpoint_finished", "progress_bar",
-           "certified_bound", "relative_violation", "BASE_OPTION_FIELDS", "coerce_options",
+           "certified_bound", "BASE_OPTION_FIELDS", "coerce_options",
            "require_squared_loss", "run_solver", "TorchSolver"]
 
 logger = logging.getLogger(__name__)
@@ -216,19 +215,10 @@ def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def certified_bound(problem: DualProblem, op: PatternOperator | None, yhat: np.ndarray,
-                    cache: Any = None) -> tuple[float, np.ndarray]:
-    """Certified lower bound ``g`` on (4) from the residual at ``yhat``; returns ``(g, v)``.
-
+def certified_bound(problem: DualProblem, yhat: np.ndarray) -> tuple[float, np.ndarray]:
+    """Certified lower bound ``g`` on (4) from the residual at ``yhat``; returns ``(g, v)``:
     ``v0 = -dL/dyhat`` scaled to dual feasibility by the problem's engine
-    (:meth:`convexdual.engine.PatternEngine.dual_bound`); ``op`` and ``cache`` are ignored (kept
-    for callers that pass them).
-    """
+    (:meth:`convexdual.engine.PatternEngine.dual_bound`)."""
     v0 = problem.loss.dual_candidate(np.asarray(yhat, dtype=np.float64) - problem.y)
     b = problem.engine.dual_bound(problem.loss, problem.y, problem.beta, v0)
     return b.value, b.scale * v0
-
-
-def relative_violation(problem: DualProblem, W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> float:
-    """Largest relative cone violation, the certificate's definition (``DualProblem.cone_violation``)."""
-    return problem.cone_violation(np.asarray(W, dtype=np.float64), np.asarray(Z, dtype=np.float64), rel_tol)

@@ -50,7 +50,6 @@ from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
     TorchSolver,
     TorchSolverOptions,
-    load_checkpoint,
     progress_bar,
     save_checkpoint,
 )

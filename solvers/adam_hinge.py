@@ -31,7 +31,6 @@ from convexdual.solvers._common import (
     certified_bound,
     load_checkpoint,
     progress_bar,
-    relative_violation,
     save_checkpoint,
     torch_dtype,
 )
@@ -128,9 +127,9 @@ class AdamHingeSolver(TorchSolver):
                     yhat = op.forward(torch.as_tensor(Wn - Zn, dtype=dt)).double().cpu().numpy()
                     pobj = float(problem.loss.value(yhat - problem.y)
                                  + problem.beta * (np.linalg.norm(Wn, axis=1).sum() + np.linalg.norm(Zn, axis=1).sum()))
-                    lower, _ = certified_bound(problem, op, yhat)
+                    lower, _ = certified_bound(problem, yhat)
                     gap_rel = (pobj - lower) / max(abs(pobj), 1e-300)
-                    viol = relative_violation(problem, Wn, Zn)
+                    viol = problem.cone_violation(Wn, Zn)
                     history.append({"iteration": ep + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
                                     "relative_gap": gap_rel, "violation": viol})
                     bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{gap_rel:.1e}", viol=f"{viol:.1e}")

@@ -155,7 +155,7 @@ class AugmentedLagrangianSolver(TorchSolver):
                 Wp, Zp = Upol[:P], Upol[P:]
                 pobj = problem.objective(Wp, Zp)
                 yhat = problem.predict(Wp, Zp)
-                lower, _ = certified_bound(problem, op, yhat)
+                lower, _ = certified_bound(problem, yhat)
                 gap_rel = (pobj - lower) / max(abs(pobj), 1e-300)
                 viol = problem.cone_violation(Wp, Zp)
                 if pobj < best[0]:

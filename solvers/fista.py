@@ -51,7 +51,6 @@ from convexdual.solvers._common import (
     coerce_options,
     load_checkpoint,
     progress_bar,
-    relative_violation,
     require_squared_loss,
     save_checkpoint,
     torch_dtype,
@@ -183,7 +182,7 @@ class FistaSolver(TorchSolver):
                 if done_relax or (it + 1) % o.check_every == 0 or it + 1 == o.max_iter:
                     Yn = Yk.double().cpu().numpy()
                     Wc, Zc = split_gated(op, Yn)
-                    viol = relative_violation(problem, Wc, Zc)
+                    viol = problem.cone_violation(Wc, Zc)
                     history.append({"iteration": it + 1, "time": elapsed, "objective": pobj,
                                     "dual_bound": best["lower"], "relative_gap": rel_gap, "violation": viol})
                     bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{rel_gap:.1e}", viol=f"{viol:.1e}")
@@ -215,7 +214,7 @@ class FistaSolver(TorchSolver):
         objective = history[-1]["objective"] if (history and status.is_optimal) else float(
             0.5 * float((resid ** 2).sum()) + beta * np.linalg.norm(Vn, axis=1).sum())
         lower = float(best["lower"])
-        viol_final = relative_violation(problem, W, Z)
+        viol_final = problem.cone_violation(W, Z)
         relax_gap = (objective - lower) / max(abs(objective), 1e-300) if np.isfinite(lower) else float("inf")
         in_cones = viol_final <= o.violation_tol
         lower4 = lower
