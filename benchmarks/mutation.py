@@ -376,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         done = [e for e in targets.values() if e.get("score") is not None]
         total = sum(e["mutants"] for e in done)
         killed = sum(e["killed"] for e in done)
+        for e in entries.values():  # targets are run at different commits: say which, per target
+            e["source"] = source
         report = {
+            **{k: v for k, v in old.items() if k not in ("targets", "totals")},  # e.g. post_run_review
             "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "source": source, "runner": "benchmarks/mutation.py (AST, one site at a time, private copy)",
             "command": "python benchmarks/mutation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
