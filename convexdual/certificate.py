@@ -104,6 +104,50 @@ def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
     return t > 0 and float(np.linalg.norm(a - t * b)) <= 1e-12 * max(float(np.linalg.norm(a)), 1e-300)
 
 
+def _completed_dual(problem: DualProblem, W: np.ndarray, Z: np.ndarray, r: np.ndarray,
+                    start: np.ndarray, rel_tol_groups: float, max_entries: float = 2e7) -> np.ndarray | None:
+    """A dual candidate for a non-smooth loss (the absolute loss), tight at an optimal point.
+
+    The subgradient ``v = -sign(r)`` fixes ``v_j`` only on rows with ``r_j != 0``; on the rows
+    an optimal point fits exactly (``r_j ~ 0``) any ``v_j`` in ``[-1, 1]`` is a subgradient, and
+    ``sign`` picks 0 there, far from the optimal dual. A solver's dual fills them in, but only to
+    its own (absolute) feasibility tolerance, and scaling it to feasibility then costs the whole
+    bound that relative excess (1.8e-6 at data in units of 10^-1.5). The optimal dual is pinned
+    by the primal point's optimality conditions: ``v_j = -sign(r_j)`` on the rows with
+    ``|r_j| > tau``, and, for every group that becomes a neuron, stationarity
+    ``X^T D_i v = beta w_i / ||w_i||`` (``-beta z_i / ||z_i||`` for ``z_i``). Here the free rows
+    take the values closest to ``start`` (minimum-norm least squares) that satisfy those
+    equations, clipped to ``[-1, 1]``. Any vector is a valid candidate (``dual_lower_bound``
+    scales it to feasibility); this one is only used when it gives a better bound. None when
+    the loss is smooth (``-dL/dyhat`` is then the dual), nothing is free or active, or the
+    system is larger than ``max_entries``.
+    """
+    from convexdual.recover import active_groups
+
+    if problem.loss.smooth:
+        return None
+    bound = float(problem.loss.dual_bound)
+    scale_r = max(float(np.abs(problem.y).max(initial=0.0)), float(np.abs(r).max(initial=0.0)))
+    free = np.abs(r) <= 1e-6 * scale_r
+    aw, az = active_groups(W, Z, rel_tol_groups, problem.weight_scale)
+    groups = [(int(i), W[i], 1.0) for i in np.flatnonzero(aw)] + [(int(i), Z[i], -1.0) for i in np.flatnonzero(az)]
+    nf = int(free.sum())
+    if nf == 0 or not groups or nf * problem.d * len(groups) > max_entries:
+        return None
+    v = np.where(free, np.clip(np.asarray(start, dtype=np.float64).reshape(-1), -bound, bound),
+                 -bound * np.sign(r))
+    X = problem.X
+    Xf = X[free]
+    rows, rhs = [], []
+    for i, u, sign in groups:
+        m = problem.mask(i)
+        rows.append((Xf * m[free][:, None]).T)  # X_F^T D_i,F  (d, nf)
+        rhs.append(sign * problem.beta * u / np.linalg.norm(u) - X.T @ (m * v))
+    delta = np.linalg.lstsq(np.vstack(rows), np.concatenate(rhs), rcond=None)[0]
+    v[free] = np.clip(v[free] + delta, -bound, bound)
+    return v
+
+
 def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, network=None,
                      dual: np.ndarray | None = None, tolerance: float = 1e-6,
                      violation_tolerance: float = 1e-7, rel_tol_groups: float = 1e-6,
@@ -134,6 +178,11 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
         g2, s2 = dual_lower_bound(problem, dual, progress=progress)
         if g2 > g:
             g, s = g2, s2
+    completed = _completed_dual(problem, W, Z, r, cand if dual is None else dual, rel_tol_groups)
+    if completed is not None:
+        g3, s3 = dual_lower_bound(problem, completed, progress=progress)
+        if g3 > g:
+            g, s = g3, s3
     gap = p - g
     denom = max(abs(p), 1e-300)
     viol = problem.cone_violation(W, Z, rel_tol_groups)
