@@ -51,7 +51,8 @@ class CvxpyProgram:
         return None if val is None else np.asarray(val, dtype=np.float64).reshape(-1).copy()
 
 
-def _check_size(problem: DualProblem) -> None:
+def check_size(problem: DualProblem) -> None:
+    """Raise :class:`~convexdual.engine.MemoryBudgetError` when the explicit SOCP (4) would not fit."""
     from convexdual.engine import check_memory
 
     # the dense data matrix, the cone matrix's entries and CVXPY's copies of both
@@ -62,7 +63,7 @@ def _check_size(problem: DualProblem) -> None:
 
 def data_matrix(problem: DualProblem) -> np.ndarray:
     """``A = [D_1 X, ..., D_P X]``, dense ``(n, P*d)`` (small problems only; memory-checked)."""
-    _check_size(problem)
+    check_size(problem)
     X, M = problem.X, problem.masks()
     return (M[:, :, None] * X[None]).transpose(1, 0, 2).reshape(problem.n, problem.P * problem.d)
 
@@ -72,7 +73,7 @@ def cone_matrix(problem: DualProblem) -> sp.csr_matrix:
     X = problem.X
     keep = np.any(X != 0, axis=1)
     Xk = X[keep]
-    _check_size(problem)
+    check_size(problem)
     S = np.where(problem.masks()[:, keep], 1.0, -1.0)  # (P, n')
     P, nk, d = problem.P, Xk.shape[0], problem.d
     data = (S[:, :, None] * Xk[None]).reshape(-1)

@@ -23,12 +23,12 @@ import torch
 
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
-from convexdual.solvers.base import SolverOptions
+from convexdual.solvers.base import SolverBase, SolverOptions
 
 __all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint",
            "checkpoint_finished", "progress_bar",
            "certified_bound", "BASE_OPTION_FIELDS", "coerce_options",
-           "require_squared_loss", "run_solver", "TorchSolver"]
+           "run_solver", "TorchSolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,52 +114,40 @@ def coerce_options(options: Any, cls: type, fields: tuple[str, ...] = BASE_OPTIO
     return cls(**({} if options is None else {k: getattr(options, k) for k in fields}))
 
 
-def require_squared_loss(problem: DualProblem, solver: str, hint: str = "") -> None:
-    """Raise ``ValueError`` unless ``problem`` uses the squared loss (``hint`` is appended to the message)."""
-    if problem.loss.name != "squared":
-        raise ValueError(f"solver {solver!r} supports the squared loss only (got {problem.loss.name!r}){hint}")
-
-
-def run_solver(solver: Any, problem: DualProblem, options: Any, *, fields: tuple[str, ...] = BASE_OPTION_FIELDS,
-               squared_only: bool = False, loss_hint: str = "") -> Any:
+def run_solver(solver: Any, problem: DualProblem, options: Any, *,
+               fields: tuple[str, ...] = BASE_OPTION_FIELDS) -> Any:
     """The ``solve`` of a torch solver: coerce the options to ``solver.options_class``, check
-    ``solver.available()`` (and the loss, with ``squared_only``), then ``solver._solve(problem, o)``
-    with ``o.num_threads`` torch threads.
+    ``solver.available()`` and ``solver.check_problem(problem)`` (its declared losses), then
+    ``solver._solve(problem, o)`` with ``o.num_threads`` torch threads.
 
     Raises:
         SolverUnavailableError: the solver's backend is not installed.
-        ValueError: bad options, or a non-squared loss with ``squared_only``.
+        ValueError: bad options, or a loss the solver does not declare.
     """
     o = coerce_options(options, solver.options_class, fields)
     ok, why = solver.available()
     if not ok:
         raise SolverUnavailableError(why)
-    if squared_only:
-        require_squared_loss(problem, solver.name, loss_hint)
+    solver.check_problem(problem)
     with torch_threads(o.num_threads):
         return solver._solve(problem, o)
 
 
-class TorchSolver:
-    """Base of the torch solvers: ``available()`` (nothing to install) and ``solve()`` by :func:`run_solver`.
+class TorchSolver(SolverBase):
+    """Base of the torch solvers: capabilities of :class:`~convexdual.solvers.base.SolverBase`
+    (nothing to install by default) and ``solve()`` by :func:`run_solver`.
 
-    A subclass sets ``name``, ``options_class`` and implements ``_solve(problem, options)``;
-    ``option_fields`` (generic fields taken from a plain :class:`SolverOptions`),
-    ``squared_only`` and ``loss_hint`` tune :func:`run_solver`.
+    A subclass sets ``name``, ``options_class`` (and ``losses``, ``requires`` where they apply)
+    and implements ``_solve(problem, options)``; ``option_fields`` are the generic fields taken
+    from a plain :class:`SolverOptions`.
     """
 
     name: ClassVar[str]
     options_class: ClassVar[type]
     option_fields: ClassVar[tuple[str, ...]] = BASE_OPTION_FIELDS
-    squared_only: ClassVar[bool] = False
-    loss_hint: ClassVar[str] = ""
-
-    def available(self) -> tuple[bool, str]:
-        return True, ""
 
     def solve(self, problem: DualProblem, options: Any = None) -> Any:
-        return run_solver(self, problem, options, fields=self.option_fields, squared_only=self.squared_only,
-                          loss_hint=self.loss_hint)
+        return run_solver(self, problem, options, fields=self.option_fields)
 
     def _solve(self, problem: DualProblem, o: Any) -> Any:
         raise NotImplementedError

@@ -34,7 +34,6 @@ few hundred groups, not for thousands.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
+from convexdual.solvers._clarabel import map_clarabel_status, settings_dict, solve_program, status_name
 from convexdual.solvers._common import (
     TorchSolver,
     TorchSolverOptions,
@@ -210,38 +210,21 @@ class ActiveSetSolver(TorchSolver):
     name: ClassVar[str] = "active_set"
     options_class: ClassVar[type] = ActiveSetOptions
     option_fields: ClassVar[tuple[str, ...]] = ("tol", "time_limit", "verbose", "native")
-    squared_only: ClassVar[bool] = True
+    losses: ClassVar[tuple[str, ...]] = ("squared",)
     loss_hint: ClassVar[str] = "; use solver='clarabel' for other losses"
 
-    def available(self) -> tuple[bool, str]:
-        if importlib.util.find_spec("clarabel") is None:
-            return False, "active_set needs Clarabel for its restricted solves: pip install clarabel"
-        return True, ""
+    requires: ClassVar[tuple[str, ...]] = ("clarabel",)  # its restricted solves
 
     # ------------------------------------------------------------------ pieces
     def _restricted(self, data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],
                     o: ActiveSetOptions, time_left: float | None) -> tuple[Status, np.ndarray, str, int]:
-        import clarabel
-
-        from convexdual.solvers.working_set import map_clarabel_status
-
         prog = build_restricted(data.problem, pattern, sign, [data.nz[r] for r in rows], gram=data,
                                 cone_scale=data.inv_norm, xty=np.stack([data.xty(int(i)) for i in pattern]))
-        st = clarabel.DefaultSettings()
-        st.verbose = bool(o.verbose)
-        st.tol_gap_abs = st.tol_gap_rel = float(o.clarabel_tol)
-        st.tol_feas = float(o.feas_tol)
-        st.max_iter = int(o.clarabel_max_iter)
-        st.direct_solve_method = "faer"
-        if time_left is not None:
-            st.time_limit = max(float(time_left), 1e-3)
-        for key, val in o.native.items():
-            if not hasattr(st, key):
-                raise ValueError(f"unknown Clarabel setting {key!r} in options.native")
-            setattr(st, key, val)
-        sol = clarabel.DefaultSolver(prog.P, prog.q, prog.A, prog.b, prog.cones(), st).solve()
+        values = settings_dict(gap_tol=float(o.clarabel_tol), feas_tol=float(o.feas_tol), max_iter=o.clarabel_max_iter,
+                               kkt="faer", time_limit=time_left)
+        sol = solve_program(prog, values, o.native, o.verbose)
         U = prog.split(sol.x)
-        return map_clarabel_status(sol.status), U, str(sol.status).split(".")[-1], int(sol.iterations)
+        return map_clarabel_status(sol.status), U, status_name(sol.status), int(sol.iterations)
 
     @staticmethod
     def _check(data: _Data, op: PatternOperator, v: np.ndarray, member: set[tuple[int, float]], threshold: float,
@@ -432,10 +415,11 @@ class ActiveSetSolver(TorchSolver):
         """The vector that ranks the groups: the gated relaxation's residual (warm start) or ``y``."""
         if not o.warm_start:
             return data.y.copy(), {"used": False}
-        from convexdual.solvers.fista import FistaOptions, FistaSolver
+        from convexdual._registry import get_solver  # the gated relaxation's solver, by name
 
         t = time.perf_counter()
-        res = FistaSolver()._solve(problem, FistaOptions(
+        fista = get_solver("fista")
+        res = fista.solve(problem, fista.options_class(
             tol=o.warm_tol, max_iter=o.warm_max_iter, device=o.device, dtype=o.dtype, seed=o.seed,
             check_every=o.warm_max_iter + 1, memory_budget_mb=o.memory_budget_mb, backend=o.backend))
         yhat = data.predict(np.arange(problem.P), np.ones(problem.P), res.W - res.Z)

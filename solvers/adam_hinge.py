@@ -73,6 +73,7 @@ class AdamHingeSolver(TorchSolver):
 
     name: ClassVar[str] = "adam_hinge"
     options_class: ClassVar[type] = AdamHingeOptions
+    losses: ClassVar[tuple[str, ...]] = ("squared",)  # its minibatch loss is the squared one
 
     def _solve(self, problem: DualProblem, o: AdamHingeOptions) -> SolveResult:
         t0 = time.perf_counter()

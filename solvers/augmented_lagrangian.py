@@ -40,7 +40,7 @@ from convexdual.solvers._common import (
     save_checkpoint,
     torch_dtype,
 )
-from convexdual.solvers.fista import group_soft_threshold
+from convexdual.solvers._primitives import group_soft_threshold, power_lipschitz
 
 __all__ = ["AugmentedLagrangianOptions", "AugmentedLagrangianSolver"]
 
@@ -78,7 +78,7 @@ class AugmentedLagrangianSolver(TorchSolver):
 
     name: ClassVar[str] = "augmented_lagrangian"
     options_class: ClassVar[type] = AugmentedLagrangianOptions
-    squared_only: ClassVar[bool] = True
+    losses: ClassVar[tuple[str, ...]] = ("squared",)
 
     def _solve(self, problem: DualProblem, o: AugmentedLagrangianOptions) -> SolveResult:
         t0 = time.perf_counter()
@@ -117,8 +117,6 @@ class AugmentedLagrangianSolver(TorchSolver):
             rho, Lf, it0 = float(st["rho"]), float(st["Lf"]), int(st["iteration"])
             history, elapsed0, last_viol = list(st["history"]), float(st["elapsed"]), float(st["last_viol"])
         else:
-            from convexdual.solvers.fista import power_lipschitz
-
             Lf = 2.0 * 1.05 * power_lipschitz(op, 30, o.seed)
             rho = o.rho * Lf / xnorm2
             U = torch.zeros(2 * P, d, dtype=dt, device=op.device)

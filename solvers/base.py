@@ -21,7 +21,7 @@ from convexdual.problem import DualProblem
 from convexdual.recover import recover_network
 from convexdual.result import SolveResult, Status
 
-__all__ = ["Solver", "SolverOptions", "finalize", "status_from_certificate"]
+__all__ = ["Solver", "SolverBase", "SolverOptions", "EXPLICIT", "OPERATOR", "finalize", "status_from_certificate"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,72 @@ class Solver(Protocol):
 
     def solve(self, problem: DualProblem, options: SolverOptions) -> SolveResult:
         """Solve; return a raw result (no network, no certificate)."""
+
+    def accepts(self, problem: DualProblem) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, why)``: whether this solver takes ``problem``; never raises."""
+
+
+#: ``SolverBase.scale``: the solver builds the explicit SOCP (4) (``P x n`` cone rows, small problems)
+EXPLICIT = "explicit"
+#: ``SolverBase.scale``: the solver works from the gates through operator passes (the paper's size)
+OPERATOR = "operator"
+
+
+class SolverBase:
+    """Declarative capabilities of a solver, and the generic checks they drive (cvxpy's
+    ``Solver.is_installed`` / ``accepts``).
+
+    A subclass declares, as class attributes:
+
+    * ``requires``: modules that must be importable (``install`` names what to pip install);
+    * ``losses``: the losses it solves (None: every loss);
+    * ``scale``: :data:`EXPLICIT` (builds the explicit SOCP, memory-checked) or :data:`OPERATOR`.
+
+    ``available()`` and ``accepts(problem)`` follow from them; a subclass overrides
+    ``available`` only for a check no declaration states (MOSEK's licence probe).
+    """
+
+    name: ClassVar[str]
+    options_class: ClassVar[type[SolverOptions]]
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+    losses: ClassVar[tuple[str, ...] | None] = None
+    loss_hint: ClassVar[str] = ""
+    scale: ClassVar[str] = OPERATOR
+
+    def available(self) -> tuple[bool, str]:
+        import importlib.util
+
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return False, (f"{self.name} needs {module!r}, which is not installed; install it with: "
+                               f"pip install {self.install or module}")
+        return True, ""
+
+    def accepts(self, problem: DualProblem) -> tuple[bool, str]:
+        refusal = self._refusal(problem)
+        return (True, "") if refusal is None else (False, str(refusal))
+
+    def check_problem(self, problem: DualProblem) -> None:
+        """Raise what :meth:`accepts` says: ``ValueError`` for a loss this solver does not solve,
+        :class:`~convexdual.engine.MemoryBudgetError` (a ValueError) for an explicit SOCP too large."""
+        refusal = self._refusal(problem)
+        if refusal is not None:
+            raise refusal
+
+    def _refusal(self, problem: DualProblem) -> ValueError | None:
+        if self.losses is not None and problem.loss.name not in self.losses:
+            return ValueError(f"solver {self.name!r} supports the {' / '.join(self.losses)} loss only (got "
+                              f"{problem.loss.name!r}){self.loss_hint}")
+        if self.scale == EXPLICIT:
+            from convexdual.cvxpy_program import check_size
+            from convexdual.engine import MemoryBudgetError
+
+            try:
+                check_size(problem)
+            except MemoryBudgetError as exc:
+                return exc
+        return None
 
 
 def status_from_certificate(status: Status, cert: Any, message: str, tolerance: float,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -48,13 +48,12 @@ from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
     TorchSolver,
     TorchSolverOptions,
-    coerce_options,
     load_checkpoint,
     progress_bar,
-    require_squared_loss,
     save_checkpoint,
     torch_dtype,
 )
+from convexdual.solvers._primitives import group_soft_threshold, power_lipschitz
 
 __all__ = ["FistaOptions", "FistaSolver", "group_soft_threshold", "power_lipschitz", "split_gated"]
 
@@ -74,28 +73,6 @@ class FistaOptions(TorchSolverOptions):
     restart: bool = True
     power_iterations: int = 30
     check_every: int = 10
-
-
-def group_soft_threshold(V: torch.Tensor, tau: float) -> torch.Tensor:
-    """Prox of ``tau * sum_i ||v_i||``: shrink each row's norm by ``tau``. Shapes: ``(P, d)``."""
-    nrm = V.norm(dim=1, keepdim=True)
-    return V * torch.clamp(1.0 - tau / nrm.clamp_min(1e-300), min=0.0)
-
-
-def power_lipschitz(op: PatternOperator, iterations: int, seed: int) -> float:
-    """``||A||_2^2`` of the pattern operator by the power method (deterministic given ``seed``)."""
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    V = torch.randn(op.P, op.d, generator=gen, dtype=torch.float64).to(device=op.device, dtype=op.dtype)
-    V = V / V.norm()
-    zero = torch.zeros(op.n, device=op.device, dtype=op.dtype)
-    lam = 0.0
-    for _ in range(max(1, iterations)):
-        _, AtAV = op.gradient_sq(V, zero)
-        lam = float(AtAV.norm())
-        if lam == 0.0:
-            return 1.0
-        V = AtAV / lam
-    return lam
 
 
 def split_gated(op: PatternOperator, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +96,9 @@ class FistaSolver(TorchSolver):
 
     name: ClassVar[str] = "fista"
     options_class: ClassVar[type] = FistaOptions
+    losses: ClassVar[tuple[str, ...]] = ("squared",)
 
-    def _solve(self, problem: DualProblem, options: Any = None) -> SolveResult:
-        o = coerce_options(options, FistaOptions)
-        require_squared_loss(problem, self.name)
+    def _solve(self, problem: DualProblem, o: FistaOptions) -> SolveResult:
         t0 = time.perf_counter()
         op = PatternOperator.from_problem(problem, device=o.device, dtype=torch_dtype(o.dtype),
                                           memory_budget_mb=o.memory_budget_mb, backend=o.backend)

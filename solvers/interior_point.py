@@ -34,7 +34,8 @@ from convexdual.cvxpy_program import to_cvxpy
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers.base import SolverOptions
+from convexdual.solvers._clarabel import settings_dict
+from convexdual.solvers.base import EXPLICIT, SolverBase, SolverOptions
 
 __all__ = ["InteriorPointOptions", "SCSOptions", "ClarabelSolver", "MosekSolver", "SCSSolver", "ECOSSolver",
            "CvxpySolver", "map_cvxpy_status", "probe_mosek"]
@@ -109,18 +110,18 @@ def probe_mosek() -> tuple[bool, str]:
     return True, ""
 
 
-class CvxpySolver:
-    """Common CVXPY path; subclasses set the backend name and option mapping."""
+class CvxpySolver(SolverBase):
+    """Common CVXPY path; subclasses set the backend name, its module (``requires``) and option mapping."""
 
     name: ClassVar[str] = "cvxpy"
     cvxpy_name: ClassVar[str] = ""
-    module: ClassVar[str] = ""
-    extra: ClassVar[str] = ""
     options_class: ClassVar[type[SolverOptions]] = InteriorPointOptions
+    scale: ClassVar[str] = EXPLICIT
 
     def available(self) -> tuple[bool, str]:
-        if importlib.util.find_spec(self.module) is None:
-            return False, f"{self.name} is not installed; install it with: pip install {self.extra}"
+        ok, why = super().available()
+        if not ok:
+            return ok, why
         import cvxpy as cp
 
         if self.cvxpy_name not in cp.installed_solvers():
@@ -188,22 +189,18 @@ class CvxpySolver:
 class ClarabelSolver(CvxpySolver):
     name = "clarabel"
     cvxpy_name = "CLARABEL"
-    module = "clarabel"
-    extra = "clarabel"
+    requires = ("cvxpy", "clarabel")
 
     def native_options(self, o):
-        kw: dict[str, Any] = {"tol_gap_abs": o.tol, "tol_gap_rel": o.tol, "tol_feas": o.tol,
-                              "max_iter": int(o.max_iter), "direct_solve_method": o.clarabel_kkt}
-        if o.time_limit is not None:
-            kw["time_limit"] = float(o.time_limit)
-        return kw
+        return settings_dict(gap_tol=o.tol, feas_tol=o.tol, max_iter=o.max_iter, kkt=o.clarabel_kkt,
+                             time_limit=o.time_limit)
 
 
 class MosekSolver(CvxpySolver):
     name = "mosek"
     cvxpy_name = "MOSEK"
-    module = "mosek"
-    extra = "'convexdual[mosek]'"
+    requires = ("cvxpy", "mosek")
+    install = "'convexdual[mosek]'"
 
     def available(self):
         return probe_mosek()
@@ -221,8 +218,7 @@ class SCSSolver(CvxpySolver):
 
     name = "scs"
     cvxpy_name = "SCS"
-    module = "scs"
-    extra = "scs"
+    requires = ("cvxpy", "scs")
     options_class = SCSOptions
 
     def native_options(self, o):
@@ -235,8 +231,7 @@ class SCSSolver(CvxpySolver):
 class ECOSSolver(CvxpySolver):
     name = "ecos"
     cvxpy_name = "ECOS"
-    module = "ecos"
-    extra = "ecos"
+    requires = ("cvxpy", "ecos")
 
     def check_options(self, o):
         if o.time_limit is not None:

@@ -32,11 +32,10 @@ default, says so in ``result.message``) or raises ``ValueError`` (``fallback=Fal
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,9 +43,10 @@ from convexdual.compressed_program import PatternGram, build_restricted, group_w
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers.base import SolverOptions
+from convexdual.solvers._clarabel import map_clarabel_status, settings_dict, solve_program, status_name
+from convexdual.solvers.base import SolverBase, SolverOptions
 
-__all__ = ["WorkingSetOptions", "WorkingSetSolver", "map_clarabel_status"]
+__all__ = ["WorkingSetOptions", "WorkingSetSolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,26 +111,6 @@ class WorkingSetOptions(SolverOptions):
             raise ValueError(f"clarabel_kkt must be 'qdldl' or 'faer', got {self.clarabel_kkt!r}")
 
 
-_CLARABEL_STATUS = {
-    "Solved": Status.OPTIMAL,
-    "AlmostSolved": Status.OPTIMAL_INACCURATE,
-    "MaxIterations": Status.MAX_ITERATIONS,
-    "MaxTime": Status.TIME_LIMIT,
-    "PrimalInfeasible": Status.INFEASIBLE,
-    "AlmostPrimalInfeasible": Status.INFEASIBLE,
-    "DualInfeasible": Status.UNBOUNDED,
-    "AlmostDualInfeasible": Status.UNBOUNDED,
-    "NumericalError": Status.NUMERICAL_ERROR,
-    "InsufficientProgress": Status.NUMERICAL_ERROR,
-}
-
-
-def map_clarabel_status(status: Any) -> Status:
-    """Clarabel's ``SolverStatus`` -> Status; anything unknown is SOLVER_ERROR."""
-    name = str(status).split(".")[-1]
-    return _CLARABEL_STATUS.get(name, Status.SOLVER_ERROR)
-
-
 class _State:
     """The growing working set (groups and their rows) and the per-problem caches."""
 
@@ -193,35 +173,21 @@ class _State:
         return out
 
 
-class WorkingSetSolver:
+class WorkingSetSolver(SolverBase):
     """Program (4) exactly, via working sets of groups and cone rows, solved by Clarabel directly."""
 
     name: ClassVar[str] = "clarabel-ws"
     options_class: ClassVar[type[SolverOptions]] = WorkingSetOptions
 
-    def available(self) -> tuple[bool, str]:
-        if importlib.util.find_spec("clarabel") is None:
-            return False, "clarabel-ws needs Clarabel; install it with: pip install clarabel"
-        return True, ""
+    requires: ClassVar[tuple[str, ...]] = ("clarabel",)
+    # losses: every loss (the squared one by working sets, the others by the plain program, see fallback)
 
     # ---- one restricted solve ------------------------------------------------------
     @staticmethod
     def _clarabel(prog, options: WorkingSetOptions, time_left: float | None):
-        import clarabel
-
-        st = clarabel.DefaultSettings()
-        st.verbose = bool(options.verbose)
-        st.tol_gap_abs = st.tol_gap_rel = float(options.tol)
-        st.tol_feas = float(options.feas_tol)
-        st.max_iter = int(options.max_iter)
-        st.direct_solve_method = options.clarabel_kkt
-        if time_left is not None:
-            st.time_limit = max(float(time_left), 1e-3)
-        for key, val in options.native.items():
-            if not hasattr(st, key):
-                raise ValueError(f"unknown Clarabel setting {key!r} in options.native")
-            setattr(st, key, val)
-        return clarabel.DefaultSolver(prog.P, prog.q, prog.A, prog.b, prog.cones(), st).solve()
+        values = settings_dict(gap_tol=float(options.tol), feas_tol=float(options.feas_tol),
+                               max_iter=options.max_iter, kkt=options.clarabel_kkt, time_limit=time_left)
+        return solve_program(prog, values, options.native, options.verbose)
 
     def solve(self, problem: DualProblem, options: SolverOptions | None = None) -> SolveResult:
         options = options if options is not None else WorkingSetOptions()
@@ -241,12 +207,13 @@ class WorkingSetSolver:
                              "use solver='clarabel', or WorkingSetOptions(fallback=True) to fall back to it")
         import dataclasses
 
-        from convexdual.solvers.interior_point import ClarabelSolver, InteriorPointOptions
+        from convexdual._registry import get_solver
 
         note = (f"clarabel-ws: loss {problem.loss.name!r} is not supported by the working-set path; "
                 "solved the plain program (4) with CVXPY + Clarabel")
         logger.info(note)
-        raw = ClarabelSolver().solve(problem, InteriorPointOptions(
+        plain = get_solver("clarabel")
+        raw = plain.solve(problem, plain.options_class(
             tol=options.tol, max_iter=options.max_iter, time_limit=options.time_limit,
             verbose=options.verbose, clarabel_kkt=options.clarabel_kkt))
         return dataclasses.replace(raw, solver=self.name, message=f"{note}; {raw.message}",
@@ -308,7 +275,7 @@ class WorkingSetSolver:
             history.append({
                 "round": rnd, "groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
                 "max_rows_per_group": int(max(len(r) for r in prog.rows)), "clarabel_iterations": int(sol.iterations),
-                "clarabel_status": str(sol.status).split(".")[-1], "restricted_objective": float(sol.obj_val + prog.offset),
+                "clarabel_status": status_name(sol.status), "restricted_objective": float(sol.obj_val + prog.offset),
                 "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0, "solve_s": t2 - t1,
                 "check_s": t3 - t2,
             })

@@ -13,7 +13,8 @@ import pytest
 import convexdual as cd
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.result import Status
-from convexdual.solvers.working_set import WorkingSetOptions, WorkingSetSolver, map_clarabel_status
+from convexdual.solvers._clarabel import map_clarabel_status
+from convexdual.solvers.working_set import WorkingSetOptions, WorkingSetSolver
 
 pytest.importorskip("clarabel")
 

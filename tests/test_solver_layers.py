@@ -1,0 +1,78 @@
+"""The layering of solvers/ (issue 13): the one direct-Clarabel module, declared capabilities,
+no solver module importing another, one "auto" policy."""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from convexdual._registry import SOLVERS, get_solver
+from convexdual.api import AUTO_ORDER, choose_solver
+from convexdual.result import Status
+from convexdual.solvers import _clarabel
+
+SOLVER_MODULES = {spec.split(":")[0] for spec in SOLVERS.values()}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(SOLVER_MODULES))
+def test_no_solver_module_imports_another(module):
+    path = ROOT / "solvers" / (module.rsplit(".", 1)[1] + ".py")
+    others = (SOLVER_MODULES - {module}) & _imports(path)
+    assert not others, f"{module} imports solver module(s) {sorted(others)}; share a primitive module instead"
+
+
+def test_clarabel_status_map_and_settings():
+    assert _clarabel.map_clarabel_status("SolverStatus.Solved") is Status.OPTIMAL
+    assert _clarabel.map_clarabel_status("Unheard") is Status.SOLVER_ERROR
+    kw = _clarabel.settings_dict(gap_tol=1e-9, feas_tol=1e-8, max_iter=7.0, kkt="qdldl", time_limit=3)
+    assert kw == {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-8, "max_iter": 7,
+                  "direct_solve_method": "qdldl", "time_limit": 3.0}
+    with pytest.raises(ValueError, match="clarabel_kkt"):
+        _clarabel.settings_dict(gap_tol=1e-9, feas_tol=1e-8, max_iter=7, kkt="mkl")
+    st = _clarabel.make_settings(kw, {"equilibrate_enable": False})
+    assert st.tol_feas == 1e-8 and st.max_iter == 7 and st.equilibrate_enable is False
+    with pytest.raises(ValueError, match="unknown Clarabel setting 'no_such'"):
+        _clarabel.make_settings(kw, {"no_such": 1})
+    with pytest.raises(ValueError, match="'max_iter' in options.native refused"):
+        _clarabel.make_settings(kw, {"max_iter": "many"})
+
+
+def test_capabilities_drive_accepts(small_problem):
+    from convexdual.losses import get_loss
+
+    absolute = dataclasses.replace(small_problem, loss=get_loss("absolute"))
+    for name in SOLVERS:
+        s = get_solver(name)
+        ok, why = s.accepts(absolute)
+        assert ok == (s.losses is None or "absolute" in s.losses), (name, why)
+        if not ok:
+            assert "supports the squared loss only" in why
+            with pytest.raises(ValueError, match="squared loss only"):
+                s.check_problem(absolute)
+        assert s.accepts(small_problem) == (True, "")
+    tiny = dataclasses.replace(small_problem, memory_limit_mb=1e-3)
+    ok, why = get_solver("clarabel").accepts(tiny)
+    assert not ok and "explicit SOCP" in why
+    assert get_solver("active_set").accepts(tiny) == (True, "")  # works from the gates
+
+
+def test_auto_follows_capabilities(small_problem):
+    from convexdual.losses import get_loss
+
+    assert choose_solver(small_problem)[0].name == AUTO_ORDER[0] == "active_set"
+    absolute = dataclasses.replace(small_problem, loss=get_loss("absolute"))
+    chosen = choose_solver(absolute)[0]
+    assert chosen.name in AUTO_ORDER[1:] and chosen.accepts(absolute)[0]
+    assert choose_solver(None)[0].losses is None
