@@ -133,3 +133,55 @@ def test_completed_dual_only_for_nonsmooth_losses_and_small_systems():
     assert _completed_dual(prob, W, Z, r, start, 1e-6, max_entries=size - 1) is None
     sq = cd.build_problem(prob.inputs, prob.targets, 1, prob.beta, patterns=prob.patterns, loss="squared")
     assert _completed_dual(sq, W, Z, r, start, 1e-6) is None  # smooth: -dL/dyhat is the dual
+
+
+def test_parallel_is_relative_to_the_vectors_size():
+    """A small non-parallel vector is not parallel: the tolerance scales with ||a|| (1e-12 ||a||),
+    it is not 1e-12 / ||a|| (which would skip a better solver dual at small data scales)."""
+    b = np.array([1.0, -2.0, 3.0])
+    e = np.array([0.0, 0.0, 1e-3])
+    for scale in (1e-6, 1.0, 1e6):
+        assert not _parallel(scale * (b + e), b), scale
+        assert _parallel(scale * b, b), scale
+
+
+def _certified_small():
+    rng = np.random.default_rng(4)
+    noisy = rng.standard_normal((2, 5, 5))
+    clean = noisy + 0.3 * rng.standard_normal((2, 5, 5))
+    prob = cd.build_problem(noisy, clean, 3, 1.0, num_patterns=6, seed=0)
+    return prob, cd.solve(prob, "clarabel")
+
+
+def test_a_gap_of_exactly_minus_the_tolerance_is_still_ok(monkeypatch):
+    """The tolerance is symmetric: -tol <= gap / |p| <= tol. A bound above the objective by exactly
+    the tolerance (rounding of a certified optimum) is ok; beyond it, never."""
+    import convexdual.certificate as cert_mod
+
+    prob, res = _certified_small()
+    p = res.objective
+    monkeypatch.setattr(cert_mod, "dual_lower_bound", lambda problem, v0, progress=False: (p * (1 + 1e-5), 1.0))
+    c = certify_solution(prob, res.W, res.Z)
+    assert c.relative_gap < 0 and abs(c.relative_gap + 1e-5) < 1e-9
+    assert not c.ok  # clearly negative at the default tolerance 1e-6
+    at = certify_solution(prob, res.W, res.Z, tolerance=-c.relative_gap)
+    assert at.relative_gap == c.relative_gap and at.ok
+    below = certify_solution(prob, res.W, res.Z, tolerance=-c.relative_gap * (1 - 1e-9))
+    assert not below.ok
+
+
+def test_a_recovery_error_of_exactly_the_tolerance_is_ok():
+    """A network whose objective (2) differs from (4) by r: ok at tolerance r, not just below it.
+    The net is the recovered one with its output weights scaled by 1.001 (a real, different net)."""
+    import torch
+
+    prob, res = _certified_small()
+    net = res.network
+    with torch.no_grad():
+        net.conv2.weight.mul_(1.001)
+    c = certify_solution(prob, res.W, res.Z, network=net, dual=res.dual)
+    assert c.recovery_error > 2e-6 and abs(c.relative_gap) < 1e-6 and not c.ok  # the net is what differs
+    at = certify_solution(prob, res.W, res.Z, network=net, dual=res.dual, tolerance=c.recovery_error)
+    assert at.recovery_error == c.recovery_error and at.ok
+    below = certify_solution(prob, res.W, res.Z, network=net, dual=res.dual, tolerance=c.recovery_error * (1 - 1e-9))
+    assert not below.ok

@@ -129,3 +129,23 @@ def test_finalize_timings_are_durations(small):
     wall = time.perf_counter() - t
     assert 0.0 <= out.timings.recover <= wall and 0.0 < out.timings.certify <= wall
     assert out.timings.solve == raw.timings.solve and out.timings.build == raw.timings.build
+
+
+def test_finalize_recovers_the_network_once_on_the_cpu(small, monkeypatch):
+    """On the CPU the recovered net is certified as it is; a second recovery (for a net on another
+    device) happens only off the CPU. Counted through the module's recover_network."""
+    import sys
+
+    base = sys.modules[finalize.__module__]  # wherever finalize lives, its recover_network
+    prob, raw = small
+    calls = []
+    real = base.recover_network
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("device", "cpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "recover_network", counting)
+    out = finalize(prob, raw)
+    assert out.certificate.ok and "projected" not in out.message
+    assert len(calls) == 1
