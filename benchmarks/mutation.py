@@ -74,7 +74,7 @@ TARGETS: dict[str, Target] = {
          ["tests/test_certificate.py"], PROPS],
         "the certificate: dual bound, gap, ok"),
     "status": Target(
-        "status", "solvers/base.py", ["status_from_certificate", "finalize"],
+        "status", "convexdual/pipeline.py", ["status_from_certificate", "finalize"],
         [["tests/test_status_unit.py"], ["tests/test_status_rule.py"]],
         "the status rule (finalize)"),
     "recover": Target(

@@ -180,7 +180,7 @@ def solve(problem: DualProblem, solver: str = "auto", options: Any = None, *, re
         TypeError: ``problem`` or ``options`` of the wrong type, or an unknown option name.
         SolverUnavailableError: unknown, missing or unlicensed solver (named explicitly).
     """
-    from convexdual.solvers.base import finalize
+    from convexdual.pipeline import finalize
 
     if not isinstance(problem, DualProblem):
         raise TypeError(f"problem must be a DualProblem from convexdual.build_problem(); got {type(problem).__name__}")

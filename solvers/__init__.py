@@ -11,6 +11,6 @@ if __name__ != "convexdual.solvers":
         "'convexdual.solvers' (install the project with 'pip install -e .')"
     )
 
-from convexdual.solvers.base import Solver, SolverOptions, finalize  # noqa: E402
+from convexdual.solvers.base import Solver, SolverBase, SolverOptions  # noqa: E402
 
-__all__ = ["Solver", "SolverOptions", "finalize"]
+__all__ = ["Solver", "SolverBase", "SolverOptions"]

@@ -103,7 +103,7 @@ def test_solvers_package_refuses_other_names(tmp_path):
 def test_finalize_trusts_the_certificate_not_the_label(small_problem, small_solution):
     import dataclasses
 
-    from convexdual.solvers.base import finalize
+    from convexdual.pipeline import finalize
 
     raw = dataclasses.replace(small_solution, status=cd.Status.OPTIMAL_INACCURATE, network=None, certificate=None)
     up = finalize(small_problem, raw)

@@ -33,6 +33,14 @@ def test_no_solver_module_imports_another(module):
     assert not others, f"{module} imports solver module(s) {sorted(others)}; share a primitive module instead"
 
 
+def test_solvers_package_is_problem_to_raw_result():
+    """Nothing under solvers/ recovers networks or applies the status rule: that is the API
+    layer's (convexdual.pipeline.finalize)."""
+    for path in (ROOT / "solvers").glob("*.py"):
+        bad = {"convexdual.recover", "convexdual.pipeline", "convexdual.api"} & _imports(path)
+        assert not bad, f"solvers/{path.name} imports {sorted(bad)}"
+
+
 def test_clarabel_status_map_and_settings():
     assert _clarabel.map_clarabel_status("SolverStatus.Solved") is Status.OPTIMAL
     assert _clarabel.map_clarabel_status("Unheard") is Status.SOLVER_ERROR

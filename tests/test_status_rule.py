@@ -25,7 +25,7 @@ import pytest
 import convexdual as cd
 from convexdual._registry import get_solver
 from convexdual.result import Status
-from convexdual.solvers.base import finalize
+from convexdual.pipeline import finalize
 from tests.conftest import make_digits
 
 EARLY_STOPS = [Status.MAX_ITERATIONS, Status.TIME_LIMIT, Status.INTERRUPTED]
@@ -131,7 +131,7 @@ def test_status_follows_the_requested_violation_tolerance(setup, backend_status)
             f"violation {viol:.2e} > requested {viol / 3:.2e}, yet status {strict.status.value}")
         assert "violation" in strict.message.lower(), strict.message
     # with the projection step unable to help (no recovery of a feasible point), the rule stands
-    from convexdual.solvers.base import status_from_certificate
+    from convexdual.pipeline import status_from_certificate
 
     st, msg = status_from_certificate(backend_status, dataclasses.replace(base.certificate, ok=False,
                                                                           violation_tolerance=viol / 3),

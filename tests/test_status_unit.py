@@ -8,7 +8,7 @@ import pytest
 import convexdual as cd
 from convexdual.certificate import Certificate
 from convexdual.result import SolveResult, Status
-from convexdual.solvers.base import finalize, status_from_certificate
+from convexdual.pipeline import finalize, status_from_certificate
 
 
 def _cert(gap=1e-9, viol=0.0, rec=1e-12, ok=None, tol=1e-6, vtol=1e-7):
