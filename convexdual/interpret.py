@@ -57,13 +57,22 @@ def effective_filters(net: TwoLayerConvNet, codes: np.ndarray) -> np.ndarray:
 
 
 def cluster_activations(codes: np.ndarray, n_clusters: int = 8, seed: int = 0) -> np.ndarray:
-    """k-means labels of the per-pixel binary activation vectors, as a label map ``(N, H, W)``."""
+    """k-means labels of the per-pixel binary activation vectors, as a label map ``(N, H, W)``.
+
+    At most ``n_clusters`` clusters (fewer when there are fewer distinct codes); labels are
+    k-means' own (arbitrary order).
+    """
     from sklearn.cluster import KMeans
 
     N, H, W, m = codes.shape
-    flat = codes.reshape(-1, m).astype(np.float64)
-    k = int(min(n_clusters, len(np.unique(flat, axis=0))))
+    flat = codes.reshape(-1, m)
+    if flat.shape[0] == 0:
+        raise ValueError("no activation vectors to cluster")
+    # k-means of the distinct codes weighted by how often each occurs: the same objective as
+    # clustering every pixel (identical codes always share a label), on far fewer rows
+    uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+    k = int(min(n_clusters, len(uniq)))
     if k < 1:
         raise ValueError("no activation vectors to cluster")
-    labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(flat)
-    return labels.reshape(N, H, W)
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(uniq.astype(np.float64), sample_weight=counts)
+    return km.labels_[np.asarray(inverse).reshape(-1)].reshape(N, H, W)

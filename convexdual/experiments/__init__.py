@@ -18,6 +18,8 @@ EXPERIMENTS: dict[str, str] = {
     "pattern-ablation": "convexdual.experiments.mnist.pattern_ablation",
     "noise-robustness": "convexdual.experiments.mnist.noise_robustness",
     "reconstructions": "convexdual.experiments.mnist.reconstructions",
+    "interpret": "convexdual.experiments.mnist.interpret",
+    "deeper-nets": "convexdual.experiments.mnist.deeper_nets",
     "mri": "convexdual.experiments.mri",
 }
 
