@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -48,68 +49,35 @@ from convexdual.nets import TwoLayerConvNet, primal_objective
 from convexdual.patterns import SignPatterns, data_key, enumerate_patterns, pattern_hashes, sample_patterns
 from convexdual.problem import build_problem
 
-__all__ = ["NetworkCertificate", "certify", "as_two_layer_net", "net_stationarity", "net_to_dual"]
+__all__ = ["NetworkCertificate", "CertifyStatus", "NetCheck", "ConvexCheck", "DescentCheck", "GlobalCheck", "certify", "as_two_layer_net", "net_stationarity", "net_to_dual"]
 
 logger = logging.getLogger(__name__)
 
-GLOBALLY_OPTIMAL = "globally_optimal"
-OPTIMAL_OVER_S = "optimal_over_S"
-NOT_OPTIMAL = "not_optimal"
-INCONCLUSIVE = "inconclusive"
+class CertifyStatus(str, Enum):
+    """What :func:`certify` showed (a ``str`` enum like :class:`~convexdual.result.Status`, so
+    ``cert.status == "globally_optimal"`` holds)."""
+
+    GLOBALLY_OPTIMAL = "globally_optimal"
+    OPTIMAL_OVER_S = "optimal_over_S"
+    NOT_OPTIMAL = "not_optimal"
+    INCONCLUSIVE = "inconclusive"
+
+
+GLOBALLY_OPTIMAL = CertifyStatus.GLOBALLY_OPTIMAL
+OPTIMAL_OVER_S = CertifyStatus.OPTIMAL_OVER_S
+NOT_OPTIMAL = CertifyStatus.NOT_OPTIMAL
+INCONCLUSIVE = CertifyStatus.INCONCLUSIVE
 ORACLE_SOURCE = "descent neuron (global oracle)"
 
 
-@dataclass(frozen=True, eq=False)
-class NetworkCertificate:
-    """What :func:`certify` showed about a network.
+@dataclass(frozen=True)
+class NetCheck:
+    """Step 1: the net itself. ``objective`` is (2) (sum over pixels + ``beta/2 sum(||u||^2 + v^2)``),
+    ``fit`` and ``penalty`` its two terms; ``width`` filters, ``num_dead`` with ``v_j relu(X u_j) == 0``
+    on the data; ``balance_error`` ``max_j | ||u_j|| - |v_j| | / max(||u_j||, |v_j|)`` (0 at any
+    stationary point, over filters not both zero); ``gradient_norm`` of (2) in all weights and
+    ``relative_gradient_norm = gradient_norm / (beta ||(U, v)||)``."""
 
-    Attributes:
-        verdict: one sentence, worded as in the module docstring.
-        status: "globally_optimal", "optimal_over_S", "not_optimal" or "inconclusive".
-        objective: the net's objective (2) (sum over pixels + ``beta/2 sum(||u||^2 + v^2)``).
-        fit, penalty: its two terms.
-        width, num_dead: filters, and filters with ``v_j relu(X u_j) == 0`` on the data.
-        balance_error: ``max_j | ||u_j|| - |v_j| | / max(||u_j||, |v_j|)`` (0 at any
-            stationary point of (2)); over filters that are not both zero.
-        gradient_norm: Euclidean norm of the gradient of (2) in all weights.
-        relative_gradient_norm: ``gradient_norm / (beta ||(U, v)||)`` (the weight-decay
-            term's size; 0 at a stationary point).
-        mapped_objective: value of (4) at the net mapped through its own patterns
-            (``<= objective``; equal when balanced and no two neurons share a pattern and sign).
-        num_own_patterns: distinct patterns of the net's filters.
-        num_patterns: ``|S|``. exact: S holds every pattern (the arrangement was enumerated).
-        convex_status, convex_objective: the solve of (4) over S.
-        lower_bound: certified lower bound on the optimum of (4) over S (global when ``exact``).
-        recovered_objective, recovered_width: objective (2) of the net recovered from the solve.
-        improvement: certified drop of objective (2) (``objective - objective of improved_network``, >= 0);
-            the verdict counts it only above ``tolerance * |objective|``.
-        improvement_source: "convex re-solve over S", "descent neuron" or "".
-        max_dual_ratio: largest ``|r^T relu(X u)| / (beta ||u||)`` found for the net's
-            residual (exact when ``search_exact``); > 1 means a descent neuron.
-        descent_neuron: unit ``u`` ``(d,)`` and ``descent_sign`` of the best one, if > 1.
-        descent_drop: objective drop from adding it at its best scale (0 if none).
-        search_exact, search_starts, search_gates: how the dual feasibility was checked.
-        tolerance: relative tolerance of the verdict.
-        improved_network: the best explicit network found (None when none beats the net),
-            also when its drop is below the tolerance.
-        timings: seconds per step.
-        global_checked: the branch-and-bound oracle (:mod:`convexdual.global_oracle`) ran on
-            the residual named by ``global_residual`` ("recovered": the certified optimum over
-            S; "net": the net itself) over *all* sign patterns (only when S is not exact).
-        global_status, global_verdict: the oracle's ``status`` ("proved", "descent", "budget")
-            and ``verdict`` ("feasible", "descent", None).
-        global_upper, global_lower: its certified upper bound on and attained value of
-            ``max_{||u||<=1} |r^T relu(X u)|`` (compare with ``beta``).
-        global_nodes, global_seconds, global_open_regions: its regions bounded, wall time and
-            regions left open.
-        global_lower_bound: certified lower bound on the global optimum of (2): the dual
-            value of the residual scaled by ``beta / max(beta, global_upper)`` (with exact
-            enumeration: ``lower_bound``); nan when neither ran.
-        global_gap: ``objective - global_lower_bound`` (certified global gap of the net).
-    """
-
-    verdict: str
-    status: str
     objective: float
     fit: float
     penalty: float
@@ -118,6 +86,16 @@ class NetworkCertificate:
     balance_error: float
     gradient_norm: float
     relative_gradient_norm: float
+
+
+@dataclass(frozen=True)
+class ConvexCheck:
+    """Steps 2-3: program (4) over S. ``mapped_objective``: (4) at the net mapped through its own
+    patterns (``<=`` objective (2)); ``num_own_patterns`` distinct patterns of its filters;
+    ``num_patterns`` = ``|S|``, ``exact`` when S holds every pattern; ``convex_status`` /
+    ``convex_objective`` of the solve over S; ``lower_bound`` certified on its optimum (global when
+    exact); ``recovered_objective`` / ``recovered_width`` of the net recovered from the solve."""
+
     mapped_objective: float
     num_own_patterns: int
     num_patterns: int
@@ -127,8 +105,15 @@ class NetworkCertificate:
     lower_bound: float
     recovered_objective: float
     recovered_width: int
-    improvement: float
-    improvement_source: str
+
+
+@dataclass(frozen=True, eq=False)
+class DescentCheck:
+    """Step 4: dual feasibility of the net's residual. ``max_dual_ratio``: largest
+    ``|r^T relu(X u)| / (beta ||u||)`` found (exact when ``search_exact``; > 1 is a descent neuron);
+    ``descent_neuron`` (unit ``u``, ``(d,)``) and ``descent_sign`` of the best one; ``descent_drop``
+    from adding it at its best scale; ``search_starts`` / ``search_gates`` of the search."""
+
     max_dual_ratio: float
     descent_neuron: np.ndarray | None
     descent_sign: float
@@ -136,74 +121,130 @@ class NetworkCertificate:
     search_exact: bool
     search_starts: int
     search_gates: int
+
+
+@dataclass(frozen=True)
+class GlobalCheck:
+    """Step 5: the branch-and-bound oracle (:mod:`convexdual.global_oracle`) over *all* sign
+    patterns, run (``checked``) on the ``residual`` "recovered" (the certified optimum over S) or
+    "net" when S is not exact. ``status`` ("proved", "descent", "budget") and ``verdict``
+    ("feasible", "descent", None); ``upper`` / ``lower``: its certified upper bound on and attained
+    value of ``max_{||u||<=1} |r^T relu(X u)|``; ``nodes``, ``seconds``, ``open_regions``.
+    ``lower_bound``: certified lower bound on the global optimum of (2) (the residual's dual value
+    scaled by ``beta / max(beta, upper)``; with exact enumeration the bound over S; nan when neither
+    ran); ``gap`` = objective - lower_bound."""
+
+    checked: bool = False
+    status: str = ""
+    verdict: str | None = None
+    upper: float = math.nan
+    lower: float = math.nan
+    nodes: int = 0
+    seconds: float = 0.0
+    open_regions: int = 0
+    residual: str = ""
+    lower_bound: float = math.nan
+    gap: float = math.nan
+
+
+#: flat names of the fields of the sub-records (``cert.global_gap`` is ``cert.global_check.gap``);
+#: ``to_dict`` writes these names
+_FLAT: dict[str, tuple[str, str]] = {
+    **{f.name: ("net", f.name) for f in dataclasses.fields(NetCheck)},
+    **{f.name: ("convex", f.name) for f in dataclasses.fields(ConvexCheck)},
+    **{f.name: ("descent", f.name) for f in dataclasses.fields(DescentCheck)},
+    **{f"global_{f.name}": ("global_check", f.name) for f in dataclasses.fields(GlobalCheck)},
+}
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkCertificate:
+    """What :func:`certify` showed about a network, by step.
+
+    Attributes:
+        verdict: one sentence, worded as in the module docstring.
+        status: a :class:`CertifyStatus`.
+        net, convex, descent, global_check: the steps' records (:class:`NetCheck`,
+            :class:`ConvexCheck`, :class:`DescentCheck`, :class:`GlobalCheck`). Their fields also
+            read flat: ``cert.objective`` is ``cert.net.objective``, ``cert.global_gap`` is
+            ``cert.global_check.gap``.
+        beta: the weight decay. tolerance: relative tolerance of the verdict.
+        improvement: certified drop of objective (2) (``objective - objective of improved_network``, >= 0);
+            the verdict counts it only above ``tolerance * |objective|``.
+        improvement_source: "convex re-solve over S", "descent neuron", ORACLE_SOURCE or "".
+        improved_network: the best explicit network found (None when none beats the net),
+            also when its drop is below the tolerance.
+        timings: seconds per step.
+    """
+
+    verdict: str
+    status: CertifyStatus
+    net: NetCheck
+    convex: ConvexCheck
+    descent: DescentCheck
+    global_check: GlobalCheck
     beta: float
     tolerance: float
+    improvement: float
+    improvement_source: str
     improved_network: TwoLayerConvNet | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    global_checked: bool = False
-    global_status: str = ""
-    global_verdict: str | None = None
-    global_upper: float = math.nan
-    global_lower: float = math.nan
-    global_nodes: int = 0
-    global_seconds: float = 0.0
-    global_open_regions: int = 0
-    global_residual: str = ""
-    global_lower_bound: float = math.nan
-    global_gap: float = math.nan
+
+    def __getattr__(self, name: str) -> Any:
+        where = _FLAT.get(name)
+        if where is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, where[0]), where[1])
 
     @property
     def globally_optimal(self) -> bool:
-        return self.status == GLOBALLY_OPTIMAL
+        return self.status is CertifyStatus.GLOBALLY_OPTIMAL
 
     @property
     def relative_improvement(self) -> float:
         return self.improvement / max(abs(self.objective), 1e-300)
 
     def summary(self) -> str:
+        n, c, s, g = self.net, self.convex, self.descent, self.global_check
         lines = [
             f"verdict     : {self.verdict}",
-            f"objective   : {self.objective:.10g} (fit {self.fit:.6g} + penalty {self.penalty:.6g}), "
-            f"{self.width} filters ({self.num_dead} dead), beta {self.beta:.6g}",
-            f"stationarity: balance error {self.balance_error:.2e}, gradient {self.gradient_norm:.3e} "
-            f"(relative {self.relative_gradient_norm:.2e})",
-            f"program (4) : net mapped via its {self.num_own_patterns} own patterns {self.mapped_objective:.10g}; "
-            f"optimum over S ({self.num_patterns} patterns, {'exact' if self.exact else 'sampled'}) "
-            f"{self.convex_objective:.10g} [{self.convex_status}], lower bound {self.lower_bound:.10g}",
-            f"recovered   : objective (2) {self.recovered_objective:.10g} with {self.recovered_width} filters",
-            f"dual check  : max |r^T relu(Xu)|/(beta||u||) = {self.max_dual_ratio:.6g} "
-            + ("(exact over all cells)" if self.search_exact
-               else f"(search: {self.search_gates} gates, {self.search_starts} starts)"),
+            f"objective   : {n.objective:.10g} (fit {n.fit:.6g} + penalty {n.penalty:.6g}), "
+            f"{n.width} filters ({n.num_dead} dead), beta {self.beta:.6g}",
+            f"stationarity: balance error {n.balance_error:.2e}, gradient {n.gradient_norm:.3e} "
+            f"(relative {n.relative_gradient_norm:.2e})",
+            f"program (4) : net mapped via its {c.num_own_patterns} own patterns {c.mapped_objective:.10g}; "
+            f"optimum over S ({c.num_patterns} patterns, {'exact' if c.exact else 'sampled'}) "
+            f"{c.convex_objective:.10g} [{c.convex_status}], lower bound {c.lower_bound:.10g}",
+            f"recovered   : objective (2) {c.recovered_objective:.10g} with {c.recovered_width} filters",
+            f"dual check  : max |r^T relu(Xu)|/(beta||u||) = {s.max_dual_ratio:.6g} "
+            + ("(exact over all cells)" if s.search_exact
+               else f"(search: {s.search_gates} gates, {s.search_starts} starts)"),
         ]
-        if self.global_checked:
-            lines.append(f"global      : B&B oracle on the {self.global_residual} residual: {self.global_status}, "
-                         f"max |r^T relu(Xu)| in [{self.global_lower:.8g}, {self.global_upper:.8g}] "
-                         f"(beta {self.beta:.6g}), {self.global_nodes} nodes, {self.global_seconds:.3g} s; "
-                         f"certified global lower bound {self.global_lower_bound:.10g}, global gap "
-                         f"{self.global_gap:.3g} ({self.global_gap / max(abs(self.objective), 1e-300):.2e} relative)")
+        if g.checked:
+            lines.append(f"global      : B&B oracle on the {g.residual} residual: {g.status}, "
+                         f"max |r^T relu(Xu)| in [{g.lower:.8g}, {g.upper:.8g}] "
+                         f"(beta {self.beta:.6g}), {g.nodes} nodes, {g.seconds:.3g} s; "
+                         f"certified global lower bound {g.lower_bound:.10g}, global gap "
+                         f"{g.gap:.3g} ({g.gap / max(abs(n.objective), 1e-300):.2e} relative)")
         if self.improvement > 0:
             lines.append(f"improvement : {self.improvement:.6g} ({self.relative_improvement:.2e} relative) "
                          f"by {self.improvement_source}"
-                         + ("" if self.status == NOT_OPTIMAL else f"; below the tolerance {self.tolerance:g}, "
+                         + ("" if self.status is NOT_OPTIMAL else f"; below the tolerance {self.tolerance:g}, "
                             "so not counted in the verdict"))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (no network; the descent neuron as a list)."""
-        out: dict[str, Any] = {}
-        for k in self.__dataclass_fields__:
-            if k == "improved_network":
-                continue
-            v = getattr(self, k)
-            if isinstance(v, np.ndarray):
-                v = [float(a) for a in v]
-            elif isinstance(v, (np.floating, np.integer, np.bool_)):
-                v = v.item()
-            if isinstance(v, float) and not math.isfinite(v):
-                v = str(v)
-            out[k] = v
+        """JSON-ready and flat (the sub-records' fields by their flat names; no network; the
+        descent neuron as a list; the status as its string)."""
+        from convexdual._io import to_jsonable
+
+        out: dict[str, Any] = {"verdict": self.verdict, "status": self.status.value}
+        for name in ("beta", "tolerance", "improvement", "improvement_source"):
+            out[name] = getattr(self, name)
+        out.update({name: getattr(self, name) for name in _FLAT})
+        out["timings"] = dict(self.timings)
         out["relative_improvement"] = self.relative_improvement
-        return out
+        return to_jsonable(out)
 
 
 # ---------------------------------------------------------------------------
@@ -366,17 +407,17 @@ def _descent_witness(net: TwoLayerConvNet, u: np.ndarray, sign: float, inputs: n
     return new, primal_objective(new, inputs, targets, beta, loss)
 
 
-def _global_note(glob: dict[str, Any], g_gap: float) -> str:
+def _global_note(glob: GlobalCheck, g_gap: float) -> str:
     """The oracle's partial answer, appended to a verdict that it did not settle."""
-    if not glob.get("global_checked"):
+    if not glob.checked:
         return ""
-    if glob["global_status"] == "budget":
-        what = (f"budget ran out after {glob['global_nodes']} nodes / {glob['global_seconds']:.3g} s "
-                f"(max in [{glob['global_lower']:.6g}, {glob['global_upper']:.6g}] vs beta)")
-    elif glob["global_verdict"] == "descent":
+    if glob.status == "budget":
+        what = (f"budget ran out after {glob.nodes} nodes / {glob.seconds:.3g} s "
+                f"(max in [{glob.lower:.6g}, {glob.upper:.6g}] vs beta)")
+    elif glob.verdict == "descent":
         what = "descent neuron with a drop below the tolerance"
     else:
-        what = f"{glob['global_status']} after {glob['global_nodes']} nodes"
+        what = f"{glob.status} after {glob.nodes} nodes"
     return f"; global oracle: {what}, certified global gap <= {g_gap:.3g}"
 
 
@@ -442,10 +483,47 @@ def certify(
     Shapes:
         ``n = N*H*W`` pixels, ``d = C*k*k``.
     """
-    from convexdual.api import solve
-
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    f_net, x, y, b, lo = _checked_inputs(net, noisy, clean, beta, loss, kernel_size, tolerance)
+    netc = _net_check(f_net, x, y, b, lo)  # 1. objective (2) and stationarity
+    times["objective"] = time.perf_counter() - t0
+    t = time.perf_counter()  # 2. S = own + enumerated/sampled patterns; the net mapped into (4)
+    S, problem, num_own, mapped = _pattern_problem(f_net, x, y, b, lo, netc.objective, patterns, num_patterns,
+                                                   max_enumerate, seed)
+    times["patterns"] = time.perf_counter() - t
+    t = time.perf_counter()  # 3. (4) over S: lower bounds and the recovered net
+    res, r, convex, rec_net = _convex_step(problem, S, f_net, x, y, lo, solver, solver_options, mapped, num_own)
+    times["solve"] = time.perf_counter() - t
+    t = time.perf_counter()  # 4. descent neurons for the net's own residual
+    search = _descent_search(f_net, x, k=f_net.kernel_size, r=r, b=b, S=S, tolerance=tolerance, num_starts=num_starts,
+                             num_gates=num_gates, steps=search_steps, seed=seed, device=device)
+    times["search"] = time.perf_counter() - t
+    t = time.perf_counter()  # 5. the branch-and-bound oracle over all sign patterns (issue 16)
+    glob, o_drop, o_net = _global_step(problem, res, f_net, rec_net, r, x, y, b, lo, S, netc.objective,
+                                       convex.lower_bound, tolerance, global_time_limit, global_max_nodes,
+                                       global_eps, global_threads, seed, device)
+    if glob.checked:
+        times["global"] = time.perf_counter() - t
+    descent, d_net = _descent_check(search, f_net, x, y, b, lo, r, netc.objective)
+    cands = [(netc.objective - convex.recovered_objective if math.isfinite(convex.recovered_objective) else 0.0,
+              "convex re-solve over S", rec_net), (descent.descent_drop, "descent neuron", d_net),
+             (o_drop, ORACLE_SOURCE, o_net)]
+    improvement, source, improved = max(cands, key=lambda c: c[0])
+    if improvement <= 0.0:  # nothing beats the net (any positive drop is real, if tiny)
+        improvement, source, improved = 0.0, "", None
+    status, verdict = _verdict(netc.objective, convex, descent, glob, improvement, source, tolerance,
+                               res.status.value)
+    times["total"] = time.perf_counter() - t0
+    logger.info("certify: %s", verdict)
+    return NetworkCertificate(verdict=verdict, status=status, net=netc, convex=convex, descent=descent,
+                              global_check=glob, beta=b, tolerance=float(tolerance), improvement=float(improvement),
+                              improvement_source=source, improved_network=improved, timings=times)
+
+
+def _checked_inputs(net: Any, noisy: Any, clean: Any, beta: float, loss: str | Loss, kernel_size: int | None,
+                    tolerance: float) -> tuple[TwoLayerConvNet, np.ndarray, np.ndarray, float, Loss]:
+    """The net as a float64 TwoLayerConvNet, checked images and targets, beta and the loss (or raise)."""
     f_net = as_two_layer_net(net, kernel_size)
     bad = {name: int((~torch.isfinite(p.detach())).sum()) for name, p in f_net.named_parameters()}
     bad = {name: c for name, c in bad.items() if c}
@@ -464,16 +542,26 @@ def certify(
     k = f_net.kernel_size
     if k > min(x.shape[2], x.shape[3]):
         raise ValueError(f"the net's kernel ({k}) is larger than the images {x.shape[2:]}")
+    return f_net, x, y, b, lo
 
-    # 1. objective (2) and stationarity
+
+def _net_check(f_net: TwoLayerConvNet, x: np.ndarray, y: np.ndarray, b: float, lo: Loss) -> NetCheck:
+    """Step 1: objective (2), its terms and the net's stationarity."""
     objective = primal_objective(f_net, x, y, b, lo)
     U, v = f_net.filters()
     penalty = 0.5 * b * float((U * U).sum() + (v * v).sum())
     stat = net_stationarity(f_net, x, y, b, lo)
-    times["objective"] = time.perf_counter() - t0
+    return NetCheck(objective=objective, fit=objective - penalty, penalty=penalty, width=f_net.width,
+                    num_dead=int(stat["num_dead"]), balance_error=stat["balance_error"],
+                    gradient_norm=stat["gradient_norm"], relative_gradient_norm=stat["relative_gradient_norm"])
 
-    # 2. pattern set S = own + enumerated/sampled; the net mapped into (4)
-    t = time.perf_counter()
+
+def _pattern_problem(f_net: TwoLayerConvNet, x: np.ndarray, y: np.ndarray, b: float, lo: Loss, objective: float,
+                     patterns: str | SignPatterns, num_patterns: int, max_enumerate: int, seed: int | None
+                     ) -> tuple[SignPatterns, Any, int, float]:
+    """Step 2: ``(S, problem (4) over S, the net's own pattern count, (4) at the mapped net)``."""
+    k = f_net.kernel_size
+    U, v = f_net.filters()
     base = _pattern_set(x, k, patterns, num_patterns, max_enumerate, seed)
     live = (np.abs(v) > 0) & np.any(U != 0, axis=1)
     if live.any():
@@ -489,122 +577,123 @@ def certify(
     mapped = problem.objective(Wn, Zn)
     if mapped > objective + 1e-9 * max(abs(objective), 1.0):  # pragma: no cover - a bug if it happens
         raise RuntimeError(f"the net mapped into (4) has value {mapped} > its objective (2) {objective}")
-    times["patterns"] = time.perf_counter() - t
+    return S, problem, num_own, mapped
 
-    # 3. solve (4) over S; lower bounds; the recovered net
-    t = time.perf_counter()
+
+def _convex_step(problem: Any, S: SignPatterns, f_net: TwoLayerConvNet, x: np.ndarray, y: np.ndarray, lo: Loss, solver: str,
+                 solver_options: Any, mapped: float, num_own: int
+                 ) -> tuple[Any, np.ndarray, ConvexCheck, TwoLayerConvNet | None]:
+    """Step 3: solve (4) over S; the certified lower bound (the solver's certificate or the net's
+    residual scaled to dual feasibility) and the recovered net. Returns ``(result, the net's dual
+    candidate r, the record, the recovered net)``."""
+    from convexdual.api import solve
+
     res = solve(problem, solver=solver, options=solver_options)
-    times["solve"] = time.perf_counter() - t
     pred_net = f_net.predict(x).reshape(-1) - problem.skip.reshape(-1)
     r = lo.dual_candidate(pred_net - problem.y)
-    lb_net, _ = dual_lower_bound(problem, r)
-    lower = lb_net
-    convex_obj = float(res.objective) if res.W is not None else math.nan
+    lower, _ = dual_lower_bound(problem, r)
     rec_obj, rec_width, rec_net = math.nan, 0, None
     if res.certificate is not None:
         lower = max(lower, res.certificate.dual_bound)
     if res.network is not None:
         rec_net = as_two_layer_net(res.network)
-        rec_obj = primal_objective(rec_net, x, y, b, lo)
+        rec_obj = primal_objective(rec_net, x, y, problem.beta, lo)
         rec_width = rec_net.width
+    convex = ConvexCheck(mapped_objective=mapped, num_own_patterns=num_own, num_patterns=S.num_patterns,
+                         exact=bool(S.exact), convex_status=res.status.value,
+                         convex_objective=float(res.objective) if res.W is not None else math.nan,
+                         lower_bound=float(lower), recovered_objective=rec_obj, recovered_width=rec_width)
+    return res, r, convex, rec_net
 
-    # 4. descent neurons for the net's own residual
-    t = time.perf_counter()
+
+def _descent_search(f_net: TwoLayerConvNet, x: np.ndarray, *, k: int, r: np.ndarray, b: float, S: SignPatterns,
+                    tolerance: float, num_starts: int, num_gates: int, steps: int, seed: int | None,
+                    device: Any) -> DescentSearch:
+    """Step 4: exact over an enumerated S (cell maxima), else the one-sided search."""
     if S.exact:
-        search: DescentSearch = cell_maxima(x, k, r, b, S, margin=tolerance)
-    else:
-        search = search_descent(x, k, r, b, num_starts=num_starts, num_gates=num_gates, steps=search_steps,
-                                extra_gates=np.concatenate([S.gates, U]) if len(U) else S.gates,
-                                seed=seed, margin=tolerance, device=device)
-    times["search"] = time.perf_counter() - t
+        return cell_maxima(x, k, r, b, S, margin=tolerance)
+    U, _ = f_net.filters()
+    return search_descent(x, k, r, b, num_starts=num_starts, num_gates=num_gates, steps=steps,
+                          extra_gates=np.concatenate([S.gates, U]) if len(U) else S.gates,
+                          seed=seed, margin=tolerance, device=device)
 
-    # 5. the branch-and-bound oracle over all sign patterns (issue 16; docs/global_oracle.md)
-    glob: dict[str, Any] = {}
-    o_drop, o_net = 0.0, None
-    if S.exact:
-        glob = {"global_lower_bound": float(lower), "global_gap": float(objective - lower)}
-    elif global_time_limit:
-        t = time.perf_counter()
-        from convexdual.global_oracle import global_max_correlation
-        from convexdual.patches import patch_matrix
 
-        if rec_net is not None and res.status.is_optimal:
-            g_src, g_net = "recovered", rec_net
-            v0 = lo.dual_candidate(rec_net.predict(x).reshape(-1) - problem.skip.reshape(-1) - problem.y)
-        else:
-            g_src, g_net, v0 = "net", f_net, r
-        Xp = patch_matrix(x, k)
-        o_eps = 0.25 * tolerance if global_eps is None else float(global_eps)
-        kw = dict(eps=o_eps, max_nodes=global_max_nodes, device=device, seed=0 if seed is None else int(seed),
-                  num_threads=global_threads)
-        # decide against beta (1 + eps): a convex optimum over S sits on its active constraints up to the
-        # solver's accuracy, and a "descent" of ratio 1 + 1e-9 there would stop the search with nothing proved
-        orc = global_max_correlation(Xp, v0, beta=b * (1.0 + o_eps), time_limit=float(global_time_limit), **kw)
-        if orc.verdict == "descent":
-            o_net, o_obj = _descent_witness(g_net, np.asarray(orc.argmax, dtype=np.float64), float(orc.sign),
-                                            x, y, b, lo, v0)
-            o_drop = max(objective - o_obj, 0.0)
-            left = float(global_time_limit) - (time.perf_counter() - t)
-            if o_drop <= tolerance * max(abs(objective), 1e-300) and left > 0:
-                # a descent neuron too weak to count: bound the maximum itself for a certified global gap
-                orc2 = global_max_correlation(Xp, v0, beta=None, time_limit=left, **kw)
-                orc = dataclasses.replace(orc2, verdict="descent", nodes=orc.nodes + orc2.nodes,
-                                          seconds=orc.seconds + orc2.seconds)
-        # any certified upper bound M: v0 * beta / max(beta, M) is dual feasible for the full problem (2)
-        g = problem.engine.dual_bound(lo, problem.y, b, v0, max_constraint=max(float(orc.upper), 0.0)).value
-        glob = {"global_checked": True, "global_status": orc.status, "global_verdict": orc.verdict,
-                "global_upper": float(orc.upper), "global_lower": float(orc.lower), "global_nodes": int(orc.nodes),
-                "global_seconds": float(orc.seconds), "global_open_regions": int(orc.open_regions),
-                "global_residual": g_src, "global_lower_bound": float(g), "global_gap": float(objective - g)}
-        times["global"] = time.perf_counter() - t
+def _descent_check(search: DescentSearch, f_net: TwoLayerConvNet, x: np.ndarray, y: np.ndarray, b: float,
+                   lo: Loss, r: np.ndarray, objective: float) -> tuple[DescentCheck, TwoLayerConvNet | None]:
+    """Step 4's record, and the net with the best descent neuron added (None without one)."""
     d_u, d_sign, d_drop, d_net = None, 0.0, 0.0, None
     if search.found and search.best is not None:
         d_u, d_sign = search.best.u, float(search.best.sign)
         d_net, d_obj = _descent_witness(f_net, d_u, d_sign, x, y, b, lo, r)
         d_drop = max(objective - d_obj, 0.0)
+    return DescentCheck(max_dual_ratio=float(search.max_ratio), descent_neuron=d_u, descent_sign=d_sign,
+                        descent_drop=float(d_drop), search_exact=bool(search.exact), search_starts=search.num_starts,
+                        search_gates=search.num_gates), d_net
 
-    # verdict
-    scale = max(abs(objective), 1e-300)
-    candidates = [(objective - rec_obj if math.isfinite(rec_obj) else 0.0, "convex re-solve over S", rec_net),
-                  (d_drop, "descent neuron", d_net), (o_drop, ORACLE_SOURCE, o_net)]
-    improvement, source, improved = max(candidates, key=lambda c: c[0])
-    if improvement <= 0.0:  # nothing beats the net (any positive drop is real, if tiny)
-        improvement, source, improved = 0.0, "", None
-    significant = improvement > tolerance * scale
-    gap = objective - lower
-    K = search.num_starts
-    g_gap = max(glob.get("global_gap", math.nan), 0.0) if glob.get("global_checked") else math.nan
-    if significant:
-        status = NOT_OPTIMAL
-        how = "descent neuron found, certified" if source == ORACLE_SOURCE else "certified"
-        verdict = f"not optimal: the objective can drop by {improvement:.6g} ({how})"
-    elif gap <= tolerance * scale and S.exact:
-        status = GLOBALLY_OPTIMAL
-        verdict = "globally optimal (exact enumeration)"
-    elif g_gap <= tolerance * scale:  # the oracle's certified global lower bound closes the gap
-        status = GLOBALLY_OPTIMAL
-        verdict = f"globally optimal (proved, global gap <= {g_gap:.3g})"
-    elif gap <= tolerance * scale and d_drop <= tolerance * scale:
-        status = OPTIMAL_OVER_S
-        verdict = (f"optimal over S; no descent neuron found in {K} starts "
-                   f"(not a proof of global optimality)") + _global_note(glob, g_gap)
+
+def _global_step(problem: Any, res: Any, f_net: TwoLayerConvNet, rec_net: TwoLayerConvNet | None, r: np.ndarray,
+                 x: np.ndarray, y: np.ndarray, b: float, lo: Loss, S: SignPatterns, objective: float, lower: float,
+                 tolerance: float, time_limit: float | None, max_nodes: int | None, eps: float | None,
+                 threads: int | None, seed: int | None, device: Any
+                 ) -> tuple[GlobalCheck, float, TwoLayerConvNet | None]:
+    """Step 5 (docs/global_oracle.md): with exact S the bound over S is global; otherwise the
+    branch-and-bound oracle on the recovered optimum's residual (if certified, else the net's).
+    Returns ``(record, the oracle's descent drop, the net with its neuron added or None)``."""
+    if S.exact:
+        return GlobalCheck(lower_bound=float(lower), gap=float(objective - lower)), 0.0, None
+    if not time_limit:
+        return GlobalCheck(), 0.0, None
+    from convexdual.global_oracle import global_max_correlation
+    from convexdual.patches import patch_matrix
+
+    t = time.perf_counter()
+    o_drop, o_net = 0.0, None
+    if rec_net is not None and res.status.is_optimal:
+        g_src, g_net = "recovered", rec_net
+        v0 = lo.dual_candidate(rec_net.predict(x).reshape(-1) - problem.skip.reshape(-1) - problem.y)
     else:
-        status = INCONCLUSIVE
-        verdict = (f"inconclusive: the objective is {gap:.3g} above the certified lower bound over S "
-                   f"({'exact' if S.exact else 'sampled'}), but no better network was built "
-                   f"(solver status {res.status.value})") + _global_note(glob, g_gap)
-    times["total"] = time.perf_counter() - t0
-    logger.info("certify: %s", verdict)
-    return NetworkCertificate(
-        verdict=verdict, status=status, objective=objective, fit=objective - penalty, penalty=penalty,
-        width=f_net.width, num_dead=int(stat["num_dead"]), balance_error=stat["balance_error"],
-        gradient_norm=stat["gradient_norm"], relative_gradient_norm=stat["relative_gradient_norm"],
-        mapped_objective=mapped, num_own_patterns=num_own, num_patterns=S.num_patterns, exact=bool(S.exact),
-        convex_status=res.status.value, convex_objective=convex_obj, lower_bound=float(lower),
-        recovered_objective=rec_obj, recovered_width=rec_width, improvement=float(improvement),
-        improvement_source=source, max_dual_ratio=float(search.max_ratio), descent_neuron=d_u,
-        descent_sign=d_sign, descent_drop=float(d_drop), search_exact=bool(search.exact),
-        search_starts=K, search_gates=search.num_gates, beta=b, tolerance=float(tolerance),
-        improved_network=improved, timings=times, **glob,
-    )
+        g_src, g_net, v0 = "net", f_net, r
+    Xp = patch_matrix(x, f_net.kernel_size)
+    o_eps = 0.25 * tolerance if eps is None else float(eps)
+    kw = dict(eps=o_eps, max_nodes=max_nodes, device=device, seed=0 if seed is None else int(seed),
+              num_threads=threads)
+    # decide against beta (1 + eps): a convex optimum over S sits on its active constraints up to the
+    # solver's accuracy, and a "descent" of ratio 1 + 1e-9 there would stop the search with nothing proved
+    orc = global_max_correlation(Xp, v0, beta=b * (1.0 + o_eps), time_limit=float(time_limit), **kw)
+    if orc.verdict == "descent":
+        o_net, o_obj = _descent_witness(g_net, np.asarray(orc.argmax, dtype=np.float64), float(orc.sign),
+                                        x, y, b, lo, v0)
+        o_drop = max(objective - o_obj, 0.0)
+        left = float(time_limit) - (time.perf_counter() - t)
+        if o_drop <= tolerance * max(abs(objective), 1e-300) and left > 0:
+            # a descent neuron too weak to count: bound the maximum itself for a certified global gap
+            orc2 = global_max_correlation(Xp, v0, beta=None, time_limit=left, **kw)
+            orc = dataclasses.replace(orc2, verdict="descent", nodes=orc.nodes + orc2.nodes,
+                                      seconds=orc.seconds + orc2.seconds)
+    # any certified upper bound M: v0 * beta / max(beta, M) is dual feasible for the full problem (2)
+    g = problem.engine.dual_bound(lo, problem.y, b, v0, max_constraint=max(float(orc.upper), 0.0)).value
+    return GlobalCheck(checked=True, status=orc.status, verdict=orc.verdict, upper=float(orc.upper),
+                       lower=float(orc.lower), nodes=int(orc.nodes), seconds=float(orc.seconds),
+                       open_regions=int(orc.open_regions), residual=g_src, lower_bound=float(g),
+                       gap=float(objective - g)), o_drop, o_net
 
+
+def _verdict(objective: float, convex: ConvexCheck, descent: DescentCheck, glob: GlobalCheck, improvement: float,
+             source: str, tolerance: float, solver_status: str) -> tuple[CertifyStatus, str]:
+    """The status and sentence of the module docstring, from what the steps showed."""
+    scale = max(abs(objective), 1e-300)
+    gap = objective - convex.lower_bound
+    g_gap = max(glob.gap, 0.0) if glob.checked else math.nan
+    if improvement > tolerance * scale:
+        how = "descent neuron found, certified" if source == ORACLE_SOURCE else "certified"
+        return NOT_OPTIMAL, f"not optimal: the objective can drop by {improvement:.6g} ({how})"
+    if gap <= tolerance * scale and convex.exact:
+        return GLOBALLY_OPTIMAL, "globally optimal (exact enumeration)"
+    if g_gap <= tolerance * scale:  # the oracle's certified global lower bound closes the gap
+        return GLOBALLY_OPTIMAL, f"globally optimal (proved, global gap <= {g_gap:.3g})"
+    if gap <= tolerance * scale and descent.descent_drop <= tolerance * scale:
+        return OPTIMAL_OVER_S, (f"optimal over S; no descent neuron found in {descent.search_starts} starts "
+                                f"(not a proof of global optimality)") + _global_note(glob, g_gap)
+    return INCONCLUSIVE, (f"inconclusive: the objective is {gap:.3g} above the certified lower bound over S "
+                          f"({'exact' if convex.exact else 'sampled'}), but no better network was built "
+                          f"(solver status {solver_status})") + _global_note(glob, g_gap)

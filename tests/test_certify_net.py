@@ -362,3 +362,21 @@ def test_global_oracle_budget_gives_an_honest_partial_answer(exact_case):
     off = cd.certify(res.network, noisy, clean, beta, patterns="sample", num_patterns=10, num_starts=4,
                      num_gates=32, global_time_limit=None)
     assert not off.global_checked and off.global_nodes == 0 and off.status == "optimal_over_S"
+
+
+def test_certificate_records_and_status_enum(exact_case):
+    """The certificate's steps are sub-records; flat names read them; the status is an Enum."""
+    from convexdual.certify_net import CertifyStatus, ConvexCheck, GlobalCheck, NetCheck
+
+    noisy, clean, beta, pats, res = exact_case
+    c = cd.certify(res.network, noisy, clean, beta, patterns=pats)
+    assert c.status is CertifyStatus.GLOBALLY_OPTIMAL and c.status == "globally_optimal"
+    assert isinstance(c.net, NetCheck) and isinstance(c.convex, ConvexCheck) and isinstance(c.global_check, GlobalCheck)
+    assert c.objective == c.net.objective and c.lower_bound == c.convex.lower_bound
+    assert c.global_gap == c.global_check.gap and not c.global_check.checked
+    assert c.max_dual_ratio == c.descent.max_dual_ratio
+    with pytest.raises(AttributeError, match="no attribute 'no_such_field'"):
+        c.no_such_field
+    d = c.to_dict()
+    assert d["status"] == "globally_optimal" and d["global_gap"] == c.global_gap and d["global_upper"] is None
+    json.dumps(d, allow_nan=False)
