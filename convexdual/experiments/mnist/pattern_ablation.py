@@ -47,7 +47,7 @@ def patterns_needed(points: list[dict[str, Any]], primal_objective: float, rtol:
 
 
 def _unit(args: argparse.Namespace, sigma: float, counts: list[int], out: Path) -> dict[str, Any]:
-    data, beta, primal, _ = C.train_unit(args, "gaussian", sigma, evals=20)
+    data, beta, primal, _ = C.train_unit(args, "gaussian", sigma)
     points = []
     for P in counts:
         pats = cd.sample_patterns(data.noisy, 3, P, seed=args.seed)  # same seed: nested gate sets

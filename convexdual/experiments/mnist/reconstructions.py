@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, out: Path) -> int:
     sigma = C.parse_floats(args.sigmas)[0]
     P = C.parse_ints(args.num_patterns)[0]
-    data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma, evals=10)
+    data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma)
     pats = cd.sample_patterns(data.noisy, 3, P, seed=args.seed)
     # seed=0: the solvers' own seed was never tied to --seed here (kept as it was)
     duals, nets = C.dual_pair(args, data, beta, pats, pnet, prefix="dual", seed=0)

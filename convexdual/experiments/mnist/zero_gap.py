@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_unit(args: argparse.Namespace, noise: str, level: float, num_patterns: int, *,
              out: Path) -> dict[str, Any]:
     """One noise setting: primal run, certified dual (sampled, sampled + primal's), baseline."""
-    data, beta, primal, net = C.train_unit(args, noise, level, evals=50)
+    data, beta, primal, net = C.train_unit(args, noise, level)
     net.save(out / "nets" / f"primal_{noise}_{level:g}.pt", {"beta": beta, "noise": noise, "level": level})
     pats = cd.sample_patterns(data.noisy, 3, num_patterns, seed=args.seed)
     duals, dnets = C.dual_pair(args, data, beta, pats, net, prefix="certified", seed=args.seed)
