@@ -86,7 +86,8 @@ TARGETS: dict[str, Target] = {
     "masks": Target(
         "masks", "convexdual/patterns.py", ["compute_masks", "SignPatterns.masks_on", "pattern_hashes",
                                             "unique_gates", "patterns_from_gates", "sample_patterns"],
-        [["tests/test_patterns.py"], ["tests/test_conformance.py", "-k", "losses_and_residual"], PROPS],
+        [["tests/test_pattern_masks.py"], ["tests/test_patterns.py"], ["tests/test_conformance.py", "-k", "losses_and_residual"],
+         PROPS],
         "masks 1[X g >= 0] from the gates, dedup"),
     "engine-masks": Target(
         "engine-masks", "convexdual/engine.py", ["PatternEngine.mask", "PatternEngine.masks", "PatternEngine.signs",
