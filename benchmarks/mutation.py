@@ -92,7 +92,7 @@ TARGETS: dict[str, Target] = {
     "engine-masks": Target(
         "engine-masks", "convexdual/engine.py", ["PatternEngine.mask", "PatternEngine.masks", "PatternEngine.signs",
                                                  "PatternEngine.cone_violation", "PatternEngine.dual_bound"],
-        [["tests/test_api_engine.py", "-k", "engine_matches"], ["tests/test_status_rule.py"],
+        [["tests/test_engine_masks.py"], ["tests/test_api_engine.py", "-k", "engine_matches"], ["tests/test_status_rule.py"],
          ["tests/test_certificate.py"], PROPS],
         "the engine's masks, signs, violation and dual bound (what the certificate calls)"),
 }
@@ -165,7 +165,8 @@ class _Sites(ast.NodeVisitor):
 
     def _add(self, node, kind, desc):
         if self._in_target:
-            fn = next((f for f in (self.functions or []) if self._qual().startswith(f)), self._qual())
+            q = self._qual()  # the target it belongs to (a nested function belongs to its target)
+            fn = next((f for f in (self.functions or []) if q == f or q.startswith(f + ".")), q)
             self.sites.append((node, fn, kind, desc))
 
     def visit_Call(self, node):
