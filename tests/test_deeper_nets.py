@@ -126,6 +126,18 @@ def test_train_stacked_objective_is_the_nets_own():
     assert h[-1]["test_loss"] == pytest.approx(0.5 * np.mean((tout[-1] - clean[:2]) ** 2), rel=1e-10)
 
 
+def test_train_stacked_applies_weight_decay_to_every_block():
+    g = np.random.default_rng(0)
+    clean = g.standard_normal((3, 6, 6))
+    noisy = clean + 0.5 * g.standard_normal(clean.shape)
+    init = StackedConvNet.initialized(1, [4, 3], seed=1)
+    norms0 = [sum(float((p.detach() ** 2).sum()) for p in b.parameters()) for b in init.blocks]
+    res = train_stacked(noisy, clean, widths=[4, 3], beta=1e4, epochs=30, batch_size=3, lr=1e-2, seed=1)
+    norms = [sum(float((p.detach() ** 2).sum()) for p in b.parameters()) for b in res.network.blocks]
+    # a huge weight decay dominates the fit: every block's weights shrink far below their init
+    assert all(n < 0.1 * n0 for n, n0 in zip(norms, norms0)), (norms, norms0)
+
+
 # --------------------------------------------------------------------------------------------- experiment
 def _run(out: Path, *extra: str):
     from convexdual.experiments.mnist import deeper_nets
