@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("convexdual.cli_predict", "add_parser",
                        "denoise images with a saved network (PSNR/SSIM when clean images are given)", True),
     "experiment": Command("convexdual.experiments", "add_parser", "reproduce one of the paper's experiments", True),
+    "benchmark": Command("convexdual.benchmark.cli", "add_parser",
+                         "benchmark every available solver on a standard instance suite (profiles, summary.md)", True),
 }
 
 # Commands whose modules print their own step messages (their stdout is dropped under --quiet).
