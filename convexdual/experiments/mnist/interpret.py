@@ -90,7 +90,7 @@ def kmeans_analysis(net: cd.TwoLayerConvNet, inputs: np.ndarray, clean: np.ndarr
     (sum of its taps).
     """
     keep = _nonzero_paths(net)
-    codes = activation_codes(net, inputs)[..., keep]
+    codes = activation_codes(net, inputs, batch_size=4)[..., keep]  # 4 images: (4, m, H, W) pre-activations at a time
     labels = cluster_activations(codes, n_clusters=clusters, seed=seed)
     ids, counts = np.unique(labels, return_counts=True)
     order = ids[np.argsort(-counts, kind="stable")]
@@ -100,12 +100,12 @@ def kmeans_analysis(net: cd.TwoLayerConvNet, inputs: np.ndarray, clean: np.ndarr
     U, v = net.filters()
     sub = cd.TwoLayerConvNet.from_filters(U[keep], v[keep], net.in_channels, net.kernel_size,
                                           residual=net.residual, residual_channel=net.residual_channel)
-    eff = effective_filters(sub, codes)  # (N, H, W, d)
     active = codes.sum(axis=-1)
     stats = []
     for c in range(len(order)):
         sel = labels == c
-        f = eff[sel].mean(axis=0)
+        # eq. (8) is linear in the code: the cluster's mean effective filter is that of its mean code
+        f = effective_filters(sub, codes[sel].mean(axis=0)[None, None, None])[0, 0, 0]
         stats.append({"cluster": c, "pixels": int(sel.sum()), "share": float(sel.mean()),
                       "mean_clean_intensity": float(np.asarray(clean)[sel].mean()),
                       "mean_active_paths": float(active[sel].mean()), "mean_filter": f,
