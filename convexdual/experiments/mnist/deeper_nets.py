@@ -136,7 +136,7 @@ def _unrolled(args, out: Path, data: C.Data, beta: float, sigma: float) -> tuple
         logger.warning("resuming: %s belongs to other settings; retraining the unrolled net", path)
     res = train_stacked(data.noisy, data.clean, widths=[int(args.block_width)] * int(args.blocks), beta=beta,
                         epochs=int(args.unrolled_epochs), batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        device=args.device, eval_every=max(1, int(args.unrolled_epochs) // 20),
+                        device=args.device, eval_every=max(1, int(args.unrolled_epochs) // 10),
                         test=(data.noisy_test, data.clean_test))
     net = res.network.to("cpu")
     rec = {"widths": net.widths, "epochs": res.epochs, "status": res.status, "objective": res.objective,
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         u, unet = _unrolled(args, out, data, beta, sigma)
         twin_args = argparse.Namespace(**{**vars(args), "width": int(args.block_width),
                                           "epochs": int(args.unrolled_epochs)})
-        _, _, twin, tnet = C.train_unit(twin_args, "gaussian", sigma, evals=20)
+        _, _, twin, tnet = C.train_unit(twin_args, "gaussian", sigma, evals=10)
         u["two_layer_twin"] = {"width": int(args.block_width), "epochs": int(args.unrolled_epochs),
                                "objective": twin["objective"], "history": twin["history"],
                                **_scores(tnet.predict(data.noisy_test), data)}
