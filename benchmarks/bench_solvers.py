@@ -79,45 +79,24 @@ def _hist(r, offset: float, key: str = "objective") -> list[dict[str, float]]:
 
 
 def _scnn(problem, gated: bool, tol: float, max_iters: int) -> dict[str, Any]:
-    from scnn.metrics import Metrics
-    from scnn.models import ConvexGatedReLU, ConvexReLU
-    from scnn.optimize import optimize_model
-    from scnn.regularizers import NeuronGL1
-    from scnn.solvers import AL, RFISTA
+    """scnn AL / R-FISTA through the package's peer wrapper (``convexdual.benchmark.peers``), in this
+    script's format: its metrics as the trajectory, the final point evaluated with our certificate."""
+    from convexdual.benchmark.peers import run_peer
 
-    X, y, n = np.array(problem.X), np.array(problem.y), problem.n
-    G = np.array(problem.patterns.gates.T)  # a copy: scnn must not touch the problem's gates
-    model = ConvexGatedReLU(G) if gated else ConvexReLU(G)
-    solver = RFISTA(model, max_iters=max_iters, tol=tol) if gated else AL(
-        model, max_primal_iters=max_iters, max_dual_iters=max_iters, tol=tol, constraint_tol=tol)
     t0 = time.perf_counter()
-    m, met = optimize_model(model, solver, Metrics(metric_freq=25, model_loss=True, constraint_gaps=not gated),
-                            X, y, regularizer=NeuronGL1(problem.beta / n), return_convex=True, unitize_data=False,
-                            dtype="float64")
-    wall = time.perf_counter() - t0
-    times = np.asarray(met.time, dtype=float)
-    losses = np.asarray(met.model_loss, dtype=float) * n
-    gaps = np.asarray(met.constraint_gaps, dtype=float) if not gated else np.full(len(times), np.nan)
-    traj = [{"time": float(t), "objective": float(f), "violation": None, "scnn_constraint_gap": float(g)}
-            for t, f, g in zip(times, losses, gaps)]
-    out: dict[str, Any] = {"wall_seconds": wall, "trajectory": traj, "tol": tol, "max_iters": max_iters}
-    # map scnn's (deduplicated, re-ordered) patterns back to ours by their masks
-    ours = {problem.row_masks[i].astype(bool).tobytes(): i for i in range(problem.P)}
-    D = (X @ m.G > 0)
-    W, Z = np.zeros((problem.P, problem.d)), np.zeros((problem.P, problem.d))
-    for k in range(D.shape[1]):
-        i = ours.get(D[:, k].tobytes())
-        if i is None:
-            out["mapping"] = "a scnn pattern is not one of ours (ties X g == 0?)"
-            return out
-        if gated:
-            W[i] = m.parameters[0][0][k]
-        else:
-            W[i], Z[i] = m.parameters[0][0][k], m.parameters[1][0][k]
-    if gated:
-        out["final_gated_objective"] = problem.objective(W, Z)  # Z = 0: the gated objective, cones unchecked
-    else:
-        out["final_exact_evaluation"] = certified(problem, W, Z)
+    rec = run_peer("scnn-rfista" if gated else "scnn-al", problem, time_limit=None, tol=tol, max_iters=max_iters,
+                   metric_freq=25)
+    out: dict[str, Any] = {"wall_seconds": time.perf_counter() - t0, "tol": tol, "max_iters": max_iters,
+                           "trajectory": [{"time": p["time"], "objective": p["objective"], "violation": None,
+                                           "scnn_constraint_gap": p.get("scnn_constraint_gap")}
+                                          for p in rec["trace"] if p.get("source") == "scnn metrics"]}
+    if rec["status"] != "finished":
+        out["mapping"] = rec.get("message")
+        return out
+    c = rec["certificate"]
+    ev = {"objective": rec["objective"], "relative_gap": c["relative_gap"], "violation": c["max_violation"],
+          "neurons": c["num_neurons"]}
+    out["final_gated_objective" if gated else "final_exact_evaluation"] = rec["objective"] if gated else ev
     return out
 
 

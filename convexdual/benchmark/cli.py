@@ -65,14 +65,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     out = Path(args.out)
     if not args.resume:
-        prepare_output_folder(out, OUTPUTS, overwrite=args.overwrite, command="benchmark")
         cells = out / "cells"
-        if cells.is_dir() and any(cells.rglob("*.json")):
-            if not args.overwrite:
-                raise FileExistsError(f"--out {out} holds the cells of an earlier run ({cells}); give --resume to "
-                                      "reuse them, --overwrite to run them again, or another folder")
-            for f in cells.rglob("*.json"):
-                f.unlink()
+        earlier = [n for n in OUTPUTS if (out / n).exists()] + (
+            ["cells/"] if cells.is_dir() and any(cells.rglob("*.json")) else [])
+        if earlier and not args.overwrite:
+            raise FileExistsError(f"--out {out} holds an earlier run ({', '.join(earlier)}); give --resume to reuse "
+                                  "its finished cells, --overwrite to run everything again, or another folder")
+        prepare_output_folder(out, OUTPUTS, overwrite=args.overwrite, command="benchmark")
+        for f in (cells.rglob("*.json") if cells.is_dir() else ()):
+            f.unlink()  # --overwrite: the earlier cells go too (stored references are kept)
     log = (lambda s: None) if getattr(args, "quiet", False) else (lambda s: print(s, file=sys.stderr, flush=True))
     report = run_benchmark(args.suite, instances=args.instances, solvers=args.solvers, time_limit=args.time_limit,
                            device=args.device, out=out, resume=args.resume, references=args.references,
