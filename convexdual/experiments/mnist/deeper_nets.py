@@ -9,8 +9,9 @@ beta_max of that block's data). Each block has its own certificate.
 
 ``--mode unrolled``: ``--blocks`` two-layer iterations of ``--block-width`` filters each,
 stacked (:class:`convexdual.stacked.StackedConvNet`) and trained end to end by Adam
-(``--unrolled-epochs``, ``--lr``, ``--batch-size``) on squared loss + beta/2 x every squared
-weight, beta the two-layer problem's; beside it a two-layer net of the same width and
+(``--unrolled-epochs``, ``--lr``, ``--batch-size``; steps in ``--primal-dtype``, the recorded
+objective and losses in float64) on squared loss + beta/2 x every squared weight, beta the
+two-layer problem's; beside it a two-layer net of the same width and
 schedule. The dual view of each iteration: k-means (``--clusters``) of the activation codes
 of every output pixel of that block on clean test digits pushed through the blocks before it
 (Fig. 5b), compared with the two-layer net's by the adjusted Rand index.
@@ -30,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import convexdual as cd
 from convexdual import plotting as pl
+from convexdual._io import to_jsonable
 from convexdual.experiments.mnist import common as C
 from convexdual.experiments.mnist.interpret import kmeans_analysis, plot_kmeans_maps
 from convexdual.experiments.mnist.reconstructions import psnr
-from convexdual.stacked import StackedConvNet, train_stacked
+from convexdual.stacked import StackedConvNet, stacked_objective_torch, train_stacked
 
 __all__ = ["add_arguments", "run", "FULL", "SMOKE", "mean_psnr"]
 
@@ -80,7 +83,7 @@ def _scores(pred: np.ndarray, data: C.Data) -> dict[str, float]:
 
 def _dual_view(net: StackedConvNet, digits: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
     """k-means analysis of every block on the clean digits pushed through the blocks before it."""
-    return [C._jsonable(kmeans_analysis(b, x, digits, int(args.clusters), args.seed))
+    return [to_jsonable(kmeans_analysis(b, x, digits, int(args.clusters), args.seed))
             for b, x in zip(net.blocks, net.block_inputs(digits))]
 
 
@@ -125,7 +128,8 @@ def _greedy(args, out: Path, data: C.Data, beta: float, sigma: float, P: int) ->
 def _unrolled(args, out: Path, data: C.Data, beta: float, sigma: float) -> tuple[dict[str, Any], StackedConvNet]:
     cache = C.UnitCache(C.cache_root(args), bool(args.resume), settings={
         **{k: getattr(args, k, None) for k in C.PRIMAL_SETTINGS if k not in ("width", "epochs")}, "blocks": args.blocks,
-        "block_width": args.block_width, "unrolled_epochs": args.unrolled_epochs})
+        "block_width": args.block_width, "unrolled_epochs": args.unrolled_epochs,
+        "primal_dtype": getattr(args, "primal_dtype", "float32")})
     key = f"unrolled_gaussian_{sigma:g}_{args.blocks}x{args.block_width}"
     path = C.cache_root(args) / "nets" / f"{key}.pt"
     rec = cache.get(key)
@@ -134,14 +138,19 @@ def _unrolled(args, out: Path, data: C.Data, beta: float, sigma: float) -> tuple
         if meta.get("settings_sha256") == cache.settings_hash(key):
             return rec, net
         logger.warning("resuming: %s belongs to other settings; retraining the unrolled net", path)
+    # Adam in the primal's precision (float32 by default, as common.run_primal); the recorded objective and
+    # losses are evaluated in float64 on the trained weights
+    dtype = {"float32": torch.float32, "float64": torch.float64}[str(getattr(args, "primal_dtype", "float32"))]
     res = train_stacked(data.noisy, data.clean, widths=[int(args.block_width)] * int(args.blocks), beta=beta,
                         epochs=int(args.unrolled_epochs), batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=args.device, eval_every=max(1, int(args.unrolled_epochs) // 10),
-                        test=(data.noisy_test, data.clean_test))
-    net = res.network.to("cpu")
-    rec = {"widths": net.widths, "epochs": res.epochs, "status": res.status, "objective": res.objective,
-           "history": [dict(h) for h in res.history], "beta": beta,
-           "seconds": res.history[-1]["time"]}
+                        test=(data.noisy_test[:1000], data.clean_test[:1000]), dtype=dtype)
+    net = res.network.to("cpu").to(torch.float64)
+    obj, _ = stacked_objective_torch(net, torch.from_numpy(data.noisy[:, None]), torch.from_numpy(data.clean), beta)
+    rec = {"widths": net.widths, "epochs": res.epochs, "status": res.status, "objective": obj,
+           "objective_training_precision": res.objective, "dtype": str(dtype).replace("torch.", ""),
+           "history": [dict(h) for h in res.history], "history_test_images": int(min(1000, len(data.noisy_test))),
+           "beta": beta, "seconds": res.history[-1]["time"]}
     outs = net.predict_blocks(data.noisy_test)
     rec["per_block"] = [_scores(o, data) for o in outs]
     rec["end_to_end"] = rec["per_block"][-1]
@@ -186,14 +195,14 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         u, unet = _unrolled(args, out, data, beta, sigma)
         twin_args = argparse.Namespace(**{**vars(args), "width": int(args.block_width),
                                           "epochs": int(args.unrolled_epochs)})
-        _, _, twin, tnet = C.train_unit(twin_args, "gaussian", sigma, evals=10)
+        _, _, twin, tnet = C.train_unit(twin_args, "gaussian", sigma)
         u["two_layer_twin"] = {"width": int(args.block_width), "epochs": int(args.unrolled_epochs),
                                "objective": twin["objective"], "history": twin["history"],
                                **_scores(tnet.predict(data.noisy_test), data)}
         refs[f"two-layer primal, same width/schedule ({args.block_width} filters, {args.unrolled_epochs} epochs)"] = \
             u["two_layer_twin"]
         u["kmeans"] = _dual_view(unet, digits, args)
-        u["kmeans_two_layer_twin"] = C._jsonable(kmeans_analysis(tnet, digits, digits, int(args.clusters), args.seed))
+        u["kmeans_two_layer_twin"] = to_jsonable(kmeans_analysis(tnet, digits, digits, int(args.clusters), args.seed))
         u["ari_block1_vs_two_layer_twin"] = _ari(u["kmeans"][0]["labels"], u["kmeans_two_layer_twin"]["labels"])
         u["ari_block2_vs_block1"] = _ari(u["kmeans"][1]["labels"], u["kmeans"][0]["labels"]) if len(u["kmeans"]) > 1 else None
         result["unrolled"] = u

@@ -33,6 +33,7 @@ import numpy as np
 
 import convexdual as cd
 from convexdual import plotting as pl
+from convexdual._io import to_jsonable
 from convexdual.experiments.mnist import common as C
 from convexdual.interpret import activation_codes, cluster_activations, effective_filters, frequency_responses
 
@@ -160,7 +161,7 @@ def _analysis(args: argparse.Namespace, data: C.Data, pnet: cd.TwoLayerConvNet,
                      for name, net in (("dual", nets["sampled"]), ("primal", pnet)) if net is not None}
     if {"dual", "primal"} <= set(res["kmeans"]):
         res["ari_dual_vs_primal"] = _ari(res["kmeans"]["dual"]["labels"], res["kmeans"]["primal"]["labels"])
-    return C._jsonable(res)
+    return to_jsonable(res)
 
 
 # --------------------------------------------------------------------------------------------- figures
