@@ -105,7 +105,7 @@ def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _completed_dual(problem: DualProblem, W: np.ndarray, Z: np.ndarray, r: np.ndarray,
-                    start: np.ndarray, rel_tol_groups: float, max_entries: float = 2e7) -> np.ndarray | None:
+                    start: np.ndarray, rel_tol_groups: float, max_entries: float = 4e6) -> np.ndarray | None:
     """A dual candidate for a non-smooth loss (the absolute loss), tight at an optimal point.
 
     The subgradient ``v = -sign(r)`` fixes ``v_j`` only on rows with ``r_j != 0``; on the rows
@@ -114,14 +114,20 @@ def _completed_dual(problem: DualProblem, W: np.ndarray, Z: np.ndarray, r: np.nd
     its own (absolute) feasibility tolerance, and scaling it to feasibility then costs the whole
     bound that relative excess (1.8e-6 at data in units of 10^-1.5). The optimal dual is pinned
     by the primal point's optimality conditions: ``v_j = -sign(r_j)`` on the rows with
-    ``|r_j| > tau``, and, for every group that becomes a neuron, stationarity
-    ``X^T D_i v = beta w_i / ||w_i||`` (``-beta z_i / ||z_i||`` for ``z_i``). Here the free rows
-    take the values closest to ``start`` (minimum-norm least squares) that satisfy those
-    equations, clipped to ``[-1, 1]``. Any vector is a valid candidate (``dual_lower_bound``
-    scales it to feasibility); this one is only used when it gives a better bound. None when
-    the loss is smooth (``-dL/dyhat`` is then the dual), nothing is free or active, or the
-    system is larger than ``max_entries``.
+    ``|r_j| > tau = 1e-6 max(||y||_inf, ||r||_inf)``, and, for every group that becomes a neuron,
+    ``Proj_{K_i}(X^T D_i v) = beta u_i`` with ``u_i = w_i / ||w_i||`` (``-z_i / ||z_i||`` for
+    ``z_i``), i.e. ``X^T D_i v = beta u_i - A_i^T lam_i`` (``-beta u_i + A_i^T lam_i`` for
+    ``z_i``) with ``lam_i >= 0`` on the cone rows ``A_i = (2 D_i - I) X`` that ``u_i`` meets
+    (``A_i u_i ~ 0``). The free rows and the
+    multipliers are the minimum-norm least-squares solution from ``start`` (rows whose multiplier
+    comes out negative are dropped and the system solved again), ``v`` is clipped to the loss's
+    domain. Any vector is a valid candidate (``dual_lower_bound`` scales it to feasibility); this
+    one is only used when it gives a better bound. None when the loss is smooth (``-dL/dyhat`` is
+    then the dual), no row is fitted or no group is a neuron, or the system has more than
+    ``max_entries`` entries.
     """
+    from scipy.linalg import block_diag
+
     from convexdual.recover import active_groups
 
     if problem.loss.smooth:
@@ -132,19 +138,38 @@ def _completed_dual(problem: DualProblem, W: np.ndarray, Z: np.ndarray, r: np.nd
     aw, az = active_groups(W, Z, rel_tol_groups, problem.weight_scale)
     groups = [(int(i), W[i], 1.0) for i in np.flatnonzero(aw)] + [(int(i), Z[i], -1.0) for i in np.flatnonzero(az)]
     nf = int(free.sum())
-    if nf == 0 or not groups or nf * problem.d * len(groups) > max_entries:
+    if nf == 0 or not groups:
         return None
-    v = np.where(free, np.clip(np.asarray(start, dtype=np.float64).reshape(-1), -bound, bound),
-                 -bound * np.sign(r))
     X = problem.X
-    Xf = X[free]
-    rows, rhs = [], []
-    for i, u, sign in groups:
+    xn = np.linalg.norm(X, axis=1)
+    faces = []
+    for i, w, sign in groups:
         m = problem.mask(i)
-        rows.append((Xf * m[free][:, None]).T)  # X_F^T D_i,F  (d, nf)
-        rhs.append(sign * problem.beta * u / np.linalg.norm(u) - X.T @ (m * v))
-    delta = np.linalg.lstsq(np.vstack(rows), np.concatenate(rhs), rcond=None)[0]
-    v[free] = np.clip(v[free] + delta, -bound, bound)
+        u = w / np.linalg.norm(w)
+        # the cone rows u meets (X^T D_i v may leave K_i along them, by a multiplier lam >= 0)
+        meets = np.flatnonzero((xn > 0) & (np.where(m, 1.0, -1.0) * (X @ u) <= 1e-6 * xn))
+        faces.append((m, u, sign, meets))
+    if (nf + sum(f[3].size for f in faces)) * problem.d * len(groups) > max_entries:
+        return None
+    v = np.where(free, np.clip(np.ravel(np.asarray(start, dtype=np.float64)), -bound, bound),
+                 problem.loss.dual_candidate(r))
+    Xf = X[free]
+    blocks, rhs, touching = [], [], []
+    for m, u, sign, meets in faces:
+        blocks.append((Xf * m[free][:, None]).T)  # X_F^T D_i,F  (d, nf)
+        touching.append(sign * (np.where(m[meets], 1.0, -1.0)[:, None] * X[meets]).T)  # +-A_i^T lam_i
+        rhs.append(sign * problem.beta * u - X.T @ (m * v))
+    b = np.concatenate(rhs)
+    G = np.hstack([np.vstack(blocks), block_diag(*touching)])
+    keep = np.ones(G.shape[1], dtype=bool)
+    for _ in range(8):  # drop multipliers that come out negative (a face u does not push against)
+        x = np.zeros(G.shape[1])
+        x[keep] = np.linalg.lstsq(G[:, keep], b, rcond=None)[0]
+        negative = np.flatnonzero(x[nf:] < 0) + nf
+        if negative.size == 0:
+            break
+        keep[negative] = False
+    v[free] = np.clip(v[free] + x[:nf], -bound, bound)
     return v
 
 

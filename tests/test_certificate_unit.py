@@ -74,22 +74,31 @@ def test_ok_holds_at_exactly_its_tolerances_and_counts_both_neuron_signs():
     assert again.ok
 
 
-def _absolute_instance():
-    """1 image 3x3, k=1, 2 sampled patterns, absolute loss, data in units of 10^-1.5: the slow
-    property test's failing draw (seed 0). Reference optimum from tests/_reference.py."""
-    from tests._reference import masks_ref, patch_matrix_ref, solve_program4_ref, zero_dual_candidate
+def _absolute_problem(scale=10 ** -1.5, sign=1.0, k=1):
+    """1 image 3x3, 2 sampled patterns, absolute loss: with k=1 and data in units of 10^-1.5 the slow
+    property test's failing draw (seed 0). ``sign=-1`` negates the targets (the optimum's W and Z
+    swap); beta scales with the data, so the optimal (W, Z) do not depend on ``scale``."""
+    from tests._reference import masks_ref, patch_matrix_ref, zero_dual_candidate
 
     rng = np.random.default_rng(0)
     clean = rng.uniform(0.0, 1.0, (1, 3, 3))
     noisy = clean[:, None] + 0.5 * rng.standard_normal((1, 1, 3, 3))
-    noisy, clean = noisy * 10 ** -1.5, clean * 10 ** -1.5
-    X = patch_matrix_ref(noisy, 1)
+    noisy, clean = noisy * scale, sign * clean * scale
+    X = patch_matrix_ref(noisy, k)
     y = clean.reshape(-1)
-    pats = cd.sample_patterns(noisy, 1, 2, seed=0)
+    pats = cd.sample_patterns(noisy, k, 2, seed=0)
     M = masks_ref(X, pats.gates)
     v0 = zero_dual_candidate(y, "absolute")
     beta = 0.125 * float(np.linalg.norm(M @ (X * v0[:, None]), axis=1).max())
-    prob = cd.build_problem(noisy, clean, 1, beta, patterns=pats, loss="absolute")
+    prob = cd.build_problem(noisy, clean, k, beta, patterns=pats, loss="absolute")
+    return prob, X, M, y, beta
+
+
+def _absolute_instance(**kw):
+    """The problem and its reference optimum (tests/_reference.py, CVXPY at 1e-9)."""
+    from tests._reference import solve_program4_ref
+
+    prob, X, M, y, beta = _absolute_problem(**kw)
     p_ref, W_ref, Z_ref = solve_program4_ref(X, M, y, beta, "absolute")
     return prob, p_ref, W_ref, Z_ref
 
@@ -110,28 +119,83 @@ def test_absolute_loss_point_is_certified_from_its_own_optimality_conditions():
     assert abs(res.objective - p_ref) <= 1e-6 * p_ref
 
 
-def test_completed_dual_only_for_nonsmooth_losses_and_small_systems():
-    from convexdual.certificate import _completed_dual
+def _check_stationary(prob, W, Z, v, rtol=1e-6):
+    """v = -sign(r) on the rows the point misses, |v| <= 1, and v is the dual of the neurons: for
+    every pattern ||Proj_Ki(+-X^T D_i v)|| <= beta, with equality for the sign of each neuron
+    (+ for w_i, - for z_i). Cone projections by CVXPY on explicit masks (tests/_reference.py)."""
     from convexdual.recover import active_groups
+    from tests._reference import cone_projection_norm_ref, masks_ref, patch_matrix_ref
+
+    r = prob.predict(W, Z) - prob.y
+    fixed = np.abs(r) > 1e-6 * np.abs(prob.y).max()
+    assert np.array_equal(v[fixed], -np.sign(r[fixed])) and np.abs(v).max() <= 1.0
+    aw, az = active_groups(W, Z, 1e-6, prob.weight_scale)
+    X = patch_matrix_ref(prob.inputs, prob.kernel_size)
+    M = masks_ref(X, prob.patterns.gates)
+    for i in range(prob.P):
+        A = (2 * M[i] - 1)[:, None] * X
+        c = X.T @ (M[i] * v)
+        for sign, neuron in ((1.0, aw[i]), (-1.0, az[i])):
+            norm = cone_projection_norm_ref(A, sign * c) / prob.beta
+            assert norm <= 1 + rtol, (i, sign, norm)
+            if neuron:
+                assert norm >= 1 - rtol, (i, sign, norm)
+    return int(fixed.sum()), int(aw.sum()), int(az.sum())
+
+
+def test_completed_dual_is_stationary_scale_free_and_sign_symmetric():
+    from convexdual.certificate import _completed_dual
 
     prob, p_ref, W, Z = _absolute_instance()
     r = prob.predict(W, Z) - prob.y
+    v = _completed_dual(prob, W, Z, r, np.zeros(prob.n), 1e-6)
+    assert _check_stationary(prob, W, Z, v) == (7, 2, 0)  # 7 rows missed, 2 fitted; 2 w-neurons
+    # the same optimum at data in units of 1e-7 and 1e5 (beta scales along): the same dual
+    for scale in (1e-7, 1e5):
+        ps = _absolute_problem(scale=scale)[0]
+        vs = _completed_dual(ps, W, Z, ps.predict(W, Z) - ps.y, np.zeros(ps.n), 1e-6)
+        assert vs is not None, scale
+        np.testing.assert_allclose(vs, v, rtol=1e-7, atol=1e-9)
+    # negated targets: W and Z swap, the neurons are z-groups, the dual is -v, still certified tight
+    pn = _absolute_problem(sign=-1.0)[0]
+    vn = _completed_dual(pn, Z, W, pn.predict(Z, W) - pn.y, np.zeros(pn.n), 1e-6)
+    assert _check_stationary(pn, Z, W, vn) == (7, 0, 2)
+    np.testing.assert_allclose(vn, -v, rtol=1e-9, atol=1e-12)
+    cn = certify_solution(pn, Z, W)
+    assert cn.ok and p_ref * (1 - 1e-7) <= cn.dual_bound <= p_ref * (1 + 1e-8), cn
+    # and a point whose neurons are both w- and z-groups (k=3): the cone rows they meet count
+    p3, p3_ref, W3, Z3 = _absolute_instance(k=3)
+    v3 = _completed_dual(p3, W3, Z3, p3.predict(W3, Z3) - p3.y, np.zeros(p3.n), 1e-6)
+    assert _check_stationary(p3, W3, Z3, v3)[1:] == (2, 1)
+    c3 = certify_solution(p3, W3, Z3)
+    assert c3.ok and p3_ref * (1 - 1e-6) <= c3.dual_bound <= p3_ref * (1 + 1e-8), c3
+
+
+def test_completed_dual_only_for_nonsmooth_losses_fitted_rows_and_small_systems():
+    from convexdual.certificate import _completed_dual
+
+    prob, p_ref, W, Z = _absolute_instance(k=3)  # d = 9
+    r = prob.predict(W, Z) - prob.y
     start = np.zeros(prob.n)
     v = _completed_dual(prob, W, Z, r, start, 1e-6)
-    # the rows the point does not fit keep the only subgradient, -sign(r), exactly
-    fixed = np.abs(r) > 1e-6 * np.abs(prob.y).max()
-    assert fixed.sum() == 7 and np.array_equal(v[fixed], -np.sign(r[fixed]))
-    assert np.abs(v).max() <= 1.0
-    # stationarity of each neuron: X^T D_i v = beta w_i / ||w_i|| (checked with the explicit masks)
+    nfixed, nw, nz = _check_stationary(prob, W, Z, v)
+    assert prob.d == 9 and nw + nz >= 1 and nfixed < prob.n
+    # the system's size: (free rows + cone rows each neuron meets) x d x neurons
+    from convexdual.recover import active_groups
+
     aw, az = active_groups(W, Z, 1e-6, prob.weight_scale)
-    assert aw.sum() == 2 and az.sum() == 0
-    X, M = prob.X, prob.masks()
-    for i in np.flatnonzero(aw):
-        np.testing.assert_allclose(X.T @ (M[i] * v), prob.beta * W[i] / np.linalg.norm(W[i]), rtol=1e-9)
-    size = int((~fixed).sum()) * prob.d * 2  # free rows x d x neurons
+    X, M, xn = prob.X, prob.masks(), np.linalg.norm(prob.X, axis=1)
+    meets = sum(int(((xn > 0) & ((2 * M[i] - 1) * (X @ V[i]) / np.linalg.norm(V[i]) <= 1e-6 * xn)).sum())
+                for groups, V in ((aw, W), (az, Z)) for i in np.flatnonzero(groups))
+    assert meets >= 1  # the k=3 optimum lies on faces of its cones
+    size = (prob.n - nfixed + meets) * prob.d * (nw + nz)
     assert _completed_dual(prob, W, Z, r, start, 1e-6, max_entries=size) is not None
     assert _completed_dual(prob, W, Z, r, start, 1e-6, max_entries=size - 1) is None
-    sq = cd.build_problem(prob.inputs, prob.targets, 1, prob.beta, patterns=prob.patterns, loss="squared")
+    # a point that fits no row exactly: nothing to complete
+    r_half = prob.predict(0.5 * W, 0.5 * Z) - prob.y
+    assert np.abs(r_half).min() > 1e-6 * np.abs(prob.y).max()
+    assert _completed_dual(prob, 0.5 * W, 0.5 * Z, r_half, start, 1e-6) is None
+    sq = cd.build_problem(prob.inputs, prob.targets, 3, prob.beta, patterns=prob.patterns, loss="squared")
     assert _completed_dual(sq, W, Z, r, start, 1e-6) is None  # smooth: -dL/dyhat is the dual
 
 
