@@ -152,5 +152,9 @@ def test_dual_bound_without_a_binding_cone():
     # a limiting cone: s <= beta / M
     ab2 = eng.dual_bound(get_loss("absolute"), y, 1.0, v0, max_constraint=4.0 * np.abs(v0).max())
     assert ab2.scale == pytest.approx(0.25 / np.abs(v0).max(), rel=1e-12)
+    # the zero candidate: the zero bound, for a loss with a bounded domain too
+    for name in ("squared", "absolute", "huber"):
+        zb = eng.dual_bound(get_loss(name), y, 1.0, np.zeros(eng.n))
+        assert zb.value == 0.0 and zb.max_constraint == 0.0
     with pytest.raises(ValueError, match="length n"):
         eng.dual_bound(get_loss("squared"), y, 1.0, v0[:-1])
