@@ -148,7 +148,6 @@ def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
     """
     import hashlib
     import importlib.util as iu
-    import os
 
     import numpy as np
     from numba import njit, prange
@@ -161,9 +160,9 @@ def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
         tag = hashlib.sha1(body.encode()).hexdigest()[:12]
         path = folder / f"fused_d{int(d)}_R{int(R)}_{tag}.py"
         if not path.is_file():
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(body)
-            os.replace(tmp, path)
+            from convexdual._io import atomic_write_text
+
+            atomic_write_text(path, body)  # another process may be reading or writing it too
         name = f"convexdual_fused_d{int(d)}_R{int(R)}_{tag}"
         mod = sys.modules.get(name)
         if mod is None:

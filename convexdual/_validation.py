@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["as_images", "as_targets", "check_beta", "check_kernel_size", "check_finite", "check_device",
-           "check_num_threads"]
+           "check_num_threads", "check_fields"]
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -118,6 +118,19 @@ def check_kernel_size(k: Any, height: int, width: int) -> int:
             f"{min(height, width) if min(height, width) % 2 else min(height, width) - 1}"
         )
     return k
+
+
+def check_fields(obj: Any, names: tuple[str, ...], op: str, bound: float, note: str = "") -> None:
+    """Range-check the fields ``names`` of an options object: each must be ``op bound``
+    (``op`` ">" or ">="; NaN fails). ``int`` bounds compare ``int(value)`` (iteration and size
+    counts). Raises ``ValueError``: ``"<name> must be <op> <bound><note>, got <value>"``."""
+    if op not in (">", ">="):
+        raise ValueError(f"op must be '>' or '>=', got {op!r}")
+    for name in names:
+        value = getattr(obj, name)
+        v = int(value) if isinstance(bound, int) else value
+        if not (v > bound if op == ">" else v >= bound):
+            raise ValueError(f"{name} must be {op} {bound:g}{note}, got {value}")
 
 
 def check_num_threads(num_threads: Any, name: str = "num_threads") -> int | None:

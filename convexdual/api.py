@@ -53,11 +53,11 @@ def choose_solver(problem: DualProblem | None = None) -> tuple[Any, str]:
             continue
         ok, why = s.available()
         if ok:
-            return s, ("solver='auto': " + "; ".join(skipped) + f"; using {name}") if skipped else ""
-        skipped.append(f"{name} unavailable ({why})")
+            return s, ("solver='auto': " + "; ".join(skipped) + f"; using {s.label or name}") if skipped else ""
+        skipped.append(f"{s.label or name} unavailable ({why})")
         logger.info("solver='auto': %s unavailable (%s)", name, why)
-    last = AUTO_ORDER[-1]  # the last resort: it says itself why it cannot run
-    return get_solver(last), ("solver='auto': " + "; ".join(skipped) + f"; using {last}") if skipped else ""
+    last = get_solver(AUTO_ORDER[-1])  # the last resort: it says itself why it cannot run
+    return last, ("solver='auto': " + "; ".join(skipped) + f"; using {last.label or last.name}") if skipped else ""
 
 
 def resolve_solver(solver: str, problem: DualProblem | None = None) -> tuple[Any, str]:

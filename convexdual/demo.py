@@ -46,15 +46,11 @@ def add_parser(sub) -> None:
 
 
 def _with_threads(n: int, fn, *args, **kwargs):
-    """Run ``fn`` with ``n`` torch threads, restoring the caller's setting afterwards."""
-    import torch
+    """Run ``fn`` with ``n`` (at least 1) torch threads, restoring the caller's setting afterwards."""
+    from convexdual._threads import torch_threads
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
+    with torch_threads(max(1, int(n))):
         return fn(*args, **kwargs)
-    finally:
-        torch.set_num_threads(old)
 
 
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:

@@ -404,15 +404,13 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         :class:`OracleResult`.  See the module docstring for the soundness argument.
     """
     if num_threads is not None:
-        old = torch.get_num_threads()
-        torch.set_num_threads(int(num_threads))
-        try:
+        from convexdual._threads import torch_threads
+
+        with torch_threads(num_threads):
             return global_max_correlation(X, r, beta=beta, eps=eps, time_limit=time_limit,
                                           max_nodes=max_nodes, device=device, seed=seed,
                                           batch=batch, lam_iters=lam_iters, max_open=max_open,
                                           history_every=history_every, num_threads=None)
-        finally:
-            torch.set_num_threads(old)
     t0 = time.perf_counter()
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     r = np.ascontiguousarray(np.asarray(r, dtype=np.float64)).ravel()

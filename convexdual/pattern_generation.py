@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from convexdual._validation import check_fields
 from convexdual.descent import search_descent
 from convexdual.patterns import SignPatterns, pattern_hashes, patterns_from_gates
 from convexdual.problem import DualProblem
@@ -96,12 +97,8 @@ class GenerationOptions:
             raise ValueError(f"oracle_time_limit must be > 0 seconds or None, got {self.oracle_time_limit}")
         if self.oracle_eps is not None and not (self.oracle_eps > 0):
             raise ValueError(f"oracle_eps must be > 0 or None, got {self.oracle_eps}")
-        for name in ("max_rounds", "patterns_per_round"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_starts", "num_gates", "search_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_fields(self, ("max_rounds", "patterns_per_round"), ">=", 1)
+        check_fields(self, ("num_starts", "num_gates", "search_steps"), ">=", 0)
         if self.num_starts + self.num_gates == 0:
             raise ValueError("the search needs num_starts > 0 or num_gates > 0")
         if not (self.margin >= 0):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -226,27 +225,10 @@ def capture() -> Iterator[list[tuple[Path, Any]]]:
 
 
 def _atomic_binary(path: Path):
-    try:
-        from convexdual._io import atomic_open
-    except ImportError:  # pragma: no cover - _io is optional
-        return _local_atomic_open(path)
+    from convexdual._io import atomic_open
+
     return atomic_open(path, "wb")
 
-
-@contextlib.contextmanager
-def _local_atomic_open(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def save(fig, path: str | os.PathLike, *, dpi: int = DPI) -> Path:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from convexdual._io import to_jsonable
 from convexdual.errors import SolverFailedError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,19 +183,5 @@ class SolveResult:
             "optimality": self.optimality(),
             "message": self.message,
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
-            "info": _jsonable(self.info),
+            "info": to_jsonable(self.info),
         }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)

@@ -11,21 +11,22 @@ so they never need the explicit patch matrix of all patterns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from convexdual._threads import torch_threads
+from convexdual._validation import check_fields
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
 from convexdual.solvers.base import SolverBase, SolverOptions
 
-__all__ = ["TorchSolverOptions", "torch_dtype", "torch_threads", "save_checkpoint", "load_checkpoint",
+__all__ = ["TorchSolverOptions", "torch_dtype", "save_checkpoint", "load_checkpoint",
            "checkpoint_finished", "progress_bar",
            "certified_bound", "BASE_OPTION_FIELDS", "coerce_options",
            "run_solver", "TorchSolver"]
@@ -79,26 +80,10 @@ class TorchSolverOptions(SolverOptions):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if not (self.violation_tol > 0):
             raise ValueError(f"violation_tol must be > 0, got {self.violation_tol}")
-        for name in ("check_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, ("check_every", "checkpoint_every"), ">=", 1)
         if self.resume_from is not None and not Path(self.resume_from).is_file():
             raise ValueError(f"resume_from={self.resume_from!r} is not a file; give a checkpoint written by "
                              "checkpoint_path")
-
-
-@contextlib.contextmanager
-def torch_threads(num: int | None) -> Iterator[None]:
-    """Use ``num`` torch threads inside the block and restore the previous number."""
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(num))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 BASE_OPTION_FIELDS = ("tol", "max_iter", "time_limit", "verbose", "native")

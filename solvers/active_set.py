@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from convexdual._validation import check_fields
 from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
@@ -101,18 +102,11 @@ class ActiveSetOptions(TorchSolverOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("init_groups", "groups_per_round", "init_rows", "rows_per_round", "warm_max_iter",
-                     "clarabel_max_iter"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.drop_after) < 0:
-            raise ValueError(f"drop_after must be >= 0 (0: never drop), got {self.drop_after}")
-        for name in ("warm_tol", "clarabel_tol", "feas_tol"):
-            if not (getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("group_tol", "row_tol"):
-            if not (getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_fields(self, ("init_groups", "groups_per_round", "init_rows", "rows_per_round", "warm_max_iter",
+                            "clarabel_max_iter"), ">=", 1)
+        check_fields(self, ("drop_after",), ">=", 0, " (0: never drop)")
+        check_fields(self, ("warm_tol", "clarabel_tol", "feas_tol"), ">", 0.0)
+        check_fields(self, ("group_tol", "row_tol"), ">=", 0.0)
 
 
 class _Data:

@@ -97,6 +97,7 @@ class SolverBase:
 
     name: ClassVar[str]
     options_class: ClassVar[type[SolverOptions]]
+    label: ClassVar[str] = ""  # the name in messages ("MOSEK"); "" is the registry name
     requires: ClassVar[tuple[str, ...]] = ()
     install: ClassVar[str] = ""
     losses: ClassVar[tuple[str, ...] | None] = None

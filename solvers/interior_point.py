@@ -189,6 +189,7 @@ class CvxpySolver(SolverBase):
 class ClarabelSolver(CvxpySolver):
     name = "clarabel"
     cvxpy_name = "CLARABEL"
+    label = "Clarabel"
     requires = ("cvxpy", "clarabel")
 
     def native_options(self, o):
@@ -199,6 +200,7 @@ class ClarabelSolver(CvxpySolver):
 class MosekSolver(CvxpySolver):
     name = "mosek"
     cvxpy_name = "MOSEK"
+    label = "MOSEK"
     requires = ("cvxpy", "mosek")
     install = "'convexdual[mosek]'"
 

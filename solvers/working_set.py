@@ -39,11 +39,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from convexdual._validation import check_fields
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers._clarabel import map_clarabel_status, settings_dict, solve_program, status_name
+from convexdual.solvers._clarabel import KKT_METHODS, map_clarabel_status, settings_dict, solve_program, status_name
 from convexdual.solvers.base import SolverBase, SolverOptions
 
 __all__ = ["WorkingSetOptions", "WorkingSetSolver"]
@@ -96,18 +97,11 @@ class WorkingSetOptions(SolverOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("max_rounds", "groups_per_round", "rows_per_round"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("init_groups", "init_rows"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 means all), got {getattr(self, name)}")
-        if not (self.feas_tol > 0):
-            raise ValueError(f"feas_tol must be > 0, got {self.feas_tol}")
-        for name in ("row_tol", "group_tol"):
-            if not (getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.clarabel_kkt not in ("qdldl", "faer"):
+        check_fields(self, ("max_rounds", "groups_per_round", "rows_per_round"), ">=", 1)
+        check_fields(self, ("init_groups", "init_rows"), ">=", 0, " (0 means all)")
+        check_fields(self, ("feas_tol",), ">", 0.0)
+        check_fields(self, ("row_tol", "group_tol"), ">=", 0.0)
+        if self.clarabel_kkt not in KKT_METHODS:
             raise ValueError(f"clarabel_kkt must be 'qdldl' or 'faer', got {self.clarabel_kkt!r}")
 
 

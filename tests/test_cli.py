@@ -160,7 +160,7 @@ def test_mosek_fallback_note_printed_once(tmp_path):
     res = _run_cli("solve", "--digits", "2", "--patterns", "4", "--loss", "huber", "--solver", "auto",
                    "--out", tmp_path / "r")
     assert res.returncode == 0, res.stderr
-    assert (res.stdout + res.stderr).lower().count("mosek unavailable") == 1
+    assert (res.stdout + res.stderr).count("MOSEK unavailable") == 1
 
 
 def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):

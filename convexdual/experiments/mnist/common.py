@@ -12,7 +12,6 @@ per-pixel unit: the loss term of (2) divided by the number of pixels
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -27,6 +26,7 @@ import torch
 
 import convexdual as cd
 from convexdual._io import sha256_digest, to_jsonable
+from convexdual._threads import torch_threads
 from convexdual.data.mnist import BUNDLED_DIGITS, BUNDLED_MNIST, DEFAULT_SOURCE, load_denoising_images
 from convexdual.data.noise import add_noise
 from convexdual.patches import conv_adjoint, conv_forward
@@ -128,18 +128,6 @@ def main(module, argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return module.run(parser.parse_args(argv))
-
-
-@contextlib.contextmanager
-def torch_threads(num: int | None):
-    """Run with ``num`` torch intra-op threads (None: unchanged); restored afterwards."""
-    old = torch.get_num_threads()
-    if num:
-        torch.set_num_threads(int(num))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def pick_solver() -> str:
@@ -488,28 +476,11 @@ def solve_cache(args: argparse.Namespace) -> SolveCache | None:
 
 
 # --------------------------------------------------------------------------------------------- output
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=1))
-    tmp.replace(path)  # atomic: a killed run never leaves half a JSON
-    return path
+    """``payload`` as strict JSON at ``path``, atomically (:func:`convexdual._io.atomic_write_json`)."""
+    from convexdual._io import atomic_write_json
+
+    return atomic_write_json(path, payload, indent=1)
 
 
 def setup_matplotlib():
