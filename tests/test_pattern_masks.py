@@ -132,3 +132,19 @@ def test_patterns_from_gates_refuses_gates_of_the_wrong_shape():
         patterns_from_gates(x, 3, np.ones((2, 9)))
     with pytest.raises(ValueError, match=r"\(m, 18\)"):
         patterns_from_gates(x, 3, np.ones(18))
+
+
+def test_kernel_size_is_checked_against_height_and_width():
+    """k must fit both sides: a 3x5 image takes k=3 but not k=5 (5 > H), whichever function asks."""
+    x = np.random.default_rng(0).standard_normal((1, 1, 3, 5))
+    assert len(cd.sample_patterns(x, 3, 2)) >= 1
+    assert len(patterns_from_gates(x, 3, np.random.default_rng(1).standard_normal((2, 9)))) >= 1
+    with pytest.raises(ValueError, match="larger than the image"):
+        cd.sample_patterns(x, 5, 2)
+    with pytest.raises(ValueError, match="larger than the image"):
+        patterns_from_gates(x, 5, np.ones((2, 25)))
+    xt = np.swapaxes(x, 2, 3)  # 5x3: the same refusal
+    with pytest.raises(ValueError, match="larger than the image"):
+        cd.sample_patterns(xt, 5, 2)
+    with pytest.raises(ValueError, match="larger than the image"):
+        patterns_from_gates(xt, 5, np.ones((2, 25)))
