@@ -15,25 +15,18 @@ otherwise MAX_ITERATIONS / TIME_LIMIT with the numbers in the message.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
-from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers._common import (
-    TorchSolver,
-    TorchSolverOptions,
-    certified_bound,
-    load_checkpoint,
-    progress_bar,
-    save_checkpoint,
-    torch_dtype,
-)
+from convexdual.result import Status
+from convexdual.solvers._common import TorchSolverOptions, certified_bound, torch_dtype
+from convexdual.solvers._harness import Evaluation, IterativeSolver, Outcome, Step
 
 __all__ = ["AdamHingeOptions", "AdamHingeSolver"]
 
@@ -68,91 +61,71 @@ class AdamHingeOptions(TorchSolverOptions):
             raise ValueError("batch_size must be >= 1, lr > 0 and hinge >= 0")
 
 
-class AdamHingeSolver(TorchSolver):
+class AdamHingeSolver(IterativeSolver):
     """Minibatch Adam on the hinge-penalised program (4) (the paper's approach)."""
 
     name: ClassVar[str] = "adam_hinge"
     options_class: ClassVar[type] = AdamHingeOptions
     losses: ClassVar[tuple[str, ...]] = ("squared",)  # its minibatch loss is the squared one
+    progress_desc: ClassVar[str] = "adam+hinge"
 
-    def _solve(self, problem: DualProblem, o: AdamHingeOptions) -> SolveResult:
-        t0 = time.perf_counter()
+    def _setup(self, problem: DualProblem, o: AdamHingeOptions) -> SimpleNamespace:
         dt = torch_dtype(o.dtype)
         op = PatternOperator.from_problem(problem, device=o.device, dtype=dt, memory_budget_mb=o.memory_budget_mb,
                                           backend="torch")
-        P, d, N, hw = problem.P, problem.d, problem.num_images, op.H * op.W
-        y = torch.as_tensor(problem.y, dtype=dt, device=op.device)
         gen = torch.Generator(device="cpu").manual_seed(int(o.seed))
-        W = (o.init_scale * torch.randn(P, d, generator=gen, dtype=torch.float64)).to(op.device, dt)
-        Z = (o.init_scale * torch.randn(P, d, generator=gen, dtype=torch.float64)).to(op.device, dt)
+        W = (o.init_scale * torch.randn(problem.P, problem.d, generator=gen, dtype=torch.float64)).to(op.device, dt)
+        Z = (o.init_scale * torch.randn(problem.P, problem.d, generator=gen, dtype=torch.float64)).to(op.device, dt)
         W.requires_grad_(True)
         Z.requires_grad_(True)
-        opt = torch.optim.Adam([W, Z], lr=o.lr)
-        ep0, history, elapsed0 = 0, [], 0.0
-        if o.resume_from is not None:
-            st = load_checkpoint(o.resume_from, self.name, problem)
-            with torch.no_grad():
-                W.copy_(st["W"])
-                Z.copy_(st["Z"])
-            opt.load_state_dict(st["opt"])
-            gen.set_state(st["rng"])
-            ep0, history, elapsed0 = int(st["epoch"]), list(st["history"]), float(st["elapsed"])
-        t1 = time.perf_counter()
-        status, message = Status.MAX_ITERATIONS, ""
-        bar = progress_bar(o.max_iter, o.progress, "adam+hinge", ep0)
-        tstart = time.perf_counter() - elapsed0
-        ep = ep0
-        gap_rel = viol = float("nan")
-        try:
-            for ep in range(ep0, o.max_iter):
-                perm = torch.randperm(N, generator=gen).tolist()
-                for s in range(0, N, o.batch_size):
-                    imgs = perm[s:s + o.batch_size]
-                    scale = N / len(imgs)
-                    Xb = torch.cat([op.patches(i, i + 1) for i in imgs])
-                    yb = torch.cat([y[i * hw:(i + 1) * hw] for i in imgs])
-                    Mb = (Xb @ op.gates.T >= 0).to(dt)
-                    Sb = 2 * Mb - 1
-                    XW, XZ = Xb @ W.T, Xb @ Z.T
-                    r = ((XW - XZ) * Mb).sum(1) - yb
-                    loss = (scale * (0.5 * (r * r).sum() + o.hinge * (torch.relu(-Sb * XW).sum()
-                                                                      + torch.relu(-Sb * XZ).sum()))
-                            + problem.beta * (W.norm(dim=1).sum() + Z.norm(dim=1).sum()))
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                elapsed = time.perf_counter() - tstart
-                bar.update(1)
-                if (ep + 1) % o.check_every == 0 or ep + 1 == o.max_iter:
-                    Wn, Zn = W.detach().double().cpu().numpy(), Z.detach().double().cpu().numpy()
-                    yhat = op.forward(torch.as_tensor(Wn - Zn, dtype=dt)).double().cpu().numpy()
-                    pobj = float(problem.loss.value(yhat - problem.y)
-                                 + problem.beta * (np.linalg.norm(Wn, axis=1).sum() + np.linalg.norm(Zn, axis=1).sum()))
-                    lower, _ = certified_bound(problem, yhat)
-                    gap_rel = (pobj - lower) / max(abs(pobj), 1e-300)
-                    viol = problem.cone_violation(Wn, Zn)
-                    history.append({"iteration": ep + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
-                                    "relative_gap": gap_rel, "violation": viol})
-                    bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{gap_rel:.1e}", viol=f"{viol:.1e}")
-                    if gap_rel <= o.tol and viol <= o.violation_tol:
-                        status = Status.OPTIMAL
-                if o.checkpoint_path is not None and (ep + 1) % o.checkpoint_every == 0:
-                    save_checkpoint(o.checkpoint_path, self.name, problem,
-                                    {"W": W.detach(), "Z": Z.detach(), "opt": opt.state_dict(), "rng": gen.get_state(),
-                                     "epoch": ep + 1, "history": history, "elapsed": elapsed})
-                if status is Status.OPTIMAL:
-                    break
-                if o.time_limit is not None and elapsed >= o.time_limit:
-                    status = Status.TIME_LIMIT
-                    break
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, "interrupted by the user"
-        finally:
-            bar.close()
-        t2 = time.perf_counter()
+        return SimpleNamespace(problem=problem, o=o, dt=dt, op=op, gen=gen, W=W, Z=Z,
+                               y=torch.as_tensor(problem.y, dtype=dt, device=op.device),
+                               opt=torch.optim.Adam([W, Z], lr=o.lr), gap=float("nan"), viol=float("nan"))
+
+    def _restore(self, s: SimpleNamespace, st: dict[str, Any]) -> None:
+        with torch.no_grad():
+            s.W.copy_(st["W"])
+            s.Z.copy_(st["Z"])
+        s.opt.load_state_dict(st["opt"])
+        s.gen.set_state(st["rng"])
+
+    def _state(self, s: SimpleNamespace) -> dict[str, Any]:
+        return {"W": s.W.detach(), "Z": s.Z.detach(), "opt": s.opt.state_dict(), "rng": s.gen.get_state()}
+
+    def _step(self, s: SimpleNamespace, ep: int) -> Step:
+        """One epoch of minibatches; every ``check_every`` epochs the exact certificate."""
+        o, op, problem, W, Z, dt = s.o, s.op, s.problem, s.W, s.Z, s.dt
+        N, hw = problem.num_images, op.H * op.W
+        perm = torch.randperm(N, generator=s.gen).tolist()
+        for b in range(0, N, o.batch_size):
+            imgs = perm[b:b + o.batch_size]
+            scale = N / len(imgs)
+            Xb = torch.cat([op.patches(i, i + 1) for i in imgs])
+            yb = torch.cat([s.y[i * hw:(i + 1) * hw] for i in imgs])
+            Mb = (Xb @ op.gates.T >= 0).to(dt)
+            Sb = 2 * Mb - 1
+            XW, XZ = Xb @ W.T, Xb @ Z.T
+            r = ((XW - XZ) * Mb).sum(1) - yb
+            loss = (scale * (0.5 * (r * r).sum() + o.hinge * (torch.relu(-Sb * XW).sum()
+                                                              + torch.relu(-Sb * XZ).sum()))
+                    + problem.beta * (W.norm(dim=1).sum() + Z.norm(dim=1).sum()))
+            s.opt.zero_grad()
+            loss.backward()
+            s.opt.step()
+        if not ((ep + 1) % o.check_every == 0 or ep + 1 == o.max_iter):
+            return Step()
         Wn, Zn = W.detach().double().cpu().numpy(), Z.detach().double().cpu().numpy()
+        yhat = op.forward(torch.as_tensor(Wn - Zn, dtype=dt)).double().cpu().numpy()
+        pobj = float(problem.loss.value(yhat - problem.y)
+                     + problem.beta * (np.linalg.norm(Wn, axis=1).sum() + np.linalg.norm(Zn, axis=1).sum()))
+        lower, _ = certified_bound(problem, yhat)
+        s.gap = (pobj - lower) / max(abs(pobj), 1e-300)
+        s.viol = problem.cone_violation(Wn, Zn)
+        return Step(Evaluation(pobj, lower, s.gap, s.viol))
+
+    def _outcome(self, s: SimpleNamespace, status: Status, message: str, iterations: int,
+                 history: list[dict[str, Any]]) -> Outcome:
+        Wn, Zn = s.W.detach().double().cpu().numpy(), s.Z.detach().double().cpu().numpy()
         if not message:
-            message = f"after {ep + 1} epochs: certified relative gap {gap_rel:.2e}, cone violation {viol:.2e}"
-        return SolveResult(status=status, objective=problem.objective(Wn, Zn), W=Wn, Z=Zn, solver=self.name,
-                           iterations=ep + 1, timings=Timings(build=t1 - t0, solve=t2 - t1), message=message,
-                           history=tuple(history), info=problem.describe())
+            message = f"after {iterations} epochs: certified relative gap {s.gap:.2e}, cone violation {s.viol:.2e}"
+        return Outcome(s.problem.objective(Wn, Zn), Wn, Zn, message, s.problem.describe())

@@ -21,25 +21,17 @@ subset there).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
-from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers._common import (
-    TorchSolver,
-    TorchSolverOptions,
-    certified_bound,
-    load_checkpoint,
-    progress_bar,
-    save_checkpoint,
-    torch_dtype,
-)
+from convexdual.result import Status
+from convexdual.solvers._common import TorchSolverOptions, certified_bound, torch_dtype
+from convexdual.solvers._harness import Evaluation, IterativeSolver, Outcome, Step
 from convexdual.solvers._primitives import group_soft_threshold, power_lipschitz
 
 __all__ = ["AugmentedLagrangianOptions", "AugmentedLagrangianSolver"]
@@ -73,15 +65,10 @@ class AugmentedLagrangianOptions(TorchSolverOptions):
             raise ValueError("inner_iter must be >= 1, rho > 0 and rho_growth >= 1")
 
 
-class AugmentedLagrangianSolver(TorchSolver):
-    """Augmented Lagrangian + restarted FISTA, exact cone polish, certified stop."""
+class _State:
+    """The dense data of the augmented Lagrangian (patch rows, masks, signs) and its iterates."""
 
-    name: ClassVar[str] = "augmented_lagrangian"
-    options_class: ClassVar[type] = AugmentedLagrangianOptions
-    losses: ClassVar[tuple[str, ...]] = ("squared",)
-
-    def _solve(self, problem: DualProblem, o: AugmentedLagrangianOptions) -> SolveResult:
-        t0 = time.perf_counter()
+    def __init__(self, problem: DualProblem, o: AugmentedLagrangianOptions) -> None:
         dt = torch_dtype(o.dtype)
         op = PatternOperator.from_problem(problem, device=o.device, dtype=dt, memory_budget_mb=o.memory_budget_mb,
                                           backend="torch")
@@ -90,101 +77,102 @@ class AugmentedLagrangianSolver(TorchSolver):
             raise ValueError(f"augmented_lagrangian keeps ~{need / 2**20:.0f} MiB of cone multipliers and values "
                              f"(2 P n = {2 * problem.P * problem.n:,} rows) but memory_budget_mb is "
                              f"{o.memory_budget_mb}; raise it, use fewer patterns, or use solver='clarabel-ws'")
-        X = torch.cat([op.patches(s, e) for s, e in op.batches()]).to(dt)  # (n, d)
-        M = (X @ op.gates.T >= 0).to(dt)  # (n, P)
-        S = 2 * M - 1
-        y = torch.as_tensor(problem.y, dtype=dt, device=op.device)
-        P, d, beta = problem.P, problem.d, float(problem.beta)
-        xnorm2 = float(torch.linalg.matrix_norm(X, ord=2)) ** 2
-        xmax = float(X.norm(dim=1).max()) or 1.0
+        self.problem, self.o, self.op, self.dt = problem, o, op, dt
+        self.X = X = torch.cat([op.patches(s, e) for s, e in op.batches()]).to(dt)  # (n, d)
+        self.M = M = (X @ op.gates.T >= 0).to(dt)  # (n, P)
+        self.S2 = torch.cat([2 * M - 1, 2 * M - 1], 1)  # (n, 2P): the signs of w then z groups
+        self.y = torch.as_tensor(problem.y, dtype=dt, device=op.device)
+        self.P, self.beta = problem.P, float(problem.beta)
+        self.xnorm2 = float(torch.linalg.matrix_norm(X, ord=2)) ** 2
+        self.xmax = float(X.norm(dim=1).max()) or 1.0
+        self.best: tuple[float, np.ndarray | None] = (np.inf, None)
+        self.gap = self.viol = float("nan")
 
-        def parts(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            XU = X @ U.T  # (n, 2P)
-            yhat = ((XU[:, :P] - XU[:, P:]) * M).sum(1)
-            C = XU * torch.cat([S, S], 1)
-            return yhat, C
+    def parts(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(yhat, C)``: the prediction and the cone values ``(2 D_i - I) X u_g``, ``(n, 2P)``."""
+        XU = self.X @ U.T  # (n, 2P)
+        yhat = ((XU[:, :self.P] - XU[:, self.P:]) * self.M).sum(1)
+        return yhat, XU * self.S2
 
-        def grad(U: torch.Tensor, lam: torch.Tensor, rho: float) -> torch.Tensor:
-            yhat, C = parts(U)
-            r = yhat - y
-            g = (M * r[:, None]).T @ X  # (P, d)
-            pen = torch.clamp(lam - rho * C, min=0.0) * torch.cat([S, S], 1)  # (n, 2P)
-            return torch.cat([g, -g]) - pen.T @ X
+    def grad(self, U: torch.Tensor, lam: torch.Tensor, rho: float) -> torch.Tensor:
+        yhat, C = self.parts(U)
+        r = yhat - self.y
+        g = (self.M * r[:, None]).T @ self.X  # (P, d)
+        pen = torch.clamp(lam - rho * C, min=0.0) * self.S2  # (n, 2P)
+        return torch.cat([g, -g]) - pen.T @ self.X
 
-        if o.resume_from is not None:
-            st = load_checkpoint(o.resume_from, self.name, problem)
-            U, lam = st["U"].to(op.device, dt), st["lam"].to(op.device, dt)
-            rho, Lf, it0 = float(st["rho"]), float(st["Lf"]), int(st["iteration"])
-            history, elapsed0, last_viol = list(st["history"]), float(st["elapsed"]), float(st["last_viol"])
-        else:
-            Lf = 2.0 * 1.05 * power_lipschitz(op, 30, o.seed)
-            rho = o.rho * Lf / xnorm2
-            U = torch.zeros(2 * P, d, dtype=dt, device=op.device)
-            lam = torch.zeros(problem.n, 2 * P, dtype=dt, device=op.device)
-            it0, history, elapsed0, last_viol = 0, [], 0.0, np.inf
-        t1 = time.perf_counter()
-        status, message = Status.MAX_ITERATIONS, ""
-        best: tuple[float, np.ndarray | None] = (np.inf, None)
-        bar = progress_bar(o.max_iter, o.progress, "augmented Lagrangian", it0)
-        tstart = time.perf_counter() - elapsed0
-        it = it0
-        gap_rel = viol = float("nan")
-        try:
-            for it in range(it0, o.max_iter):
-                step = 1.0 / (Lf + rho * xnorm2)
-                Uprev, tk = U.clone(), 1.0
-                for _ in range(o.inner_iter):
-                    tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
-                    Yk = U + ((tk - 1.0) / tn) * (U - Uprev)
-                    Un = group_soft_threshold(Yk - step * grad(Yk, lam, rho), step * beta)
-                    if float(((Yk - Un) * (Un - U)).sum()) > 0:
-                        tn = 1.0
-                    Uprev, U, tk = U, Un, tn
-                _, C = parts(U)
-                lam = torch.clamp(lam - rho * C, min=0.0)
-                norms = U.norm(dim=1)
-                raw_viol = float((torch.clamp(-C, min=0).max(0).values / (xmax * norms.clamp_min(1e-300)))
-                                 [norms > 1e-6 * norms.max().clamp_min(1e-300)].max()) if float(norms.max()) > 0 else 0.0
-                if raw_viol > o.rho_decrease * last_viol:
-                    rho *= o.rho_growth
-                last_viol = raw_viol
-                # exact polish + certificate
-                Upol = _polish(problem, U.double().cpu().numpy())
-                Wp, Zp = Upol[:P], Upol[P:]
-                pobj = problem.objective(Wp, Zp)
-                yhat = problem.predict(Wp, Zp)
-                lower, _ = certified_bound(problem, yhat)
-                gap_rel = (pobj - lower) / max(abs(pobj), 1e-300)
-                viol = problem.cone_violation(Wp, Zp)
-                if pobj < best[0]:
-                    best = (pobj, Upol)
-                elapsed = time.perf_counter() - tstart
-                history.append({"iteration": it + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
-                                "relative_gap": gap_rel, "violation": viol, "raw_violation": raw_viol, "rho": rho})
-                bar.update(1)
-                bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{gap_rel:.1e}", viol=f"{viol:.1e}")
-                if o.checkpoint_path is not None and (it + 1) % o.checkpoint_every == 0:
-                    save_checkpoint(o.checkpoint_path, self.name, problem,
-                                    {"U": U, "lam": lam, "rho": rho, "Lf": Lf, "iteration": it + 1,
-                                     "history": history, "elapsed": elapsed, "last_viol": last_viol})
-                if gap_rel <= o.tol and viol <= o.violation_tol:
-                    status, best = Status.OPTIMAL, (pobj, Upol)
-                    break
-                if o.time_limit is not None and elapsed >= o.time_limit:
-                    status = Status.TIME_LIMIT
-                    break
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, "interrupted by the user"
-        finally:
-            bar.close()
-        t2 = time.perf_counter()
-        Ubest = best[1] if best[1] is not None else _polish(problem, U.double().cpu().numpy())
-        W, Z = Ubest[:P].copy(), Ubest[P:].copy()
+
+class AugmentedLagrangianSolver(IterativeSolver):
+    """Augmented Lagrangian + restarted FISTA, exact cone polish, certified stop."""
+
+    name: ClassVar[str] = "augmented_lagrangian"
+    options_class: ClassVar[type] = AugmentedLagrangianOptions
+    losses: ClassVar[tuple[str, ...]] = ("squared",)
+    progress_desc: ClassVar[str] = "augmented Lagrangian"
+
+    def _setup(self, problem: DualProblem, o: AugmentedLagrangianOptions) -> _State:
+        return _State(problem, o)
+
+    def _fresh(self, s: _State) -> None:
+        s.Lf = 2.0 * 1.05 * power_lipschitz(s.op, 30, s.o.seed)
+        s.rho = s.o.rho * s.Lf / s.xnorm2
+        s.U = torch.zeros(2 * s.P, s.problem.d, dtype=s.dt, device=s.op.device)
+        s.lam = torch.zeros(s.problem.n, 2 * s.P, dtype=s.dt, device=s.op.device)
+        s.last_viol = np.inf
+
+    def _restore(self, s: _State, st: dict[str, Any]) -> None:
+        s.U, s.lam = st["U"].to(s.op.device, s.dt), st["lam"].to(s.op.device, s.dt)
+        s.rho, s.Lf, s.last_viol = float(st["rho"]), float(st["Lf"]), float(st["last_viol"])
+
+    def _state(self, s: _State) -> dict[str, Any]:
+        return {"U": s.U, "lam": s.lam, "rho": s.rho, "Lf": s.Lf, "last_viol": s.last_viol}
+
+    def _step(self, s: _State, it: int) -> Step:
+        """``inner_iter`` restarted FISTA steps, the multiplier update, then the exact polish and
+        its certificate (every outer iteration)."""
+        o, problem, P = s.o, s.problem, s.P
+        step = 1.0 / (s.Lf + s.rho * s.xnorm2)
+        U = s.U
+        Uprev, tk = U.clone(), 1.0
+        for _ in range(o.inner_iter):
+            tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
+            Yk = U + ((tk - 1.0) / tn) * (U - Uprev)
+            Un = group_soft_threshold(Yk - step * s.grad(Yk, s.lam, s.rho), step * s.beta)
+            if float(((Yk - Un) * (Un - U)).sum()) > 0:
+                tn = 1.0
+            Uprev, U, tk = U, Un, tn
+        s.U = U
+        _, C = s.parts(U)
+        s.lam = torch.clamp(s.lam - s.rho * C, min=0.0)
+        norms = U.norm(dim=1)
+        raw_viol = float((torch.clamp(-C, min=0).max(0).values / (s.xmax * norms.clamp_min(1e-300)))
+                         [norms > 1e-6 * norms.max().clamp_min(1e-300)].max()) if float(norms.max()) > 0 else 0.0
+        if raw_viol > o.rho_decrease * s.last_viol:
+            s.rho *= o.rho_growth
+        s.last_viol = raw_viol
+        # exact polish + certificate
+        Upol = _polish(problem, U.double().cpu().numpy())
+        Wp, Zp = Upol[:P], Upol[P:]
+        pobj = problem.objective(Wp, Zp)
+        lower, _ = certified_bound(problem, problem.predict(Wp, Zp))
+        s.gap = (pobj - lower) / max(abs(pobj), 1e-300)
+        s.viol = problem.cone_violation(Wp, Zp)
+        s.last = (pobj, Upol)
+        if pobj < s.best[0]:
+            s.best = s.last
+        return Step(Evaluation(pobj, lower, s.gap, s.viol, {"raw_violation": raw_viol, "rho": s.rho}))
+
+    def _on_stop(self, s: _State) -> None:
+        s.best = s.last  # the certified point
+
+    def _outcome(self, s: _State, status: Status, message: str, iterations: int,
+                 history: list[dict[str, Any]]) -> Outcome:
+        Ubest = s.best[1] if s.best[1] is not None else _polish(s.problem, s.U.double().cpu().numpy())
+        W, Z = Ubest[:s.P].copy(), Ubest[s.P:].copy()
         if not message:
-            message = f"certified relative gap {gap_rel:.2e}, violation {viol:.2e} after {it + 1} outer iterations"
-        return SolveResult(status=status, objective=problem.objective(W, Z), W=W, Z=Z, solver=self.name,
-                           iterations=it + 1, timings=Timings(build=t1 - t0, solve=t2 - t1), message=message,
-                           history=tuple(history), info={"rho": rho, **problem.describe()})
+            message = (f"certified relative gap {s.gap:.2e}, violation {s.viol:.2e} after {iterations} outer "
+                       "iterations")
+        return Outcome(s.problem.objective(W, Z), W, Z, message, {"rho": s.rho, **s.problem.describe()})
 
 
 def _polish(problem: DualProblem, U: np.ndarray) -> np.ndarray:

@@ -35,24 +35,17 @@ certificate compares (4)'s bound with the formula of (4) at a point that is not 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
-from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers._common import (
-    TorchSolver,
-    TorchSolverOptions,
-    load_checkpoint,
-    progress_bar,
-    save_checkpoint,
-    torch_dtype,
-)
+from convexdual.result import Status
+from convexdual.solvers._common import TorchSolverOptions, torch_dtype
+from convexdual.solvers._harness import Evaluation, IterativeSolver, Outcome, Step
 from convexdual.solvers._primitives import group_soft_threshold, power_lipschitz
 
 __all__ = ["FistaOptions", "FistaSolver", "group_soft_threshold", "power_lipschitz", "split_gated"]
@@ -91,108 +84,97 @@ def split_gated(op: PatternOperator, V: np.ndarray) -> tuple[np.ndarray, np.ndar
     return W, Z
 
 
-class FistaSolver(TorchSolver):
+class _State:
+    """FISTA's data and iterates (``V``, ``Vprev``, momentum ``tk``, the best bound so far)."""
+
+    def __init__(self, problem: DualProblem, o: FistaOptions) -> None:
+        self.problem, self.o = problem, o
+        self.op = PatternOperator.from_problem(problem, device=o.device, dtype=torch_dtype(o.dtype),
+                                               memory_budget_mb=o.memory_budget_mb, backend=o.backend)
+        self.y = torch.as_tensor(problem.y, dtype=self.op.dtype, device=self.op.device)
+        self.beta = float(problem.beta)
+        self.yy = float((self.y.double() @ self.y.double()))
+        # rounding, not a broken bound
+        self.neg_tol = max(float(o.tol), 1e3 * float(torch.finfo(self.op.dtype).eps))
+
+
+class FistaSolver(IterativeSolver):
     """Gated-ReLU relaxation by restarted FISTA; certified by the gated dual bound."""
 
     name: ClassVar[str] = "fista"
     options_class: ClassVar[type] = FistaOptions
     losses: ClassVar[tuple[str, ...]] = ("squared",)
+    progress_desc: ClassVar[str] = "fista (gated)"
 
-    def _solve(self, problem: DualProblem, o: FistaOptions) -> SolveResult:
-        t0 = time.perf_counter()
-        op = PatternOperator.from_problem(problem, device=o.device, dtype=torch_dtype(o.dtype),
-                                          memory_budget_mb=o.memory_budget_mb, backend=o.backend)
-        y = torch.as_tensor(problem.y, dtype=op.dtype, device=op.device)
-        beta = float(problem.beta)
-        yy = float((y.double() @ y.double()))
-        if o.resume_from is not None:
-            st = load_checkpoint(o.resume_from, self.name, problem)
-            V, Vprev = st["V"].to(op.device, op.dtype), st["Vprev"].to(op.device, op.dtype)
-            tk, L, it0 = float(st["t"]), float(st["L"]), int(st["iteration"])
-            history, elapsed0 = list(st["history"]), float(st["elapsed"])
-            lower0 = float(st["lower"])
-        else:
-            lower0 = -np.inf
-            L = 1.05 * power_lipschitz(op, o.power_iterations, o.seed)
-            V = torch.zeros(op.P, op.d, device=op.device, dtype=op.dtype)
-            Vprev, tk, it0, history, elapsed0 = V.clone(), 1.0, 0, [], 0.0
-        t1 = time.perf_counter()
-        step = 1.0 / L
-        status, message = Status.MAX_ITERATIONS, ""
-        best = {"lower": lower0}
-        bar = progress_bar(o.max_iter, o.progress, "fista (gated)", it0)
-        tstart = time.perf_counter() - elapsed0
-        it = it0
-        rel_gap = viol = float("nan")
-        neg_tol = max(float(o.tol), 1e3 * float(torch.finfo(op.dtype).eps))  # rounding, not a broken bound
-        try:
-            for it in range(it0, o.max_iter):
-                tnext = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tk * tk))
-                Yk = V + ((tk - 1.0) / tnext) * (V - Vprev)
-                # the bound and objective are evaluated at the extrapolated point Yk (free)
-                yhat, grad = op.gradient_sq(Yk, y)
-                r = yhat - y
-                Vnew = group_soft_threshold(Yk - step * grad, step * beta)
-                if o.restart and float(((Yk - Vnew) * (Vnew - V)).sum()) > 0:
-                    tnext = 1.0  # momentum points uphill: restart
-                Vprev, V, tk = V, Vnew, tnext
-                # certified bound at Yk: v = -r scaled to max_i ||X^T D_i v|| <= beta
-                rr = float(r.double() @ r.double())
-                pobj = 0.5 * rr + beta * float(Yk.norm(dim=1).sum())
-                cmax = float(grad.norm(dim=1).max())
-                vy = -float(r.double() @ y.double())
-                s = min(vy / rr if rr > 0 else 0.0, beta / cmax if cmax > 0 else np.inf)
-                s = max(s, 0.0)
-                lower = s * vy - 0.5 * s * s * rr
-                best["lower"] = max(best["lower"], lower)
-                rel_gap = (pobj - best["lower"]) / max(abs(pobj), 1e-300)
-                elapsed = time.perf_counter() - tstart
-                if rel_gap < -neg_tol:
-                    # weak duality makes the relaxation's gap >= 0: a clearly negative one is a broken bound
-                    status = Status.NUMERICAL_ERROR
-                    message = (f"the gated relaxation's duality gap came out negative ({rel_gap:.2e} relative: "
-                               f"objective {pobj:.10g} below its 'lower bound' {best['lower']:.10g}); the bound "
-                               f"is broken (rounding in {o.dtype}? try dtype='float64'), nothing is certified")
-                    break
-                done_relax = rel_gap <= o.tol
-                if done_relax or (it + 1) % o.check_every == 0 or it + 1 == o.max_iter:
-                    Yn = Yk.double().cpu().numpy()
-                    Wc, Zc = split_gated(op, Yn)
-                    viol = problem.cone_violation(Wc, Zc)
-                    history.append({"iteration": it + 1, "time": elapsed, "objective": pobj,
-                                    "dual_bound": best["lower"], "relative_gap": rel_gap, "violation": viol})
-                    bar.set_postfix(obj=f"{pobj:.6g}", gap=f"{rel_gap:.1e}", viol=f"{viol:.1e}")
-                bar.update(1)
-                if o.checkpoint_path is not None and (it + 1) % o.checkpoint_every == 0:
-                    save_checkpoint(o.checkpoint_path, self.name, problem,
-                                    {"V": V, "Vprev": Vprev, "t": tk, "L": L, "iteration": it + 1,
-                                     "history": history, "elapsed": elapsed,
-                                     "lower": best["lower"]})
-                if done_relax:
-                    V = Yk  # the certified point
-                    status = Status.OPTIMAL if viol <= o.violation_tol else Status.OPTIMAL_INACCURATE
-                    if status is Status.OPTIMAL_INACCURATE:
-                        message = (f"gated relaxation solved (its certified relative gap {rel_gap:.2e}) but the "
-                                   f"point violates the cones of (4) by {viol:.2e}: a lower bound / warm start, "
-                                   "not a solution of (4)")
-                    break
-                if o.time_limit is not None and elapsed >= o.time_limit:
-                    status = Status.TIME_LIMIT
-                    break
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, "interrupted by the user"
-        finally:
-            bar.close()
-        t2 = time.perf_counter()
-        Vn = V.double().cpu().numpy()
+    def _setup(self, problem: DualProblem, o: FistaOptions) -> _State:
+        return _State(problem, o)
+
+    def _fresh(self, s: _State) -> None:
+        s.lower = -np.inf
+        s.L = 1.05 * power_lipschitz(s.op, s.o.power_iterations, s.o.seed)
+        s.V = torch.zeros(s.op.P, s.op.d, device=s.op.device, dtype=s.op.dtype)
+        s.Vprev, s.tk = s.V.clone(), 1.0
+
+    def _restore(self, s: _State, st: dict[str, Any]) -> None:
+        s.V, s.Vprev = st["V"].to(s.op.device, s.op.dtype), st["Vprev"].to(s.op.device, s.op.dtype)
+        s.tk, s.L, s.lower = float(st["t"]), float(st["L"]), float(st["lower"])
+
+    def _state(self, s: _State) -> dict[str, Any]:
+        return {"V": s.V, "Vprev": s.Vprev, "t": s.tk, "L": s.L, "lower": s.lower}
+
+    def _step(self, s: _State, it: int) -> Step:
+        o, op, y, beta = s.o, s.op, s.y, s.beta
+        step = 1.0 / s.L
+        tnext = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * s.tk * s.tk))
+        Yk = s.V + ((s.tk - 1.0) / tnext) * (s.V - s.Vprev)
+        # the bound and objective are evaluated at the extrapolated point Yk (free)
+        yhat, grad = op.gradient_sq(Yk, y)
+        r = yhat - y
+        Vnew = group_soft_threshold(Yk - step * grad, step * beta)
+        if o.restart and float(((Yk - Vnew) * (Vnew - s.V)).sum()) > 0:
+            tnext = 1.0  # momentum points uphill: restart
+        s.Vprev, s.V, s.tk, s.Yk = s.V, Vnew, tnext, Yk
+        # certified bound at Yk: v = -r scaled to max_i ||X^T D_i v|| <= beta
+        rr = float(r.double() @ r.double())
+        pobj = 0.5 * rr + beta * float(Yk.norm(dim=1).sum())
+        cmax = float(grad.norm(dim=1).max())
+        vy = -float(r.double() @ y.double())
+        sc = max(min(vy / rr if rr > 0 else 0.0, beta / cmax if cmax > 0 else np.inf), 0.0)
+        s.lower = max(s.lower, sc * vy - 0.5 * sc * sc * rr)
+        rel_gap = (pobj - s.lower) / max(abs(pobj), 1e-300)
+        if rel_gap < -s.neg_tol:
+            # weak duality makes the relaxation's gap >= 0: a clearly negative one is a broken bound
+            return Step(abort=(Status.NUMERICAL_ERROR, (
+                f"the gated relaxation's duality gap came out negative ({rel_gap:.2e} relative: objective "
+                f"{pobj:.10g} below its 'lower bound' {s.lower:.10g}); the bound is broken (rounding in "
+                f"{o.dtype}? try dtype='float64'), nothing is certified")))
+        done_relax = rel_gap <= o.tol
+        if not (done_relax or (it + 1) % o.check_every == 0 or it + 1 == o.max_iter):
+            return Step()
+        Wc, Zc = split_gated(op, Yk.double().cpu().numpy())
+        viol = s.problem.cone_violation(Wc, Zc)
+        ev = Evaluation(pobj, s.lower, rel_gap, viol)
+        if done_relax and not (viol <= o.violation_tol):
+            return Step(ev, stop=(Status.OPTIMAL_INACCURATE, (
+                f"gated relaxation solved (its certified relative gap {rel_gap:.2e}) but the point violates "
+                f"the cones of (4) by {viol:.2e}: a lower bound / warm start, not a solution of (4)")))
+        return Step(ev)
+
+    def _on_stop(self, s: _State) -> None:
+        s.V = s.Yk  # the certified point
+
+    def _outcome(self, s: _State, status: Status, message: str, iterations: int,
+                 history: list[dict[str, Any]]) -> Outcome:
+        op, problem = s.op, s.problem
+        Vn = s.V.double().cpu().numpy()
         W, Z = split_gated(op, Vn)
-        resid = (op.forward(V) - y).double()
+        resid = (op.forward(s.V) - s.y).double()
         objective = history[-1]["objective"] if (history and status.is_optimal) else float(
-            0.5 * float((resid ** 2).sum()) + beta * np.linalg.norm(Vn, axis=1).sum())
-        lower = float(best["lower"])
+            0.5 * float((resid ** 2).sum()) + s.beta * np.linalg.norm(Vn, axis=1).sum())
+        lower = float(s.lower)
         viol_final = problem.cone_violation(W, Z)
         relax_gap = (objective - lower) / max(abs(objective), 1e-300) if np.isfinite(lower) else float("inf")
-        in_cones = viol_final <= o.violation_tol
+        in_cones = viol_final <= s.o.violation_tol
         lower4 = lower
         if status is not Status.NUMERICAL_ERROR and not in_cones:
             # (4)'s own bound at the same residual (the one the certificate uses): often stronger
@@ -201,26 +183,27 @@ class FistaSolver(TorchSolver):
             g4, _ = dual_lower_bound(problem, problem.loss.dual_candidate(resid.cpu().numpy()))
             lower4 = max(lower, float(g4))
         if status is not Status.NUMERICAL_ERROR:
-            what = (f"objective {objective:.10g} is the gated relaxation's value (relaxation gap {relax_gap:.2e} to "
-                    f"its certified bound); certified: the optimum of (4) over these patterns is >= {lower4:.10g}")
-            if in_cones:
-                what += (f"; the point lies in (4)'s cones (violation {viol_final:.2e}), so the objective is also "
-                         "the value of a point of (4)")
-            else:
-                what += (f"; the point is NOT a point of (4) (cone violation {viol_final:.2e}): the objective is "
-                         "not a value of (4), and a gap of (4) measured at this point")
-                if objective < lower4:
-                    what += (f" is negative ({(objective - lower4) / max(abs(objective), 1e-300):.2e} relative): "
-                             "it only says the point is outside (4), not that (4) is solved")
-                else:
-                    what += " is not a duality gap of (4)"
+            what = _what_is_reported(objective, relax_gap, lower4, viol_final, in_cones)
             message = f"{message}; {what}" if message else what
-        return SolveResult(status=status, objective=float(objective), W=W, Z=Z, solver=self.name,
-                           iterations=it + 1, timings=Timings(build=t1 - t0, solve=t2 - t1), message=message,
-                           history=tuple(history),
-                           info={"problem": "gated_relaxation", "objective_of": (
-                                     "program (4)" if in_cones else "gated relaxation (not a point of (4))"),
-                                 "lower_bound": lower, "lower_bound_of_4": lower4,
-                                 "relaxation_objective": float(objective), "relaxation_lower_bound": lower,
-                                 "relaxation_relative_gap": float(relax_gap), "violation": float(viol_final),
-                                 "lipschitz": L, "operator": op.describe(), **problem.describe(), "yy": yy})
+        info = {"problem": "gated_relaxation",
+                "objective_of": "program (4)" if in_cones else "gated relaxation (not a point of (4))",
+                "lower_bound": lower, "lower_bound_of_4": lower4, "relaxation_objective": float(objective),
+                "relaxation_lower_bound": lower, "relaxation_relative_gap": float(relax_gap),
+                "violation": float(viol_final), "lipschitz": s.L, "operator": op.describe(), **problem.describe(),
+                "yy": s.yy}
+        return Outcome(objective, W, Z, message, info)
+
+
+def _what_is_reported(objective: float, relax_gap: float, lower4: float, viol: float, in_cones: bool) -> str:
+    """The message's account of what the objective is and what is certified (module docstring)."""
+    what = (f"objective {objective:.10g} is the gated relaxation's value (relaxation gap {relax_gap:.2e} to "
+            f"its certified bound); certified: the optimum of (4) over these patterns is >= {lower4:.10g}")
+    if in_cones:
+        return what + (f"; the point lies in (4)'s cones (violation {viol:.2e}), so the objective is also "
+                       "the value of a point of (4)")
+    what += (f"; the point is NOT a point of (4) (cone violation {viol:.2e}): the objective is "
+             "not a value of (4), and a gap of (4) measured at this point")
+    if objective < lower4:
+        return what + (f" is negative ({(objective - lower4) / max(abs(objective), 1e-300):.2e} relative): "
+                       "it only says the point is outside (4), not that (4) is solved")
+    return what + " is not a duality gap of (4)"

@@ -5,6 +5,7 @@ import ast
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convexdual._registry import SOLVERS, get_solver
@@ -84,3 +85,36 @@ def test_auto_follows_capabilities(small_problem):
     chosen = choose_solver(absolute)[0]
     assert chosen.name in AUTO_ORDER[1:] and chosen.accepts(absolute)[0]
     assert choose_solver(None)[0].losses is None
+
+
+HARNESS = {"fista": dict(max_iter=30, check_every=5), "augmented_lagrangian": dict(max_iter=3, inner_iter=5),
+           "adam_hinge": dict(max_iter=4, check_every=2, batch_size=5)}
+SCHEMA = ["iteration", "time", "objective", "dual_bound", "relative_gap", "violation"]
+
+
+@pytest.mark.parametrize("name", sorted(HARNESS))
+def test_harness_history_schema_and_limits(name, small_problem, monkeypatch):
+    from convexdual.solvers._harness import IterativeSolver
+
+    s = get_solver(name)
+    assert isinstance(s, IterativeSolver)
+    r = s.solve(small_problem, s.options_class(tol=1e-12, **HARNESS[name]))
+    assert r.status is Status.MAX_ITERATIONS and r.history
+    assert all(list(row)[:len(SCHEMA)] == SCHEMA for row in r.history)
+    assert [row["iteration"] for row in r.history] == sorted({row["iteration"] for row in r.history})
+    assert r.iterations == HARNESS[name]["max_iter"] and r.W is not None
+    # Ctrl-C in the third step: INTERRUPTED, with the point reached so far
+    real = type(s)._step
+
+    def interrupted(self, state, it):
+        if it == 2:
+            raise KeyboardInterrupt
+        return real(self, state, it)
+
+    monkeypatch.setattr(type(s), "_step", interrupted)
+    r2 = s.solve(small_problem, s.options_class(tol=1e-12, **HARNESS[name]))
+    assert r2.status is Status.INTERRUPTED and r2.message.startswith("interrupted by the user")
+    assert r2.iterations == 3 and r2.W is not None and np.isfinite(r2.objective)
+    monkeypatch.setattr(type(s), "_step", real)
+    r3 = s.solve(small_problem, s.options_class(tol=1e-12, time_limit=1e-9, **HARNESS[name]))
+    assert r3.status is Status.TIME_LIMIT and r3.iterations == 1
