@@ -13,10 +13,13 @@ and ``_outcome`` (the point it reports). :func:`run_iterations` owns everything 
 * the certified stop: an evaluated iteration with ``relative_gap <= tol`` and
   ``violation <= violation_tol`` (the solvers measure both through the problem's certificate
   engine) ends the run OPTIMAL; a step may also stop or abort the run with its own status;
-* the time limit, Ctrl-C (INTERRUPTED), and building the :class:`~convexdual.result.SolveResult`.
+* a run that ended OPTIMAL / OPTIMAL_INACCURATE leaves a *finished* checkpoint holding its
+  answer; resuming from it returns that answer and runs nothing;
+* the time limit (checked before each step, whose ``time_left`` it passes, and after it),
+  Ctrl-C (INTERRUPTED), and building the :class:`~convexdual.result.SolveResult`.
 
-Used by ``fista``, ``augmented_lagrangian`` and ``adam_hinge``. Not (yet) by ``active_set``,
-the rounds of ``clarabel-ws`` or pattern generation (docs/ARCHITECTURE.md says so).
+Used by ``fista``, ``augmented_lagrangian``, ``adam_hinge`` and ``active_set``. Not (yet) by
+the rounds of ``clarabel-ws`` or of pattern generation (docs/ARCHITECTURE.md says so).
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from typing import Any, ClassVar
 
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
-from convexdual.solvers._common import TorchSolver, load_checkpoint, progress_bar, save_checkpoint
+from convexdual.solvers._common import (
+    TorchSolver,
+    checkpoint_finished,
+    load_checkpoint,
+    progress_bar,
+    save_checkpoint,
+)
 
 __all__ = ["Evaluation", "Iteration", "Step", "Outcome", "IterativeSolver", "run_iterations"]
 
@@ -78,6 +87,7 @@ class Outcome:
     Z: Any
     message: str
     info: dict[str, Any]
+    dual: Any = None
 
 
 class IterativeSolver(TorchSolver):
@@ -99,16 +109,17 @@ class IterativeSolver(TorchSolver):
         """The iterate of a checkpoint's state ``st`` (written from :meth:`_state`)."""
         raise NotImplementedError
 
-    def _step(self, s: Any, it: int) -> Step:
-        """Iteration ``it`` (0-based)."""
+    def _step(self, s: Any, it: int, time_left: float | None) -> Step:
+        """Iteration ``it`` (0-based); ``time_left``: seconds left of ``time_limit`` (None: no limit)."""
         raise NotImplementedError
 
     def _state(self, s: Any) -> dict[str, Any]:
         """What a checkpoint holds besides the harness's counter, history and elapsed time."""
         raise NotImplementedError
 
-    def _on_stop(self, s: Any) -> None:
-        """Called when a step or the certified stop ends the run (not on limits or interrupts)."""
+    def _on_stop(self, s: Any, status: Status) -> None:
+        """Called when the certified stop (``status`` OPTIMAL) or a step's ``stop`` ends the run
+        (not on limits, aborts or interrupts)."""
 
     def _outcome(self, s: Any, status: Status, message: str, iterations: int,
                  history: list[dict[str, Any]]) -> Outcome:
@@ -116,26 +127,34 @@ class IterativeSolver(TorchSolver):
 
 
 def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> SolveResult:
-    """Run ``solver``'s steps under the harness (see the module docstring); returns the raw result."""
+    """Run ``solver``'s steps under the harness (see the module docstring); returns the raw result.
+
+    One loop for every harness solver, so it is longer than the house's ~60 lines."""
     t0 = time.perf_counter()
     s = solver._setup(problem, o)
     it0, history, elapsed0 = 0, [], 0.0
     if o.resume_from is not None:
         st = load_checkpoint(o.resume_from, solver.name, problem)
+        if "final" in st and checkpoint_finished(o.resume_from):
+            return _finished(solver, problem, st, o.resume_from)
         solver._restore(s, st)
-        it0 = int(st["iteration"] if "iteration" in st else st["epoch"])  # "epoch": adam_hinge before the harness
-        history, elapsed0 = list(st["history"]), float(st["elapsed"])
+        it0, history, elapsed0 = _counter(st), list(st["history"]), float(st["elapsed"])
     else:
         solver._fresh(s)
     t1 = time.perf_counter()
     status, message = Status.MAX_ITERATIONS, ""
     bar = progress_bar(o.max_iter, o.progress, solver.progress_desc or solver.name, it0)
     tstart = time.perf_counter() - elapsed0
-    it = it0
+    done = it0  # iterations completed
     try:
         for it in range(it0, o.max_iter):
-            step = solver._step(s, it)
+            left = None if o.time_limit is None else o.time_limit - (time.perf_counter() - tstart)
+            if left is not None and left <= 0:
+                status = Status.TIME_LIMIT
+                break
+            step = solver._step(s, it, left)
             elapsed = time.perf_counter() - tstart
+            done = it + 1
             if step.abort is not None:
                 status, message = step.abort
                 break
@@ -143,8 +162,8 @@ def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> Sol
             stop = step.stop
             if ev is not None:
                 history.append(Iteration(it + 1, elapsed, ev).as_dict())
-                bar.set_postfix(obj=f"{ev.objective:.6g}", gap=f"{ev.relative_gap:.1e}", viol=f"{ev.violation:.1e}")
-                if stop is None and ev.relative_gap <= o.tol and ev.violation <= o.violation_tol:
+                bar.set_postfix(obj=f"{ev.objective:.8g}", gap=f"{ev.relative_gap:.1e}", viol=f"{ev.violation:.1e}")
+                if ev.relative_gap <= o.tol and ev.violation <= o.violation_tol:
                     stop = (Status.OPTIMAL, "")  # the certified stop
             bar.update(1)
             if o.checkpoint_path is not None and (it + 1) % o.checkpoint_every == 0:
@@ -152,7 +171,7 @@ def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> Sol
                                 {**solver._state(s), "iteration": it + 1, "history": history, "elapsed": elapsed})
             if stop is not None:
                 status, message = stop
-                solver._on_stop(s)
+                solver._on_stop(s, status)
                 break
             if o.time_limit is not None and elapsed >= o.time_limit:
                 status = Status.TIME_LIMIT
@@ -162,7 +181,33 @@ def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> Sol
     finally:
         bar.close()
     t2 = time.perf_counter()
-    out = solver._outcome(s, status, message, it + 1, history)
+    out = solver._outcome(s, status, message, done, history)
+    if o.checkpoint_path is not None and status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE):
+        final = {"status": status.value, "objective": float(out.objective), "W": out.W, "Z": out.Z,
+                 "dual": out.dual, "message": out.message}
+        save_checkpoint(o.checkpoint_path, solver.name, problem,
+                        {**solver._state(s), "iteration": done, "history": history,
+                         "elapsed": time.perf_counter() - tstart, "final": final}, finished=True)
     return SolveResult(status=status, objective=float(out.objective), W=out.W, Z=out.Z, solver=solver.name,
-                       iterations=it + 1, timings=Timings(build=t1 - t0, solve=t2 - t1), message=out.message,
-                       history=tuple(history), info=out.info)
+                       iterations=done, timings=Timings(build=t1 - t0, solve=t2 - t1), message=out.message,
+                       dual=out.dual, history=tuple(history), info=out.info)
+
+
+def _counter(st: dict[str, Any]) -> int:
+    """Iterations done, from a checkpoint (older files: "epoch" of adam_hinge, "round" of active_set)."""
+    for key in ("iteration", "epoch", "round"):
+        if key in st:
+            return int(st[key])
+    raise KeyError("the checkpoint holds no iteration counter")
+
+
+def _finished(solver: IterativeSolver, problem: DualProblem, st: dict[str, Any], path: Any) -> SolveResult:
+    """The answer a finished checkpoint recorded (nothing is run)."""
+    import numpy as np
+
+    f = st["final"]
+    return SolveResult(status=Status(f["status"]), objective=float(f["objective"]), W=np.asarray(f["W"]),
+                       Z=np.asarray(f["Z"]), solver=solver.name, iterations=_counter(st), timings=Timings(),
+                       message=f"{f['message']}; resumed from the finished run in {path} (nothing re-run)",
+                       dual=None if f["dual"] is None else np.asarray(f["dual"]), history=tuple(st["history"]),
+                       info={"resumed_finished": True, **problem.describe()})

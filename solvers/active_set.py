@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,14 +47,10 @@ from convexdual._validation import check_fields
 from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
-from convexdual.result import SolveResult, Status, Timings
+from convexdual.result import Status
 from convexdual.solvers._clarabel import map_clarabel_status, settings_dict, solve_program, status_name
-from convexdual.solvers._common import (
-    TorchSolver,
-    TorchSolverOptions,
-    progress_bar,
-    save_checkpoint,
-)
+from convexdual.solvers._common import TorchSolverOptions
+from convexdual.solvers._harness import Evaluation, IterativeSolver, Outcome, Step
 
 __all__ = ["ActiveSetOptions", "ActiveSetSolver"]
 
@@ -198,7 +195,7 @@ class _Data:
         return yhat
 
 
-class ActiveSetSolver(TorchSolver):
+class ActiveSetSolver(IterativeSolver):
     """Active-set rounds: warm start, exact restricted solve + cone polish, certificate over all patterns."""
 
     name: ClassVar[str] = "active_set"
@@ -206,6 +203,7 @@ class ActiveSetSolver(TorchSolver):
     option_fields: ClassVar[tuple[str, ...]] = ("tol", "time_limit", "verbose", "native")
     losses: ClassVar[tuple[str, ...]] = ("squared",)
     loss_hint: ClassVar[str] = "; use solver='clarabel' for other losses"
+    progress_desc: ClassVar[str] = "active set"
 
     requires: ClassVar[tuple[str, ...]] = ("clarabel",)  # its restricted solves
 
@@ -234,175 +232,132 @@ class ActiveSetSolver(TorchSolver):
         data.projections += res.projections
         return res.max_value, list(res.found)
 
-    # ------------------------------------------------------------------ main loop
-    def _solve(self, problem: DualProblem, o: ActiveSetOptions) -> SolveResult:
-        t0 = time.perf_counter()
-        beta, P, d = float(problem.beta), problem.P, problem.d
+    # ------------------------------------------------------------------ the harness's hooks
+    def _setup(self, problem: DualProblem, o: ActiveSetOptions) -> SimpleNamespace:
         op = PatternOperator.from_problem(problem, device=o.device, dtype=torch.float64,
                                           memory_budget_mb=o.memory_budget_mb, backend=o.backend)
         data = _Data(problem, o.memory_budget_mb * 2**20 / 4)
-        y = data.y
-        yy = float(y @ y)
-        pattern: list[int] = []
-        sign: list[float] = []
-        rows: list[np.ndarray] = []
-        zero_count: list[int] = []
-        history: list[dict[str, Any]] = []
-        rnd0, elapsed0, warm_info = 0, 0.0, {}
-        if o.resume_from is not None:
-            from convexdual.checkpoint import load_checkpoint as _load
+        return SimpleNamespace(problem=problem, o=o, op=op, data=data, beta=float(problem.beta), P=problem.P,
+                               d=problem.d, pattern=[], sign=[], rows=[], zero_count=[], warm_info={},
+                               best={"objective": np.inf, "W": None, "Z": None, "dual": None}, last=None,
+                               gap=float("nan"), viol=float("nan"))
 
-            ck = _load(o.resume_from, self.name, problem)
-            if ck.finished and "final" in ck.state:  # the run had ended: return its answer, run nothing
-                f = ck.state["final"]
-                return SolveResult(status=Status(f["status"]), objective=float(f["objective"]),
-                                   W=np.asarray(f["W"]), Z=np.asarray(f["Z"]), solver=self.name,
-                                   iterations=int(ck.state["round"]), timings=Timings(),
-                                   message=f"{f['message']}; resumed from the finished run in {o.resume_from} "
-                                           "(nothing re-run)",
-                                   dual=None if f["dual"] is None else np.asarray(f["dual"]),
-                                   history=tuple(ck.state["history"]),
-                                   info={"resumed_finished": True, **problem.describe()})
-            st = ck.state
-            pattern, sign = list(st["pattern"]), list(st["sign"])
-            rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
-            zero_count, history = list(st["zero_count"]), list(st["history"])
-            rnd0, elapsed0, warm_info = int(st["round"]), float(st["elapsed"]), dict(st["warm"])
-            data.restore_projection_rows(st["projection_rows"])
+    def _fresh(self, s: SimpleNamespace) -> None:
+        v_rank, s.warm_info = self._identify(s.problem, s.o, s.data)
+        _, entering = self._check(s.data, s.op, v_rank, set(), 0.0, s.o.init_groups)
+        for _, i, sg, proj in entering[: s.o.init_groups]:
+            self._enter(s, i, sg, proj)
+
+    def _restore(self, s: SimpleNamespace, st: dict[str, Any]) -> None:
+        s.pattern, s.sign = list(st["pattern"]), list(st["sign"])
+        s.rows = [np.asarray(r, dtype=np.intp) for r in st["rows"]]
+        s.zero_count, s.warm_info = list(st["zero_count"]), dict(st["warm"])
+        s.data.restore_projection_rows(st["projection_rows"])
+
+    def _state(self, s: SimpleNamespace) -> dict[str, Any]:
+        return {"pattern": list(s.pattern), "sign": list(s.sign), "rows": [np.asarray(rr) for rr in s.rows],
+                "zero_count": list(s.zero_count), "warm": s.warm_info,
+                "projection_rows": s.data.projection_rows()}
+
+    @staticmethod
+    def _enter(s: SimpleNamespace, i: int, sg: float, proj: np.ndarray) -> None:
+        s.pattern.append(i)
+        s.sign.append(sg)
+        s.rows.append(s.data.boundary_rows(i, proj, s.o.init_rows))
+        s.zero_count.append(0)
+
+    def _step(self, s: SimpleNamespace, rnd: int, time_left: float | None) -> Step:
+        """One round: restricted solve, exact polish, certificate over every pattern, working-set update."""
+        o, data, problem, beta = s.o, s.data, s.problem, s.beta
+        pat, sgn = np.asarray(s.pattern, dtype=np.intp), np.asarray(s.sign, dtype=np.float64)
+        ta = time.perf_counter()
+        if len(pat):
+            rstatus, U, cstatus, citer = self._restricted(data, pat, sgn, s.rows, o, time_left)
         else:
-            v_rank, warm_info = self._identify(problem, o, data)
-            _, entering = self._check(data, op, v_rank, set(), 0.0, o.init_groups)
-            for _, i, s, proj in entering[: o.init_groups]:
-                pattern.append(i)
-                sign.append(s)
-                rows.append(data.boundary_rows(i, proj, o.init_rows))
-                zero_count.append(0)
-        t1 = time.perf_counter()
-        tstart = time.perf_counter() - elapsed0
-        status, message = Status.MAX_ITERATIONS, ""
-        best: dict[str, Any] = {"objective": np.inf, "W": None, "Z": None, "dual": None}
-        bar = progress_bar(o.max_iter, o.progress, "active set", rnd0)
-        rnd = rnd0
-        rel_gap = viol = float("nan")
-        try:
-            for rnd in range(rnd0, o.max_iter):
-                elapsed = time.perf_counter() - tstart
-                left = None if o.time_limit is None else o.time_limit - elapsed
-                if left is not None and left <= 0:
-                    status = Status.TIME_LIMIT
-                    break
-                pat, sgn = np.asarray(pattern, dtype=np.intp), np.asarray(sign, dtype=np.float64)
-                ta = time.perf_counter()
-                if len(pat):
-                    rstatus, U, cstatus, citer = self._restricted(data, pat, sgn, rows, o, left)
-                else:
-                    rstatus, U, cstatus, citer = Status.OPTIMAL, np.zeros((0, d)), "empty", 0
-                tb = time.perf_counter()
-                if not rstatus.has_solution:
-                    status, message = rstatus, f"round {rnd + 1}: Clarabel ended with {cstatus}"
-                    break
-                # exact polish: every group onto its full cone
-                Up = U.copy()
-                norms = np.linalg.norm(U, axis=1)
-                top = float(norms.max(initial=0.0))
-                for k in np.flatnonzero(norms > 0):
-                    Up[k], _ = data.project(int(pat[k]), U[k], key=("polish", int(pat[k]), sgn[k]))
-                yhat = data.predict(pat, sgn, Up)
-                r = yhat - y
-                pobj = 0.5 * float(r @ r) + beta * float(np.linalg.norm(Up, axis=1).sum())
-                # certificate over every pattern (+ entering groups)
-                v0 = -r
-                member = set(zip(pattern, sign))
-                M, entering = self._check(data, op, v0, member, beta * (1.0 + o.group_tol), o.groups_per_round)
-                db = data.engine.dual_bound(problem.loss, y, beta, v0, max_constraint=M)
-                s, lower = db.scale, db.value
-                rel_gap = (pobj - lower) / max(abs(pobj), 1e-300)
-                W = np.zeros((P, d))
-                Z = np.zeros((P, d))
-                for k, (i, sg) in enumerate(zip(pattern, sign)):
-                    (W if sg > 0 else Z)[i] = Up[k]
-                viol = problem.cone_violation(W, Z)
-                if pobj < best["objective"]:
-                    best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
-                tc = time.perf_counter()
-                # working-set updates: violated rows, entering groups, leaving zero groups
-                new_rows = 0
-                for k in range(len(pattern)):
-                    if norms[k] <= 0:
-                        continue
-                    sg_rows = data.signs(pattern[k]) * (data.Xnz @ U[k])
-                    vio = -sg_rows / (data.xmax * max(norms[k], 1e-6 * top))
-                    vio[rows[k]] = -np.inf
-                    bad = np.flatnonzero(vio > o.row_tol)
-                    if bad.size > o.rows_per_round:
-                        bad = bad[np.argpartition(-vio[bad], o.rows_per_round - 1)[: o.rows_per_round]]
-                    if bad.size:
-                        rows[k] = np.union1d(rows[k], bad)
-                        new_rows += int(bad.size)
-                n_in = len(pattern)
-                for k in range(len(pattern)):
-                    zero_count[k] = zero_count[k] + 1 if norms[k] <= 1e-9 * max(top, 1e-300) else 0
-                keep = [k for k in range(len(pattern)) if o.drop_after == 0 or zero_count[k] < o.drop_after]
-                pattern = [pattern[k] for k in keep]
-                sign = [sign[k] for k in keep]
-                rows = [rows[k] for k in keep]
-                zero_count = [zero_count[k] for k in keep]
-                for _, i, sg, proj in entering[: o.groups_per_round]:
-                    pattern.append(i)
-                    sign.append(sg)
-                    rows.append(data.boundary_rows(i, proj, o.init_rows))
-                    zero_count.append(0)
-                elapsed = time.perf_counter() - tstart
-                history.append({"iteration": rnd + 1, "time": elapsed, "objective": pobj, "dual_bound": lower,
-                                "relative_gap": rel_gap, "violation": viol, "groups": n_in,
-                                "cone_rows": int(sum(len(rr) for rr in rows)), "entering": len(entering),
-                                "new_rows": new_rows, "clarabel_status": cstatus, "clarabel_iterations": citer,
-                                "restricted_s": tb - ta, "check_s": tc - tb})
-                bar.update(1)
-                bar.set_postfix(obj=f"{pobj:.8g}", gap=f"{rel_gap:.1e}", viol=f"{viol:.1e}", groups=n_in)
-                logger.info("round %d: %d groups, objective %.10g, gap %.2e, violation %.1e, +%d groups, +%d rows",
-                            rnd + 1, n_in, pobj, rel_gap, viol, len(entering), new_rows)
-                if o.checkpoint_path is not None and (rnd + 1) % o.checkpoint_every == 0:
-                    save_checkpoint(o.checkpoint_path, self.name, problem,
-                                    {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
-                                     "zero_count": list(zero_count), "round": rnd + 1, "history": history,
-                                     "elapsed": elapsed, "warm": warm_info,
-                                     "projection_rows": data.projection_rows()})
-                if rel_gap <= o.tol and viol <= o.violation_tol:
-                    status = Status.OPTIMAL
-                    best = {"objective": pobj, "W": W, "Z": Z, "dual": s * v0}
-                    break
-                if not entering and new_rows == 0 and len(keep) == n_in:
-                    status = Status.OPTIMAL_INACCURATE
-                    message = (f"working set settled but the certificate is short of the tolerances (relative gap "
-                               f"{rel_gap:.2e}, violation {viol:.2e}); tighten clarabel_tol / feas_tol")
-                    break
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, "interrupted by the user"
-        finally:
-            bar.close()
-        t2 = time.perf_counter()
+            rstatus, U, cstatus, citer = Status.OPTIMAL, np.zeros((0, s.d)), "empty", 0
+        tb = time.perf_counter()
+        if not rstatus.has_solution:
+            return Step(abort=(rstatus, f"round {rnd + 1}: Clarabel ended with {cstatus}"))
+        # exact polish: every group onto its full cone
+        Up = U.copy()
+        norms = np.linalg.norm(U, axis=1)
+        for k in np.flatnonzero(norms > 0):
+            Up[k], _ = data.project(int(pat[k]), U[k], key=("polish", int(pat[k]), sgn[k]))
+        r = data.predict(pat, sgn, Up) - data.y
+        pobj = 0.5 * float(r @ r) + beta * float(np.linalg.norm(Up, axis=1).sum())
+        # certificate over every pattern (+ entering groups)
+        v0 = -r
+        M, entering = self._check(data, s.op, v0, set(zip(s.pattern, s.sign)), beta * (1.0 + o.group_tol),
+                                  o.groups_per_round)
+        db = data.engine.dual_bound(problem.loss, data.y, beta, v0, max_constraint=M)
+        s.gap = (pobj - db.value) / max(abs(pobj), 1e-300)
+        W, Z = np.zeros((s.P, s.d)), np.zeros((s.P, s.d))
+        for k, (i, sg) in enumerate(zip(s.pattern, s.sign)):
+            (W if sg > 0 else Z)[i] = Up[k]
+        s.viol = problem.cone_violation(W, Z)
+        s.last = {"objective": pobj, "W": W, "Z": Z, "dual": db.scale * v0}
+        if pobj < s.best["objective"]:
+            s.best = s.last
+        tc = time.perf_counter()
+        n_in = len(s.pattern)
+        new_rows, kept = self._update_working_set(s, U, norms, entering)
+        ev = Evaluation(pobj, db.value, s.gap, s.viol, {
+            "groups": n_in, "cone_rows": int(sum(len(rr) for rr in s.rows)), "entering": len(entering),
+            "new_rows": new_rows, "clarabel_status": cstatus, "clarabel_iterations": citer,
+            "restricted_s": tb - ta, "check_s": tc - tb})
+        logger.info("round %d: %d groups, objective %.10g, gap %.2e, violation %.1e, +%d groups, +%d rows",
+                    rnd + 1, n_in, pobj, s.gap, s.viol, len(entering), new_rows)
+        if not entering and new_rows == 0 and kept == n_in:
+            return Step(ev, stop=(Status.OPTIMAL_INACCURATE, (
+                f"working set settled but the certificate is short of the tolerances (relative gap {s.gap:.2e}, "
+                f"violation {s.viol:.2e}); tighten clarabel_tol / feas_tol")))
+        return Step(ev)
+
+    def _update_working_set(self, s: SimpleNamespace, U: np.ndarray, norms: np.ndarray,
+                            entering: list[tuple[float, int, float, np.ndarray]]) -> tuple[int, int]:
+        """Violated rows enter their groups, groups zero for ``drop_after`` rounds leave, the worst
+        violators enter; returns ``(rows added, working groups kept)``."""
+        o, data = s.o, s.data
+        top = float(norms.max(initial=0.0))
+        new_rows = 0
+        for k in range(len(s.pattern)):
+            if norms[k] <= 0:
+                continue
+            sg_rows = data.signs(s.pattern[k]) * (data.Xnz @ U[k])
+            vio = -sg_rows / (data.xmax * max(norms[k], 1e-6 * top))
+            vio[s.rows[k]] = -np.inf
+            bad = np.flatnonzero(vio > o.row_tol)
+            if bad.size > o.rows_per_round:
+                bad = bad[np.argpartition(-vio[bad], o.rows_per_round - 1)[: o.rows_per_round]]
+            if bad.size:
+                s.rows[k] = np.union1d(s.rows[k], bad)
+                new_rows += int(bad.size)
+        for k in range(len(s.pattern)):
+            s.zero_count[k] = s.zero_count[k] + 1 if norms[k] <= 1e-9 * max(top, 1e-300) else 0
+        keep = [k for k in range(len(s.pattern)) if o.drop_after == 0 or s.zero_count[k] < o.drop_after]
+        s.pattern = [s.pattern[k] for k in keep]
+        s.sign = [s.sign[k] for k in keep]
+        s.rows = [s.rows[k] for k in keep]
+        s.zero_count = [s.zero_count[k] for k in keep]
+        for _, i, sg, proj in entering[: o.groups_per_round]:
+            self._enter(s, i, sg, proj)
+        return new_rows, len(keep)
+
+    def _on_stop(self, s: SimpleNamespace, status: Status) -> None:
+        if status is Status.OPTIMAL:
+            s.best = s.last  # the certified point
+
+    def _outcome(self, s: SimpleNamespace, status: Status, message: str, iterations: int,
+                 history: list[dict[str, Any]]) -> Outcome:
+        best, problem = s.best, s.problem
         if best["W"] is None:
-            best["W"], best["Z"] = np.zeros((P, d)), np.zeros((P, d))
-            best["objective"] = problem.objective(best["W"], best["Z"])
+            best = {**best, "W": np.zeros((s.P, s.d)), "Z": np.zeros((s.P, s.d))}
         if not message:
-            message = f"certified relative gap {rel_gap:.2e}, violation {viol:.2e} after {rnd + 1} rounds"
-        final_objective = float(problem.objective(best["W"], best["Z"]))
-        if o.checkpoint_path is not None and status in (Status.OPTIMAL, Status.OPTIMAL_INACCURATE):
-            save_checkpoint(o.checkpoint_path, self.name, problem,
-                            {"pattern": list(pattern), "sign": list(sign), "rows": [np.asarray(rr) for rr in rows],
-                             "zero_count": list(zero_count), "round": rnd + 1, "history": history,
-                             "elapsed": time.perf_counter() - tstart, "warm": warm_info,
-                             "projection_rows": data.projection_rows(),
-                             "final": {"status": status.value, "objective": final_objective,
-                                       "W": best["W"], "Z": best["Z"], "dual": best["dual"], "message": message}},
-                            finished=True)
-        return SolveResult(status=status, objective=final_objective, W=best["W"],
-                           Z=best["Z"], solver=self.name, iterations=rnd + 1,
-                           timings=Timings(build=t1 - t0, solve=t2 - t1), message=message, dual=best["dual"],
-                           history=tuple(history),
-                           info={"projections": data.projections, "warm_start": warm_info, "yy": yy,
-                                 "final_groups": len(pattern), **problem.describe()})
+            message = f"certified relative gap {s.gap:.2e}, violation {s.viol:.2e} after {iterations} rounds"
+        info = {"projections": s.data.projections, "warm_start": s.warm_info, "yy": float(s.data.y @ s.data.y),
+                "final_groups": len(s.pattern), **problem.describe()}
+        return Outcome(float(problem.objective(best["W"], best["Z"])), best["W"], best["Z"], message, info,
+                       dual=best["dual"])
 
     @staticmethod
     def _identify(problem: DualProblem, o: ActiveSetOptions, data: _Data) -> tuple[np.ndarray, dict[str, Any]]:

@@ -92,7 +92,7 @@ class AdamHingeSolver(IterativeSolver):
     def _state(self, s: SimpleNamespace) -> dict[str, Any]:
         return {"W": s.W.detach(), "Z": s.Z.detach(), "opt": s.opt.state_dict(), "rng": s.gen.get_state()}
 
-    def _step(self, s: SimpleNamespace, ep: int) -> Step:
+    def _step(self, s: SimpleNamespace, ep: int, time_left: float | None) -> Step:
         """One epoch of minibatches; every ``check_every`` epochs the exact certificate."""
         o, op, problem, W, Z, dt = s.o, s.op, s.problem, s.W, s.Z, s.dt
         N, hw = problem.num_images, op.H * op.W

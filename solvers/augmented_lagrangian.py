@@ -127,7 +127,7 @@ class AugmentedLagrangianSolver(IterativeSolver):
     def _state(self, s: _State) -> dict[str, Any]:
         return {"U": s.U, "lam": s.lam, "rho": s.rho, "Lf": s.Lf, "last_viol": s.last_viol}
 
-    def _step(self, s: _State, it: int) -> Step:
+    def _step(self, s: _State, it: int, time_left: float | None) -> Step:
         """``inner_iter`` restarted FISTA steps, the multiplier update, then the exact polish and
         its certificate (every outer iteration)."""
         o, problem, P = s.o, s.problem, s.P
@@ -162,7 +162,7 @@ class AugmentedLagrangianSolver(IterativeSolver):
             s.best = s.last
         return Step(Evaluation(pobj, lower, s.gap, s.viol, {"raw_violation": raw_viol, "rho": s.rho}))
 
-    def _on_stop(self, s: _State) -> None:
+    def _on_stop(self, s: _State, status: Status) -> None:
         s.best = s.last  # the certified point
 
     def _outcome(self, s: _State, status: Status, message: str, iterations: int,

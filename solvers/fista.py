@@ -122,7 +122,7 @@ class FistaSolver(IterativeSolver):
     def _state(self, s: _State) -> dict[str, Any]:
         return {"V": s.V, "Vprev": s.Vprev, "t": s.tk, "L": s.L, "lower": s.lower}
 
-    def _step(self, s: _State, it: int) -> Step:
+    def _step(self, s: _State, it: int, time_left: float | None) -> Step:
         o, op, y, beta = s.o, s.op, s.y, s.beta
         step = 1.0 / s.L
         tnext = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * s.tk * s.tk))
@@ -160,7 +160,7 @@ class FistaSolver(IterativeSolver):
                 f"the cones of (4) by {viol:.2e}: a lower bound / warm start, not a solution of (4)")))
         return Step(ev)
 
-    def _on_stop(self, s: _State) -> None:
+    def _on_stop(self, s: _State, status: Status) -> None:
         s.V = s.Yk  # the certified point
 
     def _outcome(self, s: _State, status: Status, message: str, iterations: int,
