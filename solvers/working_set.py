@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -217,89 +217,103 @@ class WorkingSetSolver(SolverBase):
         t_start = time.perf_counter()
         P, d = problem.P, problem.d
         state = _State(problem, options)
-        # ---- first working set ---------------------------------------------------
-        if options.init_groups == 0 or options.init_groups >= 2 * P:
-            C = state.engine.adjoint(problem.y)
-            for i in range(P):
-                for s in (1.0, -1.0):
-                    state.add_group(i, s, s * C[i])
-        else:
-            for _, i, s, proj in state.screen(problem.y, options.init_groups, 0.0):
-                state.add_group(i, s, proj)
-            if not state.pattern:  # every dual constraint holds at v = y: zero satisfies the KKT conditions
-                W = np.zeros((P, d))
-                return SolveResult(
-                    status=Status.OPTIMAL, objective=problem.objective(W, W.copy()), W=W, Z=W.copy(),
-                    solver=self.name, iterations=0, timings=Timings(build=time.perf_counter() - t_start),
-                    message="zero is optimal: ||Proj_K(+-X^T D_i y)|| <= beta for every pattern (checked exactly)",
-                    dual=problem.y.copy(), info={"rounds": 0, "final_groups": 0, "final_cone_rows": 0,
-                                                 "full_cone_rows": int(2 * P * state.nonzero_rows.size),
-                                                 **problem.describe()})
+        if not self._first_working_set(state):
+            # every dual constraint holds at v = y: zero satisfies the KKT conditions
+            W = np.zeros((P, d))
+            return SolveResult(
+                status=Status.OPTIMAL, objective=problem.objective(W, W.copy()), W=W, Z=W.copy(),
+                solver=self.name, iterations=0, timings=Timings(build=time.perf_counter() - t_start),
+                message="zero is optimal: ||Proj_K(+-X^T D_i y)|| <= beta for every pattern (checked exactly)",
+                dual=problem.y.copy(), info={"rounds": 0, "final_groups": 0, "final_cone_rows": 0,
+                                             "full_cone_rows": int(2 * P * state.nonzero_rows.size),
+                                             **problem.describe()})
         t_build = time.perf_counter() - t_start
-
         history: list[dict[str, float]] = []
-        iters, solve_time, check_time = 0, 0.0, 0.0
+        run = {"iterations": 0, "solve_s": 0.0, "check_s": 0.0, "W": None, "Z": None, "v": None}
         status, message = Status.SOLVER_ERROR, ""
-        W = Z = v = None
         for rnd in range(1, options.max_rounds + 1):
-            t0 = time.perf_counter()
-            prog = build_restricted(problem, np.array(state.pattern), np.array(state.sign), state.rows,
-                                    compressed=options.compressed, gram=state.gram, cone_scale=state.row_scale)
-            t1 = time.perf_counter()
-            left = None if options.time_limit is None else options.time_limit - (t1 - t_start)
-            if left is not None and left <= 0:
-                status, message = Status.TIME_LIMIT, f"time limit reached before round {rnd}"
+            done = self._round(state, rnd, t_start, history, run)
+            if done is not None:
+                status, message = done
                 break
-            sol = self._clarabel(prog, options, left)
-            t2 = time.perf_counter()
-            iters += int(sol.iterations)
-            solve_time += t2 - t1
-            rstatus = map_clarabel_status(sol.status)
-            if not rstatus.has_solution:
-                status, message = rstatus, f"round {rnd}: Clarabel status {sol.status}"
-                break
-            U = prog.split(np.asarray(sol.x))
-            W, Z = group_weights(P, d, prog.pattern, prog.sign, U)
-            v = problem.y - problem.predict(W, Z)
-            new_rows = state.violated_rows(U)
-            n_new_rows = int(sum(r.size for r in new_rows))
-            entering = state.screen(v, options.groups_per_round, options.group_tol)
-            t3 = time.perf_counter()
-            check_time += t3 - t2
-            history.append({
-                "round": rnd, "groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
-                "max_rows_per_group": int(max(len(r) for r in prog.rows)), "clarabel_iterations": int(sol.iterations),
-                "clarabel_status": status_name(sol.status), "restricted_objective": float(sol.obj_val + prog.offset),
-                "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0, "solve_s": t2 - t1,
-                "check_s": t3 - t2,
-            })
-            logger.info("round %d: %d groups, %d cone rows, %d iterations (%s), +%d rows, +%d groups",
-                        rnd, prog.num_groups, prog.num_cone_rows, sol.iterations, sol.status, n_new_rows, len(entering))
-            if rstatus in (Status.TIME_LIMIT, Status.MAX_ITERATIONS):
-                status, message = rstatus, f"round {rnd}: Clarabel stopped early ({sol.status})"
-                break
-            if n_new_rows == 0 and not entering:
-                status = rstatus
-                message = (f"working set converged after {rnd} rounds: {prog.num_groups} of {2 * P} groups, "
-                           f"{prog.num_cone_rows} of {2 * P * state.nonzero_rows.size} cone rows; every row and "
-                           "every outside group checked")
-                break
-            for k, extra in enumerate(new_rows):
-                if extra.size:
-                    state.rows[k] = np.union1d(state.rows[k], extra)
-            for _, i, s, proj in entering:
-                state.add_group(i, s, proj)
         else:
             status = Status.MAX_ITERATIONS
             message = f"max_rounds = {options.max_rounds} reached with violations left; the point is not certified optimal"
+        W, Z = run["W"], run["Z"]
         objective = problem.objective(W, Z) if W is not None else float("nan")
         info = {
             "rounds": len(history), "final_groups": len(state.pattern),
             "final_cone_rows": int(sum(r.size for r in state.rows)),
             "full_cone_rows": int(2 * P * state.nonzero_rows.size), "projections": state.num_projections,
             "gram_blocks": None if state.gram is None else state.gram.num_cached, "compressed": options.compressed,
-            "check_s": check_time, "clarabel_s": solve_time, **problem.describe(),
+            "check_s": run["check_s"], "clarabel_s": run["solve_s"], **problem.describe(),
         }
-        return SolveResult(status=status, objective=objective, W=W, Z=Z, solver=self.name, iterations=iters,
+        return SolveResult(status=status, objective=objective, W=W, Z=Z, solver=self.name, iterations=run["iterations"],
                            timings=Timings(build=t_build, solve=time.perf_counter() - t_start - t_build),
-                           message=message, dual=v, history=tuple(history), info=info)
+                           message=message, dual=run["v"], history=tuple(history), info=info)
+
+    @staticmethod
+    def _first_working_set(state: _State) -> bool:
+        """Fill the first working set; False when it stays empty (zero is optimal)."""
+        problem, options = state.problem, state.options
+        if options.init_groups == 0 or options.init_groups >= 2 * problem.P:
+            C = state.engine.adjoint(problem.y)
+            for i in range(problem.P):
+                for s in (1.0, -1.0):
+                    state.add_group(i, s, s * C[i])
+            return True
+        for _, i, s, proj in state.screen(problem.y, options.init_groups, 0.0):
+            state.add_group(i, s, proj)
+        return bool(state.pattern)
+
+    def _round(self, state: _State, rnd: int, t_start: float, history: list[dict[str, float]],
+               run: dict[str, Any]) -> tuple[Status, str] | None:
+        """Restricted solve ``rnd``, then every row and outside group checked; the working set
+        grows. Returns ``(status, message)`` when the loop ends here, else None (``run`` collects
+        the point, the dual and the timings)."""
+        problem, options = state.problem, state.options
+        P, d = problem.P, problem.d
+        t0 = time.perf_counter()
+        prog = build_restricted(problem, np.array(state.pattern), np.array(state.sign), state.rows,
+                                compressed=options.compressed, gram=state.gram, cone_scale=state.row_scale)
+        t1 = time.perf_counter()
+        left = None if options.time_limit is None else options.time_limit - (t1 - t_start)
+        if left is not None and left <= 0:
+            return Status.TIME_LIMIT, f"time limit reached before round {rnd}"
+        sol = self._clarabel(prog, options, left)
+        t2 = time.perf_counter()
+        run["iterations"] += int(sol.iterations)
+        run["solve_s"] += t2 - t1
+        rstatus = map_clarabel_status(sol.status)
+        if not rstatus.has_solution:
+            return rstatus, f"round {rnd}: Clarabel status {sol.status}"
+        U = prog.split(np.asarray(sol.x))
+        W, Z = group_weights(P, d, prog.pattern, prog.sign, U)
+        v = problem.y - problem.predict(W, Z)
+        run.update(W=W, Z=Z, v=v)
+        new_rows = state.violated_rows(U)
+        n_new_rows = int(sum(r.size for r in new_rows))
+        entering = state.screen(v, options.groups_per_round, options.group_tol)
+        t3 = time.perf_counter()
+        run["check_s"] += t3 - t2
+        history.append({
+            "round": rnd, "groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
+            "max_rows_per_group": int(max(len(r) for r in prog.rows)), "clarabel_iterations": int(sol.iterations),
+            "clarabel_status": status_name(sol.status), "restricted_objective": float(sol.obj_val + prog.offset),
+            "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0, "solve_s": t2 - t1,
+            "check_s": t3 - t2,
+        })
+        logger.info("round %d: %d groups, %d cone rows, %d iterations (%s), +%d rows, +%d groups",
+                    rnd, prog.num_groups, prog.num_cone_rows, sol.iterations, sol.status, n_new_rows, len(entering))
+        if rstatus in (Status.TIME_LIMIT, Status.MAX_ITERATIONS):
+            return rstatus, f"round {rnd}: Clarabel stopped early ({sol.status})"
+        if n_new_rows == 0 and not entering:
+            return rstatus, (f"working set converged after {rnd} rounds: {prog.num_groups} of {2 * P} groups, "
+                             f"{prog.num_cone_rows} of {2 * P * state.nonzero_rows.size} cone rows; every row and "
+                             "every outside group checked")
+        for k, extra in enumerate(new_rows):
+            if extra.size:
+                state.rows[k] = np.union1d(state.rows[k], extra)
+        for _, i, s, proj in entering:
+            state.add_group(i, s, proj)
+        return None
