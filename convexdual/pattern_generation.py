@@ -157,6 +157,40 @@ def _save(path: str, patterns: SignPatterns, rounds: list[dict[str, Any]]) -> No
     tmp.replace(p)
 
 
+def _add_cells(prob: DualProblem, S: SignPatterns, gates: list[np.ndarray], limit: int
+               ) -> tuple[SignPatterns, int]:
+    """``S`` plus the best ``limit`` cells of ``gates`` (best first) that are genuinely new, and how many."""
+    if not len(gates):
+        return S, 0
+    new = patterns_from_gates(prob.inputs, prob.kernel_size, np.array(gates), source="generated")
+    have = set(pattern_hashes(prob.inputs, prob.kernel_size, S.gates))
+    fresh = [j for j, h in enumerate(pattern_hashes(prob.inputs, prob.kernel_size, new.gates)) if h not in have][:limit]
+    if not fresh:
+        return S, 0
+    return SignPatterns(gates=np.concatenate([S.gates, new.gates[fresh]]), exact=False,
+                        num_requested=S.num_patterns + len(fresh), source="generated",
+                        data_key=new.data_key), len(fresh)
+
+
+def _oracle_message(orc: Any, glob: dict[str, Any], result: SolveResult, t: int, beta: float) -> str:
+    """Why the loop ends after the branch-and-bound oracle priced round ``t`` and added nothing."""
+    rel = glob["global_gap"] / max(abs(float(result.objective)), 1e-300)
+    if orc.verdict == "feasible" and result.status.is_optimal:
+        return ("converged: certified global optimum of (2) (proved by the branch-and-bound oracle; "
+                f"certified global gap {glob['global_gap']:.3g}, {rel:.2e} relative, "
+                f"{orc.nodes} nodes, {orc.seconds:.3g} s)")
+    if orc.verdict == "feasible":
+        return (f"the oracle proved dual feasibility, but the solve over S is {result.status.value}, "
+                f"not certified (certified global gap {glob['global_gap']:.3g})")
+    if orc.verdict == "descent":
+        return (f"round {t}: the oracle's descent neuron (ratio {orc.lower / beta:.9g}) has a "
+                "pattern already in S (the solve over S is not accurate enough); certified global "
+                f"gap {glob['global_gap']:.3g}")
+    return (f"oracle budget ran out ({orc.nodes} nodes, {orc.seconds:.3g} s, max in "
+            f"[{orc.lower:.6g}, {orc.upper:.6g}] vs beta {beta:.6g}): certified global gap "
+            f"{glob['global_gap']:.3g} ({rel:.2e} relative); not proved")
+
+
 def generate_patterns(
     problem: DualProblem,
     *,
@@ -225,19 +259,8 @@ def generate_patterns(
                                 num_gates=opts.num_gates, steps=opts.search_steps, extra_gates=np.concatenate(extra),
                                 seed=opts.seed + t, margin=opts.margin, device=opts.device)
         search_s = time.perf_counter() - ts
-        added = 0
         orc, glob = None, {}
-        if search.violators:
-            gates = np.array([c.gate for c in search.violators])
-            new = patterns_from_gates(prob.inputs, prob.kernel_size, gates, source="generated")
-            have = set(pattern_hashes(prob.inputs, prob.kernel_size, S.gates))
-            # keep the best `patterns_per_round` genuinely new cells (violators come best first)
-            fresh = [j for j, h in enumerate(pattern_hashes(prob.inputs, prob.kernel_size, new.gates))
-                     if h not in have][: int(opts.patterns_per_round)]
-            added = int(len(fresh))
-            if added:
-                S = SignPatterns(gates=np.concatenate([S.gates, new.gates[fresh]]), exact=False,
-                                 num_requested=S.num_patterns + added, source="generated", data_key=new.data_key)
+        S, added = _add_cells(prob, S, [c.gate for c in search.violators], int(opts.patterns_per_round))
         if opts.oracle == "global" and added == 0:
             # pricing over all sign patterns, with a proof (docs/global_oracle.md)
             from convexdual.global_oracle import global_max_correlation
@@ -252,13 +275,7 @@ def generate_patterns(
                                          time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t)
             search_s += time.perf_counter() - to
             if orc.verdict == "descent":
-                new = patterns_from_gates(prob.inputs, prob.kernel_size, np.asarray(orc.argmax)[None],
-                                          source="generated")
-                have = set(pattern_hashes(prob.inputs, prob.kernel_size, S.gates))
-                if pattern_hashes(prob.inputs, prob.kernel_size, new.gates)[0] not in have:
-                    added = 1
-                    S = SignPatterns(gates=np.concatenate([S.gates, new.gates]), exact=False,
-                                     num_requested=S.num_patterns + 1, source="generated", data_key=new.data_key)
+                S, added = _add_cells(prob, S, [np.asarray(orc.argmax)], 1)
         cert = result.certificate
         rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
                "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),
@@ -280,23 +297,8 @@ def generate_patterns(
         if opts.checkpoint_path is not None:
             _save(opts.checkpoint_path, S, rounds)
         if added == 0 and orc is not None:
-            rel = glob["global_gap"] / max(abs(float(result.objective)), 1e-300)
-            if orc.verdict == "feasible" and result.status.is_optimal:
-                converged = proved = True
-                message = ("converged: certified global optimum of (2) (proved by the branch-and-bound oracle; "
-                           f"certified global gap {glob['global_gap']:.3g}, {rel:.2e} relative, "
-                           f"{orc.nodes} nodes, {orc.seconds:.3g} s)")
-            elif orc.verdict == "feasible":
-                message = (f"the oracle proved dual feasibility, but the solve over S is {result.status.value}, "
-                           f"not certified (certified global gap {glob['global_gap']:.3g})")
-            elif orc.verdict == "descent":
-                message = (f"round {t}: the oracle's descent neuron (ratio {orc.lower / prob.beta:.9g}) has a "
-                           "pattern already in S (the solve over S is not accurate enough); certified global "
-                           f"gap {glob['global_gap']:.3g}")
-            else:
-                message = (f"oracle budget ran out ({orc.nodes} nodes, {orc.seconds:.3g} s, max in "
-                           f"[{orc.lower:.6g}, {orc.upper:.6g}] vs beta {prob.beta:.6g}): certified global gap "
-                           f"{glob['global_gap']:.3g} ({rel:.2e} relative); not proved")
+            converged = proved = orc.verdict == "feasible" and result.status.is_optimal
+            message = _oracle_message(orc, glob, result, t, prob.beta)
             break
         if added == 0:
             converged = True
