@@ -191,6 +191,36 @@ def _oracle_message(orc: Any, glob: dict[str, Any], result: SolveResult, t: int,
             f"{glob['global_gap']:.3g} ({rel:.2e} relative); not proved")
 
 
+def _price_globally(prob: DualProblem, Xp: np.ndarray, r: np.ndarray, opts: GenerationOptions, t: int) -> Any:
+    """The branch-and-bound oracle at the residual's dual point ``r``, against ``beta (1 + margin)``."""
+    from convexdual.global_oracle import global_max_correlation
+
+    o_eps = 0.25 * opts.margin if opts.oracle_eps is None else float(opts.oracle_eps)
+    o_eps = o_eps if o_eps > 0 else 1e-9
+    return global_max_correlation(Xp, r, beta=prob.beta * (1.0 + opts.margin), eps=o_eps,
+                                  time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t)
+
+
+def _round_record(prob: DualProblem, result: SolveResult, search: Any, orc: Any, r: np.ndarray, t: int, added: int,
+                  solve_s: float, search_s: float, elapsed: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round ``t``'s row of ``rounds`` and the oracle's numbers (``{}`` when it did not run)."""
+    cert = result.certificate
+    rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
+           "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),
+           "status": result.status.value, "max_ratio": float(search.max_ratio), "added": added,
+           "solve_seconds": solve_s, "search_seconds": search_s, "elapsed": elapsed}
+    glob: dict[str, Any] = {}
+    if orc is not None:
+        g = prob.engine.dual_bound(prob.loss, prob.y, prob.beta, r, max_constraint=max(float(orc.upper), 0.0))
+        glob = {"oracle_status": orc.status, "oracle_verdict": orc.verdict, "oracle_upper": float(orc.upper),
+                "oracle_lower": float(orc.lower), "oracle_nodes": int(orc.nodes),
+                "oracle_seconds": float(orc.seconds), "global_lower_bound": float(g.value),
+                "global_gap": float(result.objective - g.value)}
+        rec.update(glob)
+        rec["max_ratio"] = max(rec["max_ratio"], float(orc.lower) / prob.beta)
+    return rec, glob
+
+
 def generate_patterns(
     problem: DualProblem,
     *,
@@ -212,6 +242,11 @@ def generate_patterns(
 
     Returns:
         A :class:`PatternGenerationResult`; ``result`` is the final certified solve.
+
+    Length: the round loop (solve, search, price, record, checkpoint, stop) is still written
+    here, over the house's ~60 lines, until it moves onto the iteration harness
+    (``solvers/_harness.py``, issue 13); its pieces are :func:`_add_cells`,
+    :func:`_price_globally`, :func:`_round_record` and :func:`_oracle_message`.
 
     Raises:
         TypeError: ``problem`` is not a DualProblem.
@@ -259,36 +294,20 @@ def generate_patterns(
                                 num_gates=opts.num_gates, steps=opts.search_steps, extra_gates=np.concatenate(extra),
                                 seed=opts.seed + t, margin=opts.margin, device=opts.device)
         search_s = time.perf_counter() - ts
-        orc, glob = None, {}
+        orc = None
         S, added = _add_cells(prob, S, [c.gate for c in search.violators], int(opts.patterns_per_round))
         if opts.oracle == "global" and added == 0:
             # pricing over all sign patterns, with a proof (docs/global_oracle.md)
-            from convexdual.global_oracle import global_max_correlation
-            from convexdual.patches import patch_matrix
-
             if Xp is None:
+                from convexdual.patches import patch_matrix
+
                 Xp = patch_matrix(prob.inputs, prob.kernel_size)
-            o_eps = 0.25 * opts.margin if opts.oracle_eps is None else float(opts.oracle_eps)
-            o_eps = o_eps if o_eps > 0 else 1e-9
             to = time.perf_counter()
-            orc = global_max_correlation(Xp, r, beta=prob.beta * (1.0 + opts.margin), eps=o_eps,
-                                         time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t)
+            orc = _price_globally(prob, Xp, r, opts, t)
             search_s += time.perf_counter() - to
             if orc.verdict == "descent":
                 S, added = _add_cells(prob, S, [np.asarray(orc.argmax)], 1)
-        cert = result.certificate
-        rec = {"round": t, "patterns": prob.P, "objective": float(result.objective),
-               "dual_bound": float(cert.dual_bound) if cert is not None else float("nan"),
-               "status": result.status.value, "max_ratio": float(search.max_ratio), "added": added,
-               "solve_seconds": solve_s, "search_seconds": search_s, "elapsed": time.perf_counter() - t0}
-        if orc is not None:
-            g = prob.engine.dual_bound(prob.loss, prob.y, prob.beta, r, max_constraint=max(float(orc.upper), 0.0))
-            glob = {"oracle_status": orc.status, "oracle_verdict": orc.verdict, "oracle_upper": float(orc.upper),
-                    "oracle_lower": float(orc.lower), "oracle_nodes": int(orc.nodes),
-                    "oracle_seconds": float(orc.seconds), "global_lower_bound": float(g.value),
-                    "global_gap": float(result.objective - g.value)}
-            rec.update(glob)
-            rec["max_ratio"] = max(rec["max_ratio"], float(orc.lower) / prob.beta)
+        rec, glob = _round_record(prob, result, search, orc, r, t, added, solve_s, search_s, time.perf_counter() - t0)
         rounds.append(rec)
         logger.info("generation round %d: P=%d objective %.10g max ratio %.6g, +%d patterns",
                     t, prob.P, result.objective, search.max_ratio, added)
