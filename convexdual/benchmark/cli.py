@@ -13,7 +13,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from convexdual.benchmark.instances import SUITES
 
-    p = sub.add_parser("benchmark", help="benchmark every available solver on a standard suite of instances",
+    p = sub.add_parser("benchmark", help="benchmark every available solver on a standard instance suite (profiles, summary.md)",
                        description="Run every available solver (ours, the CVXPY backends, pyscnn when installed, "
                        "the paper's Adam + hinge) on a suite of named instances of program (4) under one time "
                        "budget; write time-to-accuracy curves, Dolan-More profiles, JSON and summary.md.")

