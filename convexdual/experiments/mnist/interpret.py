@@ -283,9 +283,9 @@ def _plot_cluster_filters(res: dict[str, Any], path: Path, d_side: int, details:
             idx += 1
         axes[2 * r, 0].set_ylabel(f"{n}: mean filter\n(3x3 taps)", fontsize=7)
     pl.colorbar(fig, im_f, [axes[2 * r, c] for r in range(len(nets)) for c in range(k)],
-                "filter tap (normalised units)", shrink=0.6)
+                "filter tap (normalised units; filter rows)", shrink=0.6, location="right")
     pl.colorbar(fig, im_m, [axes[2 * r + 1, c] for r in range(len(nets)) for c in range(k)],
-                "|DFT| of the mean filter", shrink=0.6)
+                "|DFT| of the mean filter (spectrum rows)", shrink=0.5, location="bottom")
     pl.set_title(fig, "piecewise linear filtering (eq. 8): each k-means cluster's mean effective filter "
                  "sum_{j active} v_j u_j and its frequency response", *details, fontsize=9)
     return pl.save(fig, path)
