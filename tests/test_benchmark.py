@@ -109,6 +109,7 @@ def test_resume_reuses_finished_cells(tmp_path, capsys):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert all(c["reused"] for c in report["cells"][SMALLEST].values())
     assert cell.read_bytes() == first and cell.stat().st_mtime_ns == mtime
+    assert "2 of 2 cells were reused from an earlier run" in (tmp_path / "summary.md").read_text()
     # another budget is another cell: not reused
     assert main([*argv[:6], "--time-limit", "4", *argv[8:], "--resume"]) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())

@@ -153,6 +153,15 @@ def _f(x: Any, spec: str = ".3g", none: str = "-") -> str:
     return "inf" if math.isinf(v) else format(v, spec)
 
 
+def _reused_note(report: dict[str, Any]) -> list[str]:
+    cells = [c for row in report["cells"].values() for c in row.values()]
+    k = sum(1 for c in cells if c.get("reused"))
+    if not k:
+        return []
+    return [f"**{k} of {len(cells)} cells were reused from an earlier run (--resume)**: their times and memory are "
+            "from that run; the wall time above is this run's.", ""]
+
+
 def _summary(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [f"# convexdual benchmark: suite `{report['suite']}`", "",
@@ -160,6 +169,7 @@ def _summary(report: dict[str, Any]) -> str:
              f"{'each cell in a worker process (hard limit 2 x budget + 30 s, memory cap)' if s['isolated'] else 'in process'}; "
              f"{report['machine']['cpus']} CPUs, load average at start {report['machine']['load_avg_start'][0]:.2f}; "
              f"wall time {report['wall_seconds']:.0f} s.", "",
+             *_reused_note(report),
              "Accuracy: a point is within eps when |f - f*| <= eps |f*| for the certified reference f* **and** its "
              "relative cone violation is known and <= eps. Times are wall seconds from the start of the solve "
              "(model build included; the final certificate of `cd.solve` not included). Peak memory: RSS of the "
