@@ -128,7 +128,7 @@ def test_interpret_figures_are_complete(interpret_run):
 @pytest.mark.slow
 def test_interpret_resume_reuses_the_analysis(tmp_path):
     _run(tmp_path)
-    unit = tmp_path / "units" / "interpret_gaussian_0.5.json"
+    unit = tmp_path / "units" / "interpret_v2_gaussian_0.5.json"
     rec = json.loads(unit.read_text())
     rec["ari_dual_vs_primal"] = 0.123456
     unit.write_text(json.dumps(rec))

@@ -13,7 +13,8 @@ stacked (:class:`convexdual.stacked.StackedConvNet`) and trained end to end by A
 objective and losses in float64) on squared loss + beta/2 x every squared weight, beta the
 two-layer problem's; beside it a two-layer net of the same width and
 schedule. The dual view of each iteration: k-means (``--clusters``) of the activation codes
-of every output pixel of that block on clean test digits pushed through the blocks before it
+of every output pixel of that block on clean test digits (``--kmeans-images``, evenly
+spaced over the test set) pushed through the blocks before it
 (Fig. 5b), compared with the two-layer net's by the adjusted Rand index.
 
 ``--mode both`` (default) runs both. Reported per block and end to end: test loss per pixel
@@ -37,7 +38,7 @@ import convexdual as cd
 from convexdual import plotting as pl
 from convexdual._io import to_jsonable
 from convexdual.experiments.mnist import common as C
-from convexdual.experiments.mnist.interpret import kmeans_analysis, plot_kmeans_maps
+from convexdual.experiments.mnist.interpret import kmeans_analysis, kmeans_indices, plot_kmeans_maps
 from convexdual.experiments.mnist.reconstructions import psnr
 from convexdual.stacked import StackedConvNet, stacked_objective_torch, train_stacked
 
@@ -167,13 +168,14 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     P = C.parse_ints(args.num_patterns)[0]
     modes = ("greedy", "unrolled") if args.mode == "both" else (args.mode,)
     data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma)
-    n_fit = max(1, min(int(args.kmeans_images), len(data.clean_test)))
-    digits = data.clean_test[:n_fit]
-    show = max(1, min(int(args.show_images), n_fit))
+    idx = kmeans_indices(len(data.clean_test), int(args.kmeans_images))
+    digits = data.clean_test[idx]
+    show = max(1, min(int(args.show_images), len(idx)))
     refs = {f"two-layer primal ({args.width} filters, Adam {args.epochs} epochs)":
             {**_scores(pnet.predict(data.noisy_test), data), "objective": primal["objective"]}}
     result: dict[str, Any] = {"beta": beta, "data": data.describe(), "sigma": sigma, "primal": primal,
-                              "noisy": _scores(data.noisy_test, data), "modes": list(modes)}
+                              "noisy": _scores(data.noisy_test, data), "modes": list(modes),
+                              "kmeans_indices": idx.tolist()}
     figs = []
     details = [f"{pl.describe_source(data.source)}, {data.clean.shape[0]} training / {data.clean_test.shape[0]} test "
                f"images, Gaussian noise sigma {sigma:g}; beta = {args.beta_frac:g} x beta_max over 256 reference "
@@ -188,7 +190,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         result["greedy"] = g
         rows = [(f"greedy block {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[:show])
                 for b, a in enumerate(g["kmeans"])]
-        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_greedy.png",
+        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_greedy.png", idx[:show],
                                      "greedy layer-wise convex training: k-means of each block's activation codes "
                                      "on clean test digits", details + [_greedy_line(g)]))
     if "unrolled" in modes:
@@ -213,7 +215,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                  np.asarray(u["kmeans_two_layer_twin"]["labels"])[:show])]
         rows += [(f"unrolled iteration {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[:show])
                  for b, a in enumerate(u["kmeans"])]
-        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_unrolled.png",
+        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_unrolled.png", idx[:show],
                                      "dual view of an end-to-end trained unrolled net (Fig. 5b): k-means of each "
                                      "iteration's activation codes on clean test digits",
                                      udet + [f"adjusted Rand index: iteration 1 vs two-layer twin "

@@ -14,7 +14,8 @@ reused. From the recovered network of the sampled-pattern dual (the paper's dual
   penalty, and how many paths are active per output pixel on clean test digits;
 * ``kmeans_maps.png`` (Fig. 5a): k-means (``--clusters``) of every output pixel's binary
   activation code ``b_p = 1[x_p^T u_j >= 0]`` over the nonzero paths, fitted on
-  ``--kmeans-images`` clean test digits, the first ``--show-images`` shown, dual and primal;
+  ``--kmeans-images`` clean test digits evenly spaced over the test set (it is ordered by
+  class), the first ``--show-images`` of them shown, dual and primal;
 * ``cluster_filters.png``: each cluster's mean effective linear filter (eq. 8) and its spectrum.
 
 Options (besides the common MNIST ones): ``--clusters`` (8), ``--kmeans-images`` (16),
@@ -37,7 +38,7 @@ from convexdual._io import to_jsonable
 from convexdual.experiments.mnist import common as C
 from convexdual.interpret import activation_codes, cluster_activations, effective_filters, frequency_responses
 
-__all__ = ["add_arguments", "run", "FULL", "SMOKE", "path_norms", "kmeans_analysis", "label_entropy",
+__all__ = ["add_arguments", "run", "FULL", "SMOKE", "path_norms", "kmeans_analysis", "label_entropy", "kmeans_indices",
            "plot_kmeans_maps", "PATH_TOL"]
 
 FULL: dict[str, Any] = {"num_train": 600, "num_test": 0, "sigmas": "0.5", "width": 512, "epochs": 100,
@@ -72,6 +73,13 @@ def path_norms(net: cd.TwoLayerConvNet) -> np.ndarray:
 def _nonzero_paths(net: cd.TwoLayerConvNet) -> np.ndarray:
     n = path_norms(net)
     return n > PATH_TOL * max(float(n.max(initial=0.0)), 0.0) if n.size else np.zeros(0, bool)
+
+
+def kmeans_indices(num_test: int, num_fit: int) -> np.ndarray:
+    """``num_fit`` test-image indices evenly spaced over the test set (the bundled digits' test set is
+    ordered by class: the first images are all zeros)."""
+    n = max(1, min(int(num_fit), int(num_test)))
+    return np.unique(np.round(np.linspace(0, int(num_test) - 1, n)).astype(int))
 
 
 def label_entropy(labels: np.ndarray) -> float:
@@ -138,9 +146,9 @@ def _spectra(net: cd.TwoLayerConvNet, count: int, size: int) -> dict[str, Any]:
 
 def _analysis(args: argparse.Namespace, data: C.Data, pnet: cd.TwoLayerConvNet,
               nets: dict[str, cd.TwoLayerConvNet | None], duals: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    n_fit = max(1, min(int(args.kmeans_images), len(data.clean_test)))
-    digits = data.clean_test[:n_fit]
-    res: dict[str, Any] = {"kmeans_images": n_fit, "clusters_requested": int(args.clusters),
+    idx = kmeans_indices(len(data.clean_test), int(args.kmeans_images))
+    digits = data.clean_test[idx]
+    res: dict[str, Any] = {"kmeans_images": int(len(idx)), "kmeans_indices": idx, "clusters_requested": int(args.clusters),
                            "clean_digits": digits[: max(1, int(args.show_images))]}
     sparsity: dict[str, Any] = {}
     for name, net in (("dual", nets["sampled"]), ("dual_augmented", nets["augmented"]), ("primal", pnet)):
@@ -234,14 +242,14 @@ def _plot_sparsity(res: dict[str, Any], path: Path, details: list[str]) -> Path:
     return pl.save(fig, path)
 
 
-def plot_kmeans_maps(rows: list[tuple[str, np.ndarray]], digits: np.ndarray, k: int, path: Path, headline: str,
-                     details: list[str]) -> Path:
+def plot_kmeans_maps(rows: list[tuple[str, np.ndarray]], digits: np.ndarray, k: int, path: Path,
+                     indices: np.ndarray, headline: str, details: list[str]) -> Path:
     """Clean digits on top, then one row of k-means label maps per entry of ``rows`` (one categorical scale)."""
     n = len(digits)
     fig, axes = pl.new_figure(1 + len(rows), n, size=(1.6 * n + 2.4, 1.7 * (1 + len(rows)) + 1.4))
     lo, hi = pl.shared_limits([digits])
     for j in range(n):
-        im0 = pl.show_image(axes[0, j], digits[j], vmin=lo, vmax=hi, title=f"test digit {j}", fontsize=7)
+        im0 = pl.show_image(axes[0, j], digits[j], vmin=lo, vmax=hi, title=f"test digit #{int(indices[j])}", fontsize=7)
     axes[0, 0].set_ylabel("clean input", fontsize=7)
     pl.colorbar(fig, im0, axes[0, :], "pixel value (normalised units)", shrink=0.8)
     cmap = "tab10" if k <= 10 else "tab20"
@@ -301,7 +309,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     if nets["sampled"] is None:
         raise RuntimeError(f"the certified solve over the sampled patterns gave no network: {duals['sampled']}")
     cache = C.UnitCache(out, args.resume, settings=args)
-    res = cache.get_or_run(f"interpret_gaussian_{sigma:g}", lambda: _analysis(args, data, pnet, nets, duals))
+    res = cache.get_or_run(f"interpret_v2_gaussian_{sigma:g}", lambda: _analysis(args, data, pnet, nets, duals))
     details = _details(args, data, sigma, duals)
     figs = [_plot_spectra(res, out / "spectra.png", details), _plot_sparsity(res, out / "path_sparsity.png", details)]
     show = max(1, min(int(args.show_images), res["kmeans_images"]))
@@ -309,6 +317,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
             for n in ("dual", "primal") if n in res["kmeans"]]
     k = max(len(res["kmeans"][n]["clusters"]) for n in res["kmeans"])
     figs.append(plot_kmeans_maps(rows, np.asarray(res["clean_digits"])[:show], k, out / "kmeans_maps.png",
+                                 np.asarray(res["kmeans_indices"])[:show],
                                  f"k-means (k = {args.clusters}) of every output pixel's activation code on clean "
                                  f"test digits (Fig. 5a); fitted on {res['kmeans_images']} digits",
                                  details + [f"adjusted Rand index dual vs primal clusters: "
