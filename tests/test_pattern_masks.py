@@ -148,3 +148,36 @@ def test_kernel_size_is_checked_against_height_and_width():
         cd.sample_patterns(xt, 5, 2)
     with pytest.raises(ValueError, match="larger than the image"):
         patterns_from_gates(xt, 5, np.ones((2, 25)))
+
+
+def test_dedup_uses_ties_as_one_and_the_bar_counts_gates(monkeypatch):
+    """Two gates whose masks agree only because x.g = 0 counts as 1 give one pattern; the progress
+    bar counts each gate once whatever the chunks."""
+    x = np.random.default_rng(3).standard_normal((1, 2, 3, 4))
+    x[0, 1, 1, :] = x[0, 0, 1, :] = np.abs(x[0, 0, 1, :]) + 0.5  # equal positive channels on a row
+    g1 = np.array([1.0, -1.0])  # x.g1 = 0 on that row
+    g2 = g1 + 1e-9 * np.array([1.0, 1.0])  # > 0 there, the same sign as g1 elsewhere
+    X = patch_matrix_ref(x, 1)
+    assert (X @ g1 == 0).sum() == 4 and ((X @ g2 > 0) | (X @ g2 < 0)).all()
+    assert np.array_equal(masks_ref(X, g1[None]), masks_ref(X, g2[None]))
+    assert pattern_hashes(x, 1, np.vstack([g1, g2]))[0] == pattern_hashes(x, 1, np.vstack([g1, g2]))[1]
+    assert unique_gates(x, 1, np.vstack([g1, g2])).tolist() == [0]
+    counted = []
+
+    class Bar:  # records what the bar is told
+        def __init__(self, total=None, **kw):
+            counted.append(total)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, k):
+            counted.append(k)
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    gates = np.random.default_rng(5).standard_normal((10, 2))
+    pattern_hashes(x, 1, gates, chunk_mb=3 * 9 * X.shape[0] / 2**20, progress=True)  # chunks 3, 3, 3, 1
+    assert counted == [10, 3, 3, 3, 1]
