@@ -37,7 +37,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     if np.iscomplexobj(x):
         raise TypeError(
             f"{name} is complex; split real and imaginary parts into separate examples "
-            "(convexdual.data.mri does this for MRI)"
+            "(convexdual.mri.prepare.to_examples does this for MRI)"
         )
     return x
 

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from convexdual.data.fastmri import FastMRIVolume, iter_slice_refs, list_volumes, write_fastmri_volume
-from convexdual.data.mri_sim import SimulationSpec, birdcage_maps, simulate_images, simulate_volume
+from convexdual.mri.fastmri import FastMRIVolume, iter_slice_refs, list_volumes, write_fastmri_volume
+from convexdual.mri.simulate import SimulationSpec, birdcage_maps, simulate_images, simulate_volume
 from convexdual.errors import DataFormatError
 from convexdual.mri import ifft2c, rss
 
@@ -141,7 +141,7 @@ def test_nan_kspace_is_refused_naming_file_and_slice(tmp_path):
 
 
 def test_simulated_kspace_refuses_nan_inputs():
-    from convexdual.data.mri_sim import simulate_kspace
+    from convexdual.mri.simulate import simulate_kspace
 
     imgs = simulate_images("shepp_logan", 1, (16, 16), seed=0)
     maps = birdcage_maps(2, (16, 16))

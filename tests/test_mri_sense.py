@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from convexdual.data.mri_sim import birdcage_maps, simulate_images, simulate_kspace
+from convexdual.mri.simulate import birdcage_maps, simulate_images, simulate_kspace
 from convexdual.mri import (center_crop, estimate_coil_maps, fft2c, ifft2c, mse, nmse, poisson_mask, psnr,
                             sense_combine, ssim, volume_metrics)
 from convexdual.mri.prepare import PrepOptions, from_examples, prepare_slice, to_examples

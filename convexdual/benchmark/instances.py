@@ -123,7 +123,7 @@ _NATURAL = ("camera", "coins", "moon", "brick", "grass", "gravel", "page", "text
 
 def _natural(spec: InstanceSpec) -> tuple[np.ndarray, np.ndarray]:
     from convexdual.data import add_noise
-    from convexdual.data.mri_sim import _skimage_image
+    from convexdual.mri.simulate import _skimage_image
 
     rng = np.random.default_rng(spec.seed)
     crops = []
@@ -138,7 +138,7 @@ def _natural(spec: InstanceSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mri(spec: InstanceSpec) -> tuple[np.ndarray, np.ndarray]:
-    from convexdual.data.mri_sim import birdcage_maps, simulate_images, simulate_kspace
+    from convexdual.mri.simulate import birdcage_maps, simulate_images, simulate_kspace
     from convexdual.mri.coils import sense_combine
     from convexdual.mri.masks import make_mask
     from convexdual.mri.prepare import to_examples

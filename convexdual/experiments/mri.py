@@ -84,8 +84,8 @@ def _apply_smoke(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _datasets(args: argparse.Namespace) -> tuple[list[Path], list[Path], str]:
-    from convexdual.data.fastmri import list_volumes
-    from convexdual.data.mri_sim import SimulationSpec, simulate_dataset
+    from convexdual.mri.fastmri import list_volumes
+    from convexdual.mri.simulate import SimulationSpec, simulate_dataset
 
     if args.data is not None:
         d = Path(args.data)
@@ -169,7 +169,7 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
     ``source`` (the data's description) goes into the figure titles.
     """
     import convexdual as cd
-    from convexdual.data.fastmri import iter_slice_refs
+    from convexdual.mri.fastmri import iter_slice_refs
     from convexdual.experiments import _mri_figures as figs
     from convexdual.mri.masks import MaskSpec
     from convexdual.mri.prepare import PrepOptions, SliceCache, build_cache, to_examples

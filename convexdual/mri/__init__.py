@@ -1,8 +1,9 @@
 """CS-MRI pipeline (docs/math.md §9): undersampling masks, coil maps, SENSE combination,
 fastMRI metrics, and slice preparation for the residual 7x7 denoiser.
 
-File I/O lives in :mod:`convexdual.data.fastmri` (reader/writer) and
-:mod:`convexdual.data.mri_sim` (offline simulator).
+File I/O lives here too: :mod:`convexdual.mri.fastmri` (HDF5 reader/writer of the
+published schema) and :mod:`convexdual.mri.simulate` (offline simulator writing it).
+Nothing in this package imports :mod:`convexdual.data` (tests/test_package_layout.py).
 """
 
 from convexdual.mri.coils import center_crop, estimate_coil_maps, fft2c, ifft2c, rss, sense_combine

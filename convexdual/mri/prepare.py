@@ -207,7 +207,7 @@ def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, devic
     """
     import h5py
 
-    from convexdual.data.fastmri import FastMRIVolume
+    from convexdual.mri.fastmri import FastMRIVolume
 
     if len(refs) == 0:
         raise ValueError("no slices to prepare")

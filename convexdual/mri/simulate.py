@@ -5,7 +5,7 @@ scale, or a grey-scale image bundled with scikit-image) times a smooth synthetic
 phase; coil images are that times SigPy birdcage sensitivities (normalised so that
 ``sum_c |S_c|^2 = 1``: the RSS of the coil images is then the image magnitude);
 k-space is their centred orthonormal FFT, plus optional complex Gaussian noise.
-The files are written by :func:`convexdual.data.fastmri.write_fastmri_volume` and read
+The files are written by :func:`convexdual.mri.fastmri.write_fastmri_volume` and read
 back through the same reader a user runs on real fastMRI data.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convexdual.data.fastmri import write_fastmri_volume
+from convexdual.mri.fastmri import write_fastmri_volume
 
 __all__ = ["SimulationSpec", "simulate_images", "birdcage_maps", "simulate_kspace", "simulate_volume",
            "simulate_dataset", "SOURCES", "SKIMAGE_IMAGES"]
