@@ -53,12 +53,36 @@ def test_mri_never_imports_data():
     assert _edges("convexdual.mri", "convexdual.data") == []
 
 
-@pytest.mark.parametrize("name", ["fastmri", "mri_sim"])
-def test_data_has_no_mri_code(name):
-    """data/ holds no MRI module of its own; what sits at the old paths only re-exports convexdual.mri."""
-    path = ROOT / "convexdual" / "data" / f"{name}.py"
-    if not path.exists():
-        return
+SHIMS = {"convexdual.data.fastmri": "convexdual.mri.fastmri", "convexdual.data.mri_sim": "convexdual.mri.simulate"}
+
+
+@pytest.mark.parametrize("old", sorted(SHIMS))
+def test_data_has_no_mri_code(old):
+    """data/ holds no MRI code: the old paths only re-export convexdual.mri."""
+    path = ROOT / Path(*old.split(".")).with_suffix(".py")
     tree = ast.parse(path.read_text(encoding="utf-8"))
     defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
     assert defined == [], f"{path.name} defines {defined}; MRI code belongs in convexdual/mri/"
+
+
+@pytest.mark.parametrize("old", sorted(SHIMS))
+def test_old_paths_reexport_with_a_warning(old, monkeypatch):
+    import importlib
+    import sys
+
+    new = importlib.import_module(SHIMS[old])
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=SHIMS[old].replace(".", r"\.")):
+        shim = importlib.import_module(old)
+    assert list(shim.__all__) == list(new.__all__)
+    for name in new.__all__:
+        assert getattr(shim, name) is getattr(new, name), name
+
+
+def test_nothing_here_imports_the_old_paths():
+    """The package, its tests, benchmarks and examples are on the new paths (the shims are for users)."""
+    here = Path(__file__).resolve()
+    files = [f for folder in ("convexdual", "solvers", "tests", "benchmarks", "examples") if (ROOT / folder).exists()
+             for f in (ROOT / folder).rglob("*.py") if f.resolve() != here]
+    users = sorted(str(f.relative_to(ROOT)) for f in files if _imports(f) & set(SHIMS))
+    assert users == []
