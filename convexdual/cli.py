@@ -1,9 +1,12 @@
 """The ``convexdual`` command line.
 
-The commands live in a static table (name -> module, function that registers the
-subparser, one-line help), so ``convexdual --help`` imports no command module: only
-the module of the command that runs is imported. Each registering function takes the
-argparse ``subparsers`` object, adds its subcommand and sets ``func``.
+The commands live in a static table of lazy :class:`~convexdual._commands.Command` entries
+(name -> module, function that registers the subparser, one-line help), so
+``convexdual --help`` imports no command module: only the module of the command that runs
+is imported. Each registering function takes the argparse ``subparsers`` object, adds its
+subcommand and sets ``func``. ``experiment`` has subcommands of its own, registered the same
+way from :data:`convexdual.experiments.EXPERIMENTS` (its function also gets the arguments
+after ``experiment``, so only the experiment that runs is imported).
 
 Also here, shared by the commands (kept free of heavy imports):
 
@@ -29,17 +32,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator
 
-__all__ = ["main", "build_parser", "COMMANDS", "prepare_output_folder", "prepare_output_file"]
+from convexdual._commands import Command, add_subcommands
 
-
-class Command(NamedTuple):
-    module: str
-    register: str  # function of ``module`` that adds the subparser
-    help: str
-    quiet: bool  # gets --quiet / --overwrite plumbing
-
+__all__ = ["main", "build_parser", "COMMANDS", "Command", "prepare_output_folder", "prepare_output_file"]
 
 COMMANDS: dict[str, Command] = {
     "demo": Command("convexdual.demo", "add_parser",
@@ -59,6 +56,9 @@ COMMANDS: dict[str, Command] = {
 
 # Commands whose modules print their own step messages (their stdout is dropped under --quiet).
 _PRINTS_STEPS = ("demo", "experiment")
+
+# Commands with subcommands of their own: their registering function also gets the arguments after the name.
+_NESTED = ("experiment",)
 
 # Files `convexdual demo` writes into --out (used to refuse/clear an earlier run). demo.py may define OUTPUTS.
 _DEMO_OUTPUTS = ("report.json", "summary.md", "reconstructions.png", "objective.png", "filters.png", "train.npz",
@@ -129,14 +129,15 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
             _add_common_flags(nested)
 
 
-def _command_in(argv: list[str]) -> str | None:
-    """The subcommand named in ``argv`` (the first argument that is not a top-level option)."""
-    for a in argv:
-        if a == "--":
-            return None
-        if not a.startswith("-"):
-            return a if a in COMMANDS else None
-    return None
+def _attach(sub: Any, name: str, cmd: Command, module: Any, rest: list[str]) -> None:
+    """Build the real parser of the command that runs (``add_subcommands`` lists the others)."""
+    register = getattr(module, cmd.register)
+    if name in _NESTED:
+        register(sub, rest)
+    else:
+        register(sub)
+    if cmd.quiet:
+        _add_common_flags(sub.choices[name])
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -147,14 +148,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = _command_in(list(argv or []))
-    for name, cmd in COMMANDS.items():
-        if name != chosen:
-            sub.add_parser(name, help=cmd.help, add_help=False)  # placeholder: listed by --help, never run
-            continue
-        getattr(importlib.import_module(cmd.module), cmd.register)(sub)
-        if cmd.quiet:
-            _add_common_flags(sub.choices[name])
+    add_subcommands(sub, COMMANDS, list(argv or []), _attach)
     return parser
 
 

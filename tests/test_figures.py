@@ -238,7 +238,7 @@ def test_demo_summary_states_units_ranges_and_scope(demo_run):
 def _experiment(name: str, out: Path, *extra: str):
     from convexdual.experiments import EXPERIMENTS
 
-    mod = importlib.import_module(EXPERIMENTS[name])
+    mod = importlib.import_module(EXPERIMENTS[name].module)
     p = argparse.ArgumentParser()
     mod.add_arguments(p)
     with pl.capture() as figs:

@@ -17,7 +17,7 @@ from convexdual.experiments.mnist import pattern_ablation, zero_gap
 def _run(name: str, out, *extra: str) -> dict:
     import importlib
 
-    mod = importlib.import_module(EXPERIMENTS[name])
+    mod = importlib.import_module(EXPERIMENTS[name].module)
     p = argparse.ArgumentParser()
     mod.add_arguments(p)
     assert mod.run(p.parse_args(["--smoke", "--out", str(out), *extra])) == 0
