@@ -218,7 +218,7 @@ def test_unrolled_net_and_its_dual_view(unrolled_run):
     for rec, o in zip(u["per_block"], te):
         assert rec["test_loss"] == pytest.approx(0.5 * np.mean((o - data.clean_test) ** 2), rel=1e-9)
     # k-means of each iteration: codes on the clean digits pushed through the blocks before it
-    digits = data.clean_test[: res["settings"]["kmeans_images"]]
+    digits = data.clean_test[res["kmeans_indices"]]
     x = digits[:, None]
     for blk, km in zip(net.blocks, u["kmeans"]):
         U, v = blk.filters()

@@ -86,8 +86,11 @@ def test_kmeans_maps_of_the_recovered_net(interpret_run):
     s = res["settings"]
     data = C.load_data(argparse.Namespace(data=s["data"], num_train=s["num_train"], num_test=s["num_test"],
                                           upsample=1), "gaussian", res["sigma"], s["seed"])
-    digits = data.clean_test[: an["kmeans_images"]]
-    np.testing.assert_allclose(an["clean_digits"], digits[: s["show_images"]])
+    idx = np.asarray(an["kmeans_indices"])
+    assert len(idx) == an["kmeans_images"] and idx[0] == 0 and idx[-1] == len(data.clean_test) - 1
+    digits = data.clean_test[idx]
+    np.testing.assert_allclose(an["clean_digits"], digits[an["shown_positions"]])
+    assert len(an["shown_positions"]) == min(s["show_images"], len(an["kmeans_indices"]))
     km = an["kmeans"]["dual"]
     U, v = dnet.filters()
     codes = (patch_matrix_ref(digits, 3) @ U.T >= 0)  # every neuron of a recovered net is a nonzero group
@@ -128,10 +131,19 @@ def test_interpret_figures_are_complete(interpret_run):
 @pytest.mark.slow
 def test_interpret_resume_reuses_the_analysis(tmp_path):
     _run(tmp_path)
-    unit = tmp_path / "units" / "interpret_v2_gaussian_0.5.json"
+    unit = tmp_path / "units" / "interpret_v3_gaussian_0.5.json"
     rec = json.loads(unit.read_text())
     rec["ari_dual_vs_primal"] = 0.123456
     unit.write_text(json.dumps(rec))
     res, _ = _run(tmp_path, "--resume")
     assert res["analysis"]["ari_dual_vs_primal"] == 0.123456
     assert all(r.get("reused") for r in res["duals"].values())
+
+
+def test_kmeans_digits_are_spread_over_the_test_set():
+    from convexdual.experiments.mnist.interpret import kmeans_indices
+
+    # the bundled test set is ordered by class: 16 digits must span it, not be its first 16 (all zeros)
+    np.testing.assert_array_equal(kmeans_indices(4400, 16)[[0, 1, -1]], [0, 293, 4399])
+    assert len(kmeans_indices(4400, 16)) == 16 and len(kmeans_indices(8, 16)) == 8
+    np.testing.assert_array_equal(kmeans_indices(16, 6), [0, 3, 6, 9, 12, 15])

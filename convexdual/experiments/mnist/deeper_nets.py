@@ -170,12 +170,12 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     data, beta, primal, pnet = C.train_unit(args, "gaussian", sigma)
     idx = kmeans_indices(len(data.clean_test), int(args.kmeans_images))
     digits = data.clean_test[idx]
-    show = max(1, min(int(args.show_images), len(idx)))
+    show = kmeans_indices(len(idx), int(args.show_images))  # positions in the fitted digits, evenly spaced
     refs = {f"two-layer primal ({args.width} filters, Adam {args.epochs} epochs)":
             {**_scores(pnet.predict(data.noisy_test), data), "objective": primal["objective"]}}
     result: dict[str, Any] = {"beta": beta, "data": data.describe(), "sigma": sigma, "primal": primal,
                               "noisy": _scores(data.noisy_test, data), "modes": list(modes),
-                              "kmeans_indices": idx.tolist()}
+                              "kmeans_indices": idx.tolist(), "shown_positions": show.tolist()}
     figs = []
     details = [f"{pl.describe_source(data.source)}, {data.clean.shape[0]} training / {data.clean_test.shape[0]} test "
                f"images, Gaussian noise sigma {sigma:g}; beta = {args.beta_frac:g} x beta_max over 256 reference "
@@ -188,9 +188,9 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         g["kmeans"] = _dual_view(gnet, digits, args)
         g["ari_block2_vs_block1"] = _ari(g["kmeans"][1]["labels"], g["kmeans"][0]["labels"]) if len(g["kmeans"]) > 1 else None
         result["greedy"] = g
-        rows = [(f"greedy block {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[:show])
+        rows = [(f"greedy block {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[show])
                 for b, a in enumerate(g["kmeans"])]
-        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_greedy.png", idx[:show],
+        figs.append(plot_kmeans_maps(rows, digits[show], int(args.clusters), out / "kmeans_greedy.png", idx[show],
                                      "greedy layer-wise convex training: k-means of each block's activation codes "
                                      "on clean test digits", details + [_greedy_line(g)]))
     if "unrolled" in modes:
@@ -212,10 +212,10 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                           f"{args.unrolled_epochs} epochs, lr {args.lr:g}; two-layer twin: {args.block_width} filters, "
                           "same schedule"]
         rows = [(f"two-layer twin\n({u['kmeans_two_layer_twin']['num_paths']} paths)",
-                 np.asarray(u["kmeans_two_layer_twin"]["labels"])[:show])]
-        rows += [(f"unrolled iteration {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[:show])
+                 np.asarray(u["kmeans_two_layer_twin"]["labels"])[show])]
+        rows += [(f"unrolled iteration {b + 1}\n({a['num_paths']} paths)", np.asarray(a["labels"])[show])
                  for b, a in enumerate(u["kmeans"])]
-        figs.append(plot_kmeans_maps(rows, digits[:show], int(args.clusters), out / "kmeans_unrolled.png", idx[:show],
+        figs.append(plot_kmeans_maps(rows, digits[show], int(args.clusters), out / "kmeans_unrolled.png", idx[show],
                                      "dual view of an end-to-end trained unrolled net (Fig. 5b): k-means of each "
                                      "iteration's activation codes on clean test digits",
                                      udet + [f"adjusted Rand index: iteration 1 vs two-layer twin "

@@ -15,7 +15,7 @@ reused. From the recovered network of the sampled-pattern dual (the paper's dual
 * ``kmeans_maps.png`` (Fig. 5a): k-means (``--clusters``) of every output pixel's binary
   activation code ``b_p = 1[x_p^T u_j >= 0]`` over the nonzero paths, fitted on
   ``--kmeans-images`` clean test digits evenly spaced over the test set (it is ordered by
-  class), the first ``--show-images`` of them shown, dual and primal;
+  class), ``--show-images`` of them (evenly spaced) shown, dual and primal;
 * ``cluster_filters.png``: each cluster's mean effective linear filter (eq. 8) and its spectrum.
 
 Options (besides the common MNIST ones): ``--clusters`` (8), ``--kmeans-images`` (16),
@@ -149,7 +149,8 @@ def _analysis(args: argparse.Namespace, data: C.Data, pnet: cd.TwoLayerConvNet,
     idx = kmeans_indices(len(data.clean_test), int(args.kmeans_images))
     digits = data.clean_test[idx]
     res: dict[str, Any] = {"kmeans_images": int(len(idx)), "kmeans_indices": idx, "clusters_requested": int(args.clusters),
-                           "clean_digits": digits[: max(1, int(args.show_images))]}
+                           "clean_digits": digits[kmeans_indices(len(idx), int(args.show_images))],
+                           "shown_positions": kmeans_indices(len(idx), int(args.show_images))}
     sparsity: dict[str, Any] = {}
     for name, net in (("dual", nets["sampled"]), ("dual_augmented", nets["augmented"]), ("primal", pnet)):
         if net is None:
@@ -309,15 +310,15 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     if nets["sampled"] is None:
         raise RuntimeError(f"the certified solve over the sampled patterns gave no network: {duals['sampled']}")
     cache = C.UnitCache(out, args.resume, settings=args)
-    res = cache.get_or_run(f"interpret_v2_gaussian_{sigma:g}", lambda: _analysis(args, data, pnet, nets, duals))
+    res = cache.get_or_run(f"interpret_v3_gaussian_{sigma:g}", lambda: _analysis(args, data, pnet, nets, duals))
     details = _details(args, data, sigma, duals)
     figs = [_plot_spectra(res, out / "spectra.png", details), _plot_sparsity(res, out / "path_sparsity.png", details)]
-    show = max(1, min(int(args.show_images), res["kmeans_images"]))
-    rows = [(f"{n} k-means\n({res['kmeans'][n]['num_paths']} paths)", np.asarray(res["kmeans"][n]["labels"])[:show])
+    show = np.asarray(res["shown_positions"])  # positions in the fitted digits, evenly spaced
+    rows = [(f"{n} k-means\n({res['kmeans'][n]['num_paths']} paths)", np.asarray(res["kmeans"][n]["labels"])[show])
             for n in ("dual", "primal") if n in res["kmeans"]]
     k = max(len(res["kmeans"][n]["clusters"]) for n in res["kmeans"])
-    figs.append(plot_kmeans_maps(rows, np.asarray(res["clean_digits"])[:show], k, out / "kmeans_maps.png",
-                                 np.asarray(res["kmeans_indices"])[:show],
+    figs.append(plot_kmeans_maps(rows, np.asarray(res["clean_digits"]), k, out / "kmeans_maps.png",
+                                 np.asarray(res["kmeans_indices"])[show],
                                  f"k-means (k = {args.clusters}) of every output pixel's activation code on clean "
                                  f"test digits (Fig. 5a); fitted on {res['kmeans_images']} digits",
                                  details + [f"adjusted Rand index dual vs primal clusters: "
