@@ -171,7 +171,7 @@ def _plot(report: dict, path: Path) -> None:
     for r in report["large"]:
         h = r["history"]
         if h:
-            axes[1].plot([x["round"] for x in h], [x["cone_rows"] for x in h], marker="o",
+            axes[1].plot([x.get("iteration", x.get("round")) for x in h], [x["cone_rows"] for x in h], marker="o",
                          label=f"n = {r['instance']['n']}, P = {r['instance']['P']} (of {r['info']['full_cone_rows']:,})")
     axes[1].set_xlabel("round")
     axes[1].set_ylabel("cone rows in the working set")

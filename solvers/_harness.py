@@ -18,8 +18,12 @@ and ``_outcome`` (the point it reports). :func:`run_iterations` owns everything 
 * the time limit (checked before each step, whose ``time_left`` it passes, and after it),
   Ctrl-C (INTERRUPTED), and building the :class:`~convexdual.result.SolveResult`.
 
-Used by ``fista``, ``augmented_lagrangian``, ``adam_hinge`` and ``active_set``. Not (yet) by
-the rounds of ``clarabel-ws`` or of pattern generation (docs/ARCHITECTURE.md says so).
+Used by ``fista``, ``augmented_lagrangian``, ``adam_hinge`` and ``active_set``
+(:class:`IterativeSolver`), and by the rounds of ``clarabel-ws``, which implements the same
+hooks (:class:`IterationHooks`) on a non-torch solver, keeps its own clock (each Clarabel solve
+gets what is left of the time limit), no checkpoints, and reports its Clarabel iterations
+(:attr:`Outcome.iterations`). Not (yet) by the rounds of pattern generation
+(docs/ARCHITECTURE.md says so).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from convexdual.solvers._common import (
     save_checkpoint,
 )
 
-__all__ = ["Evaluation", "Iteration", "Step", "Outcome", "IterativeSolver", "run_iterations"]
+__all__ = ["Evaluation", "Iteration", "Step", "Outcome", "IterationHooks", "IterativeSolver", "run_iterations"]
 
 
 @dataclass(frozen=True)
@@ -88,15 +92,13 @@ class Outcome:
     message: str
     info: dict[str, Any]
     dual: Any = None
+    iterations: int | None = None  # what the result reports; None: the completed steps
 
 
-class IterativeSolver(TorchSolver):
-    """A torch solver whose loop is :func:`run_iterations`; subclasses implement the hooks."""
+class IterationHooks:
+    """The hooks :func:`run_iterations` calls; a solver implements them (its mathematics)."""
 
     progress_desc: ClassVar[str] = ""
-
-    def _solve(self, problem: DualProblem, o: Any) -> SolveResult:
-        return run_iterations(self, problem, o)
 
     def _setup(self, problem: DualProblem, o: Any) -> Any:
         """The solver's state object: data, operators, and (after ``_fresh``/``_restore``) iterates."""
@@ -126,7 +128,14 @@ class IterativeSolver(TorchSolver):
         raise NotImplementedError
 
 
-def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> SolveResult:
+class IterativeSolver(IterationHooks, TorchSolver):
+    """A torch solver whose loop is :func:`run_iterations`; subclasses implement the hooks."""
+
+    def _solve(self, problem: DualProblem, o: Any) -> SolveResult:
+        return run_iterations(self, problem, o)
+
+
+def run_iterations(solver: IterationHooks, problem: DualProblem, o: Any) -> SolveResult:
     """Run ``solver``'s steps under the harness (see the module docstring); returns the raw result.
 
     One loop for every harness solver, so it is longer than the house's ~60 lines."""
@@ -189,7 +198,7 @@ def run_iterations(solver: IterativeSolver, problem: DualProblem, o: Any) -> Sol
                         {**solver._state(s), "iteration": done, "history": history,
                          "elapsed": time.perf_counter() - tstart, "final": final}, finished=True)
     return SolveResult(status=status, objective=float(out.objective), W=out.W, Z=out.Z, solver=solver.name,
-                       iterations=done, timings=Timings(build=t1 - t0, solve=t2 - t1), message=out.message,
+                       iterations=done if out.iterations is None else out.iterations, timings=Timings(build=t1 - t0, solve=t2 - t1), message=out.message,
                        dual=out.dual, history=tuple(history), info=out.info)
 
 
@@ -201,7 +210,7 @@ def _counter(st: dict[str, Any]) -> int:
     raise KeyError("the checkpoint holds no iteration counter")
 
 
-def _finished(solver: IterativeSolver, problem: DualProblem, st: dict[str, Any], path: Any) -> SolveResult:
+def _finished(solver: IterationHooks, problem: DualProblem, st: dict[str, Any], path: Any) -> SolveResult:
     """The answer a finished checkpoint recorded (nothing is run)."""
     import numpy as np
 

@@ -25,6 +25,15 @@ that point satisfies every constraint of the full program (4) and its KKT condit
 every other solver. Clarabel has no warm start, so each round is a fresh solve; the
 rounds stay cheap because the programs stay small.
 
+The rounds run on the iteration harness (:mod:`convexdual.solvers._harness`): one round is
+``_step`` (restricted solve, every row and outside group checked, the working set grows);
+the harness owns the loop, the history (one row per round in the shared schema:
+``iteration`` is the round, ``objective`` the restricted program's value, which is (4)'s
+objective at the round's point; no per-round dual bound, gap or violation: ``nan``, the
+certificate measures the final point), Ctrl-C and the result. The rounds keep their own
+clock (the time limit counts from the solver's start and each Clarabel solve gets what is
+left), write no checkpoints, and the result reports the total Clarabel iterations.
+
 Losses: the squared loss only. For the absolute and Huber losses the solver falls
 back to the plain program (4) through CVXPY + Clarabel (``fallback=True``, the
 default, says so in ``result.message``) or raises ``ValueError`` (``fallback=False``).
@@ -33,6 +42,7 @@ default, says so in ``result.message``) or raises ``ValueError`` (``fallback=Fal
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,8 +53,9 @@ from convexdual._validation import check_fields
 from convexdual.compressed_program import PatternGram, build_restricted, group_weights
 from convexdual.errors import SolverUnavailableError
 from convexdual.problem import DualProblem
-from convexdual.result import SolveResult, Status, Timings
+from convexdual.result import SolveResult, Status
 from convexdual.solvers._clarabel import KKT_METHODS, map_clarabel_status, settings_dict, solve_program, status_name
+from convexdual.solvers._harness import Evaluation, IterationHooks, Outcome, Step, run_iterations
 from convexdual.solvers.base import SolverBase, SolverOptions
 
 __all__ = ["WorkingSetOptions", "WorkingSetSolver"]
@@ -105,10 +116,32 @@ class WorkingSetOptions(SolverOptions):
             raise ValueError(f"clarabel_kkt must be 'qdldl' or 'faer', got {self.clarabel_kkt!r}")
 
 
+@dataclass(frozen=True)
+class _Rounds:
+    """What :func:`run_iterations` reads of a solver's options, for the rounds of clarabel-ws:
+    ``max_rounds`` rounds, no progress bar, no checkpoints, no harness clock (the rounds keep their
+    own, see the module docstring) and no certified stop (the rounds measure no gap: the working
+    set's convergence ends the run)."""
+
+    ws: WorkingSetOptions
+    max_iter: int
+    progress: bool = False
+    time_limit: None = None
+    tol: float = 0.0
+    violation_tol: float = 0.0
+    checkpoint_path: None = None
+    checkpoint_every: int = 1
+    resume_from: None = None
+
+
 class _State:
-    """The growing working set (groups and their rows) and the per-problem caches."""
+    """The growing working set (groups and their rows), the per-problem caches, and what the
+    rounds found so far (``run``: Clarabel iterations, timings, the last point and its dual)."""
 
     def __init__(self, problem: DualProblem, options: WorkingSetOptions) -> None:
+        self.t_start = time.perf_counter()
+        self.zero = False  # the first working set stayed empty: zero is optimal
+        self.run: dict[str, Any] = {"iterations": 0, "solve_s": 0.0, "check_s": 0.0, "W": None, "Z": None, "v": None}
         self.problem = problem
         self.options = options
         self.engine = eng = problem.engine
@@ -167,7 +200,7 @@ class _State:
         return out
 
 
-class WorkingSetSolver(SolverBase):
+class WorkingSetSolver(IterationHooks, SolverBase):
     """Program (4) exactly, via working sets of groups and cone rows, solved by Clarabel directly."""
 
     name: ClassVar[str] = "clarabel-ws"
@@ -214,43 +247,48 @@ class WorkingSetSolver(SolverBase):
                                    info={**raw.info, "fallback": True})
 
     def _loop(self, problem: DualProblem, options: WorkingSetOptions) -> SolveResult:
-        t_start = time.perf_counter()
-        P, d = problem.P, problem.d
-        state = _State(problem, options)
-        if not self._first_working_set(state):
-            # every dual constraint holds at v = y: zero satisfies the KKT conditions
-            W = np.zeros((P, d))
-            return SolveResult(
-                status=Status.OPTIMAL, objective=problem.objective(W, W.copy()), W=W, Z=W.copy(),
-                solver=self.name, iterations=0, timings=Timings(build=time.perf_counter() - t_start),
-                message="zero is optimal: ||Proj_K(+-X^T D_i y)|| <= beta for every pattern (checked exactly)",
-                dual=problem.y.copy(), info={"rounds": 0, "final_groups": 0, "final_cone_rows": 0,
-                                             "full_cone_rows": int(2 * P * state.nonzero_rows.size),
-                                             **problem.describe()})
-        t_build = time.perf_counter() - t_start
-        history: list[dict[str, float]] = []
-        run = {"iterations": 0, "solve_s": 0.0, "check_s": 0.0, "W": None, "Z": None, "v": None}
-        status, message = Status.SOLVER_ERROR, ""
-        for rnd in range(1, options.max_rounds + 1):
-            done = self._round(state, rnd, t_start, history, run)
-            if done is not None:
-                status, message = done
-                break
-        else:
-            status = Status.MAX_ITERATIONS
+        return run_iterations(self, problem, _Rounds(ws=options, max_iter=options.max_rounds))
+
+    # ---- the harness's hooks -----------------------------------------------------------
+    def _setup(self, problem: DualProblem, o: _Rounds) -> _State:
+        return _State(problem, o.ws)
+
+    def _fresh(self, s: _State) -> None:
+        s.zero = not self._first_working_set(s)
+
+    def _step(self, s: _State, it: int, time_left: float | None) -> Step:
+        if s.zero:  # every dual constraint holds at v = y: zero satisfies the KKT conditions
+            return Step(stop=(Status.OPTIMAL, "zero is optimal: ||Proj_K(+-X^T D_i y)|| <= beta for every pattern "
+                                              "(checked exactly)"))
+        return self._round(s, it + 1)
+
+    def _state(self, s: _State) -> dict[str, Any]:
+        raise NotImplementedError("clarabel-ws writes no checkpoints")
+
+    def _outcome(self, s: _State, status: Status, message: str, iterations: int,
+                 history: list[dict[str, Any]]) -> Outcome:
+        problem, options = s.problem, s.options
+        P = problem.P
+        full_rows = int(2 * P * s.nonzero_rows.size)
+        if s.zero:
+            W = np.zeros((P, problem.d))
+            return Outcome(objective=problem.objective(W, W.copy()), W=W, Z=W.copy(), message=message,
+                           dual=problem.y.copy(), iterations=0,
+                           info={"rounds": 0, "final_groups": 0, "final_cone_rows": 0, "full_cone_rows": full_rows,
+                                 **problem.describe()})
+        if status is Status.MAX_ITERATIONS and not message:  # the harness ran out of rounds
             message = f"max_rounds = {options.max_rounds} reached with violations left; the point is not certified optimal"
+        run = s.run
         W, Z = run["W"], run["Z"]
-        objective = problem.objective(W, Z) if W is not None else float("nan")
         info = {
-            "rounds": len(history), "final_groups": len(state.pattern),
-            "final_cone_rows": int(sum(r.size for r in state.rows)),
-            "full_cone_rows": int(2 * P * state.nonzero_rows.size), "projections": state.num_projections,
-            "gram_blocks": None if state.gram is None else state.gram.num_cached, "compressed": options.compressed,
+            "rounds": len(history), "final_groups": len(s.pattern),
+            "final_cone_rows": int(sum(r.size for r in s.rows)),
+            "full_cone_rows": full_rows, "projections": s.num_projections,
+            "gram_blocks": None if s.gram is None else s.gram.num_cached, "compressed": options.compressed,
             "check_s": run["check_s"], "clarabel_s": run["solve_s"], **problem.describe(),
         }
-        return SolveResult(status=status, objective=objective, W=W, Z=Z, solver=self.name, iterations=run["iterations"],
-                           timings=Timings(build=t_build, solve=time.perf_counter() - t_start - t_build),
-                           message=message, dual=run["v"], history=tuple(history), info=info)
+        return Outcome(objective=problem.objective(W, Z) if W is not None else float("nan"), W=W, Z=Z,
+                       message=message, dual=run["v"], iterations=run["iterations"], info=info)
 
     @staticmethod
     def _first_working_set(state: _State) -> bool:
@@ -266,12 +304,12 @@ class WorkingSetSolver(SolverBase):
             state.add_group(i, s, proj)
         return bool(state.pattern)
 
-    def _round(self, state: _State, rnd: int, t_start: float, history: list[dict[str, float]],
-               run: dict[str, Any]) -> tuple[Status, str] | None:
+    def _round(self, state: _State, rnd: int) -> Step:
         """Restricted solve ``rnd``, then every row and outside group checked; the working set
-        grows. Returns ``(status, message)`` when the loop ends here, else None (``run`` collects
+        grows. The step stops the run when the working set has converged or Clarabel stopped
+        early, and aborts it (nothing recorded) when no point came back (``state.run`` collects
         the point, the dual and the timings)."""
-        problem, options = state.problem, state.options
+        problem, options, run, t_start = state.problem, state.options, state.run, state.t_start
         P, d = problem.P, problem.d
         t0 = time.perf_counter()
         prog = build_restricted(problem, np.array(state.pattern), np.array(state.sign), state.rows,
@@ -279,14 +317,14 @@ class WorkingSetSolver(SolverBase):
         t1 = time.perf_counter()
         left = None if options.time_limit is None else options.time_limit - (t1 - t_start)
         if left is not None and left <= 0:
-            return Status.TIME_LIMIT, f"time limit reached before round {rnd}"
+            return Step(abort=(Status.TIME_LIMIT, f"time limit reached before round {rnd}"))
         sol = self._clarabel(prog, options, left)
         t2 = time.perf_counter()
         run["iterations"] += int(sol.iterations)
         run["solve_s"] += t2 - t1
         rstatus = map_clarabel_status(sol.status)
         if not rstatus.has_solution:
-            return rstatus, f"round {rnd}: Clarabel status {sol.status}"
+            return Step(abort=(rstatus, f"round {rnd}: Clarabel status {sol.status}"))
         U = prog.split(np.asarray(sol.x))
         W, Z = group_weights(P, d, prog.pattern, prog.sign, U)
         v = problem.y - problem.predict(W, Z)
@@ -296,24 +334,25 @@ class WorkingSetSolver(SolverBase):
         entering = state.screen(v, options.groups_per_round, options.group_tol)
         t3 = time.perf_counter()
         run["check_s"] += t3 - t2
-        history.append({
-            "round": rnd, "groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
-            "max_rows_per_group": int(max(len(r) for r in prog.rows)), "clarabel_iterations": int(sol.iterations),
-            "clarabel_status": status_name(sol.status), "restricted_objective": float(sol.obj_val + prog.offset),
-            "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0, "solve_s": t2 - t1,
-            "check_s": t3 - t2,
-        })
+        nan = math.nan  # measured for the final point by the certificate, not per round
+        ev = Evaluation(objective=float(sol.obj_val + prog.offset), dual_bound=nan, relative_gap=nan, violation=nan,
+                        extra={"groups": prog.num_groups, "cone_rows": prog.num_cone_rows,
+                               "max_rows_per_group": int(max(len(r) for r in prog.rows)),
+                               "clarabel_iterations": int(sol.iterations), "clarabel_status": status_name(sol.status),
+                               "new_rows": n_new_rows, "new_groups": len(entering), "build_s": t1 - t0,
+                               "solve_s": t2 - t1, "check_s": t3 - t2})
         logger.info("round %d: %d groups, %d cone rows, %d iterations (%s), +%d rows, +%d groups",
                     rnd, prog.num_groups, prog.num_cone_rows, sol.iterations, sol.status, n_new_rows, len(entering))
         if rstatus in (Status.TIME_LIMIT, Status.MAX_ITERATIONS):
-            return rstatus, f"round {rnd}: Clarabel stopped early ({sol.status})"
+            return Step(evaluation=ev, stop=(rstatus, f"round {rnd}: Clarabel stopped early ({sol.status})"))
         if n_new_rows == 0 and not entering:
-            return rstatus, (f"working set converged after {rnd} rounds: {prog.num_groups} of {2 * P} groups, "
-                             f"{prog.num_cone_rows} of {2 * P * state.nonzero_rows.size} cone rows; every row and "
-                             "every outside group checked")
+            return Step(evaluation=ev, stop=(rstatus, (
+                f"working set converged after {rnd} rounds: {prog.num_groups} of {2 * P} groups, "
+                f"{prog.num_cone_rows} of {2 * P * state.nonzero_rows.size} cone rows; every row and "
+                "every outside group checked")))
         for k, extra in enumerate(new_rows):
             if extra.size:
                 state.rows[k] = np.union1d(state.rows[k], extra)
         for _, i, s, proj in entering:
             state.add_group(i, s, proj)
-        return None
+        return Step(evaluation=ev)

@@ -232,3 +232,26 @@ def test_agrees_with_plain_clarabel_on_another_instance():
     assert ref.status is Status.OPTIMAL and got.status is Status.OPTIMAL, got.message
     assert _rel(got.objective, ref.objective) <= REL
     assert got.certificate.ok and got.certificate.relative_gap <= 1e-6
+
+
+def test_rounds_run_on_the_iteration_harness(small_problem, monkeypatch):
+    """clarabel-ws's rounds are harness steps: the shared history schema (iteration = round, objective =
+    the restricted value; no per-round gap: nan), Ctrl-C -> INTERRUPTED with the point reached so far."""
+    schema = ["iteration", "time", "objective", "dual_bound", "relative_gap", "violation"]
+    r = WorkingSetSolver().solve(small_problem, WorkingSetOptions(init_groups=2, init_rows=4))
+    assert r.status is Status.OPTIMAL and len(r.history) >= 2
+    assert all(list(row)[:len(schema)] == schema for row in r.history)
+    assert [row["iteration"] for row in r.history] == list(range(1, len(r.history) + 1))
+    assert all(np.isnan(row["relative_gap"]) and row["clarabel_iterations"] >= 1 for row in r.history)
+    assert r.iterations == sum(row["clarabel_iterations"] for row in r.history)  # Clarabel's, not rounds
+    real = WorkingSetSolver._round
+
+    def interrupted(self, state, rnd):
+        if rnd == 2:
+            raise KeyboardInterrupt
+        return real(self, state, rnd)
+
+    monkeypatch.setattr(WorkingSetSolver, "_round", interrupted)
+    r2 = WorkingSetSolver().solve(small_problem, WorkingSetOptions(init_groups=2, init_rows=4))
+    assert r2.status is Status.INTERRUPTED and r2.message == "interrupted by the user"
+    assert len(r2.history) == 1 and r2.W is not None and np.isfinite(r2.objective)
