@@ -91,6 +91,8 @@ def test_cone_violation_is_the_documented_relative_number():
     Z = 0.5 * rng.standard_normal((eng.P, eng.d))
     v = eng.cone_violation(W, Z)
     assert v > 0 and v == pytest.approx(_violation_ref(X, M, W, Z), rel=1e-12)
+    # a relative number: the same for weights in other units (here all groups smaller than 1)
+    assert eng.cone_violation(1e-3 * W, 1e-3 * Z) == pytest.approx(v, rel=1e-12)
     # only z violates: the z side counts
     Wf = np.zeros_like(W)
     vz = eng.cone_violation(Wf, Z)
