@@ -185,7 +185,12 @@ def test_reference_patch_matrix_is_the_projects_layout():
 settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], derandomize=True)
 if os.environ.get("CONVEXDUAL_MUTATION_RUN"):
     settings.load_profile("mutation")
-FAST = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# The fast suite draws the same 25 examples every run (derandomize): CI must not pass or fail by the
+# luck of a draw. The slow variants below draw fresh random examples (300) each run: that is where new
+# counterexamples are searched for (one absolute-loss instance at data scale 1e-6 failed once in two
+# dozen random fast runs on 2026-12-02 and was not reproduced in 120 further draws).
+FAST = settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -228,3 +233,24 @@ def test_certified_optimum_matches_independent_model_slow(inst):
 @given(inst=instances())
 def test_perturbed_point_is_not_certified_slow(inst):
     _check_perturbations(inst)
+
+
+def _tiny_group_instance() -> Instance:
+    """A derandomized draw that failed before finalize's second recovery: Clarabel's optimum of an
+    absolute-loss instance at data scale 1e-6 has groups at ~3e-7 of the largest; the default recovery
+    threshold (1e-6) dropped them and the net's objective (2) left (4)'s by 1.2e-6 (not certified)."""
+    noisy = np.array([[[[4.25095180e-09, -4.18505175e-08, 6.16365136e-08],
+                        [-1.14598775e-06, 7.03874407e-07, 2.89800104e-07],
+                        [2.40502098e-07, 4.57367070e-07, 3.85474913e-07]]]])
+    clean = np.array([[[6.36961687e-07, 2.69786714e-07, 4.09735239e-08],
+                       [1.65276355e-08, 8.13270239e-07, 9.12755577e-07],
+                       [6.06635776e-07, 7.29496561e-07, 5.43624991e-07]]])
+    return Instance(noisy=noisy, clean=clean, k=3, loss="absolute", residual=False, num_patterns=3, seed=0,
+                    beta_frac=0.0625, delta_frac=1.0, u=-6.0)
+
+
+@settings(max_examples=1, deadline=None, database=None)
+@given(inst=st.builds(_tiny_group_instance))
+def test_absolute_loss_keeps_the_groups_that_move_its_objective(inst):
+    """See :func:`_tiny_group_instance`."""
+    _check_optimum_and_bound(inst)  # independent optimum, bound, and the net's objective from its filters
