@@ -228,3 +228,12 @@ def test_resume_recomputes_units_computed_with_other_settings(tmp_path, caplog):
     _run("noise-robustness", out, *fast, "--epochs", "2", "--resume")
     res = json.loads((out / "noise_robustness.json").read_text())
     assert len(res["units"]) == 2 and 123.0 not in [u["primal"]["objective"] for u in res["units"]]
+
+
+def test_unit_settings_name_bundled_sources_independently_of_the_working_directory(tmp_path, monkeypatch):
+    a = C.unit_settings({"data": "mnist-5k", "seed": 0})
+    monkeypatch.chdir(tmp_path)
+    assert C.unit_settings({"data": "mnist-5k", "seed": 0}) == a == {"data": "mnist-5k", "seed": 0}
+    assert C.unit_settings({"data": "sklearn-digits"})["data"] == "sklearn-digits"
+    # a directory of IDX files is still recorded as its absolute path
+    assert C.unit_settings({"data": "idx"})["data"] == str((tmp_path / "idx").resolve())

@@ -509,7 +509,9 @@ def unit_settings(settings: argparse.Namespace | dict[str, Any] | None,
         if k in ignore or callable(items[k]):
             continue
         v = items[k]
-        if isinstance(v, Path) or (k == "data" and isinstance(v, str)):
+        if k == "data" and str(v) in (BUNDLED_MNIST, BUNDLED_DIGITS):
+            v = str(v)  # a bundled source's name, not a path (the same from every working directory)
+        elif isinstance(v, Path) or (k == "data" and isinstance(v, str)):
             v = str(Path(v).expanduser().resolve())
         out[k] = to_jsonable(v)
     return out
