@@ -49,18 +49,21 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     # seed=0: the solvers' own seed was never tied to --seed here (kept as it was)
     duals, nets = C.dual_pair(args, data, beta, pats, pnet, prefix="dual", seed=0)
     k = min(int(args.num_images), len(data.clean_test))
-    rows: dict[str, np.ndarray] = {"clean": data.clean_test[:k], "noisy": data.noisy_test[:k],
-                                   f"primal ({args.width} filters)": pnet.predict(data.noisy_test[:k])}
+    # evenly spaced test digits: the bundled sample is ordered by class, its first digits are all zeros
+    show = np.linspace(0, len(data.clean_test) - 1, k).round().astype(int)
+    clean_k, noisy_k = data.clean_test[show], data.noisy_test[show]
+    rows: dict[str, np.ndarray] = {"clean": clean_k, "noisy": noisy_k,
+                                   f"primal ({args.width} filters)": pnet.predict(noisy_k)}
     for name, net in nets.items():
         if net is not None:
-            rows[duals[name]["label"]] = net.predict(data.noisy_test[:k])
-    scores = {name: [psnr(img, c) for img, c in zip(imgs, data.clean_test[:k])] for name, imgs in rows.items()}
+            rows[duals[name]["label"]] = net.predict(noisy_k)
+    scores = {name: [psnr(img, c) for img, c in zip(imgs, clean_k)] for name, imgs in rows.items()}
     fig, axes = pl.new_figure(len(rows), k, size=(1.5 * k + 1.6, 1.75 * len(rows) + 1.3))
-    lo, hi = float(data.clean_test[:k].min()), float(data.clean_test[:k].max())
+    lo, hi = float(clean_k.min()), float(clean_k.max())
     im = None
     for i, (name, imgs) in enumerate(rows.items()):
         for j in range(k):
-            title = f"test image {j}" if name == "clean" else f"{scores[name][j]:.1f} dB"
+            title = f"test image {show[j]}" if name == "clean" else f"{scores[name][j]:.1f} dB"
             im = pl.show_image(axes[i, j], imgs[j], vmin=lo, vmax=hi, title=title, fontsize=7)
         axes[i, 0].set_ylabel(name.replace(", ", ",\n").replace(" (", "\n("), fontsize=7)
     pl.colorbar(fig, im, axes, "pixel value, normalised units\n(shared scale: clean range; others clipped)",
@@ -88,6 +91,6 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     lines += ["", "Figure: reconstructions.png"]
     C.write_outputs(out, "reconstructions", "reconstructions", args, {
         "beta": beta, "data": data.describe(), "primal": primal, "duals": duals,
-        "images": {name: imgs for name, imgs in rows.items()}, "psnr_db": scores,
+        "images": {name: imgs for name, imgs in rows.items()}, "test_index": show, "psnr_db": scores,
         "figures": ["reconstructions.png"]}, lines)
     return 0
