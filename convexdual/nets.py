@@ -18,6 +18,20 @@ __all__ = ["TwoLayerConvNet", "primal_objective"]
 _FORMAT = "convexdual.TwoLayerConvNet/1"
 
 
+def read_network_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """The dict of a convexdual network file (``torch.load(weights_only=True)``: tensors, numbers and
+    strings only), checked to be of format ``fmt``; a :class:`DataFormatError` naming ``path`` otherwise."""
+    if not path.is_file():
+        raise DataFormatError(f"no network file at {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataFormatError(f"{path} is not a readable torch file (or holds more than weights): {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise DataFormatError(f"{path} is not a convexdual {what} file (expected format {fmt!r})")
+    return blob
+
+
 class TwoLayerConvNet(nn.Module):
     """``f(x) = [x_c +] sum_j v_j relu(x (*) u_j)`` (docs/math.md, eq. 1).
 
@@ -178,14 +192,7 @@ class TwoLayerConvNet(nn.Module):
 
         dev = check_device(device)
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(f"no network file at {path}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataFormatError(f"{path} is not a readable torch file (or holds more than weights): {exc}") from exc
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise DataFormatError(f"{path} is not a convexdual network file (expected format {_FORMAT!r})")
+        blob = read_network_file(path, _FORMAT, "network")
         cfg = _check_config(blob.get("config"), path)
         sd = _check_state_dict(blob.get("state_dict"), cfg, path)
         meta_json = blob.get("metadata_json", "{}")

@@ -155,16 +155,11 @@ class StackedConvNet(nn.Module):
         """
         from convexdual._validation import check_device
 
+        from convexdual.nets import read_network_file
+
         dev = check_device(device)
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(f"no network file at {path}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataFormatError(f"{path} is not a readable torch file (or holds more than weights): {exc}") from exc
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise DataFormatError(f"{path} is not a convexdual stacked-network file (expected format {_FORMAT!r})")
+        blob = read_network_file(path, _FORMAT, "stacked-network")
         raw = blob.get("blocks")
         if not isinstance(raw, list) or not raw:
             raise DataFormatError(f"{path}: 'blocks' must be a non-empty list of {{config, state_dict}}")
