@@ -258,12 +258,9 @@ def train_stacked(noisy: Any, clean: Any, *, widths: Sequence[int], kernel_size:
         gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)  # batch order, independent of the init
     dev = torch.device(device)
     net = net.to(dev)
-    xt = torch.from_numpy(x).to(dev, dtype)
-    yt = torch.from_numpy(y).to(dev, dtype)
-    test_t = None
-    if test is not None:
-        tx = as_images(test[0], "test noisy")
-        test_t = (torch.from_numpy(tx).to(dev, dtype), torch.from_numpy(as_targets(test[1], tx, "test clean")).to(dev, dtype))
+    from convexdual.train import training_tensors
+
+    xt, yt, test_t = training_tensors(x, y, test, dev, dtype)
     N = x.shape[0]
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     history: list[dict[str, float]] = []

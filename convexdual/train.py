@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 import torch
 
 from convexdual._validation import as_images, as_targets, check_beta, check_kernel_size
@@ -50,6 +52,18 @@ def network_objective_torch(net: TwoLayerConvNet, x: torch.Tensor, y: torch.Tens
             fit += float(loss.torch_value(net(x[s : s + batch_size])[:, 0] - y[s : s + batch_size]))
         reg = float((net.conv1.weight**2).sum() + (net.conv2.weight**2).sum())
     return fit + 0.5 * beta * reg, fit
+
+
+def training_tensors(x: np.ndarray, y: np.ndarray, test: tuple[Any, Any] | None, dev: torch.device,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Checked inputs/targets (and the optional ``(noisy_test, clean_test)``) as tensors on ``dev``."""
+    xt = torch.from_numpy(x).to(dev, dtype)
+    yt = torch.from_numpy(y).to(dev, dtype)
+    test_t = None
+    if test is not None:
+        tx = as_images(test[0], "test noisy")
+        test_t = (torch.from_numpy(tx).to(dev, dtype), torch.from_numpy(as_targets(test[1], tx, "test clean")).to(dev, dtype))
+    return xt, yt, test_t
 
 
 def train_primal(
@@ -112,12 +126,7 @@ def train_primal(
             for conv in (net.conv1, net.conv2):
                 torch.nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=gen)
     net = net.to(dev)
-    xt = torch.from_numpy(x).to(dev, dtype)
-    yt = torch.from_numpy(y).to(dev, dtype)
-    test_t = None
-    if test is not None:
-        tx = as_images(test[0], "test noisy")
-        test_t = (torch.from_numpy(tx).to(dev, dtype), torch.from_numpy(as_targets(test[1], tx, "test clean")).to(dev, dtype))
+    xt, yt, test_t = training_tensors(x, y, test, dev, dtype)
     N = x.shape[0]
     pixels = float(x.shape[0] * x.shape[2] * x.shape[3])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
