@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-
 import torch
 
 from convexdual._validation import as_images, as_targets, check_beta, check_kernel_size
