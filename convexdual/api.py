@@ -113,7 +113,8 @@ def _zero_result(problem: DualProblem, name: str) -> SolveResult | None:
     """The zero network when it is optimal: every dual constraint holds at its dual point
     ``v0 = -dL/dyhat(0)`` (one scan over all patterns, stopping at the first violator)."""
     v0 = problem.loss.dual_candidate(-problem.y)
-    if np.isfinite(problem.loss.dual_bound) and float(np.abs(v0).max(initial=0.0)) > problem.loss.dual_bound:
+    if np.isfinite(problem.loss.dual_bound) and problem.engine.comm.max(float(np.abs(v0).max(initial=0.0))) > \
+            problem.loss.dual_bound:
         return None
     scan = problem.engine.scan(v0, threshold=problem.beta, limit=1, tag="dual")
     if scan.found:
@@ -128,8 +129,9 @@ def _zero_result(problem: DualProblem, name: str) -> SolveResult | None:
 def _unit_scales(problem: DualProblem) -> tuple[float, float] | None:
     """``(a, b)``: the inputs' and the targets' largest magnitudes, when either lies outside the
     unit range (None: solve as it is)."""
-    a = float(np.abs(problem.inputs).max(initial=0.0))
-    b = float(np.abs(problem.y).max(initial=0.0))
+    comm = problem.engine.comm
+    a = comm.max(float(np.abs(problem.inputs).max(initial=0.0)))
+    b = comm.max(float(np.abs(problem.y).max(initial=0.0)))
     lo, hi = _UNIT_RANGE
     if a == 0.0 or b == 0.0 or (lo <= a <= hi and lo <= b <= hi):
         return None
@@ -190,6 +192,8 @@ def solve(problem: DualProblem, solver: str = "auto", options: Any = None, *, re
             isinstance(options, dict) and "progress" in options):
         option_values["progress"] = True
     opts = make_options(backend, options, **option_values)
+    if problem.distributed:  # images sharded over ranks: only a solver that declares it runs (active_set)
+        backend.check_problem(problem)
     raw = _zero_result(problem, backend.name)
     if raw is None:
         scales = _unit_scales(problem)

@@ -93,15 +93,19 @@ def dual_lower_bound(problem: DualProblem, v0: np.ndarray, *, progress: bool = F
     return b.value, b.scale
 
 
-def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
-    """True when ``a = t b`` for some ``t > 0`` (to rounding)."""
-    if a.shape != b.shape:
+def _parallel(a: np.ndarray, b: np.ndarray, comm: Any = None) -> bool:
+    """True when ``a = t b`` for some ``t > 0`` (to rounding); with ``comm``, over the rows of every rank."""
+    from convexdual.distributed import SINGLE
+
+    comm = SINGLE if comm is None else comm
+    if comm.min(float(a.shape == b.shape)) < 1:
         return False
-    nb = float(b @ b)
+    ab, nb, na = comm.sum(np.array([float(a @ b), float(b @ b), float(a @ a)]))
     if nb == 0.0:
-        return not np.any(a)
-    t = float(a @ b) / nb
-    return t > 0 and float(np.linalg.norm(a - t * b)) <= 1e-12 * max(float(np.linalg.norm(a)), 1e-300)
+        return na == 0.0
+    t = ab / nb
+    d = a - t * b
+    return t > 0 and float(np.sqrt(comm.sum(float(d @ d)))) <= 1e-12 * max(float(np.sqrt(na)), 1e-300)
 
 
 def _completed_dual(problem: DualProblem, W: np.ndarray, Z: np.ndarray, r: np.ndarray,
@@ -187,16 +191,17 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
 
     W, Z = problem.check_weights(W, Z)
     r = problem.predict(W, Z) - problem.y  # one prediction serves the objective and the dual candidate
-    p = float(problem.loss.value(r) + problem.beta * (np.linalg.norm(W, axis=1).sum() + np.linalg.norm(Z, axis=1).sum()))
+    p = float(problem.engine.reduce(problem.loss.value(r))
+              + problem.beta * (np.linalg.norm(W, axis=1).sum() + np.linalg.norm(Z, axis=1).sum()))
     cand = problem.loss.dual_candidate(r)
     g, s = dual_lower_bound(problem, cand, progress=progress)
-    if dual is not None and _parallel(np.asarray(dual, dtype=np.float64).reshape(-1), cand):
+    if dual is not None and _parallel(np.asarray(dual, dtype=np.float64).reshape(-1), cand, problem.engine.comm):
         dual = None  # a positive multiple of the candidate: the same scaled point, no second scan
     if dual is not None:
         g2, s2 = dual_lower_bound(problem, dual, progress=progress)
         if g2 > g:
             g, s = g2, s2
-    completed = _completed_dual(problem, W, Z, r, cand if dual is None else dual, rel_tol_groups)
+    completed = None if problem.distributed else _completed_dual(problem, W, Z, r, cand if dual is None else dual, rel_tol_groups)
     if completed is not None:
         g3, s3 = dual_lower_bound(problem, completed, progress=progress)
         if g3 > g:
@@ -207,7 +212,8 @@ def certify_solution(problem: DualProblem, W: np.ndarray, Z: np.ndarray, *, netw
     aw, az = active_groups(W, Z, rel_tol_groups, problem.weight_scale)
     net_obj = rec_err = None
     if network is not None:
-        net_obj = primal_objective(network, problem.inputs, problem.targets, problem.beta, problem.loss)
+        net_obj = primal_objective(network, problem.inputs, problem.targets, problem.beta, problem.loss,
+                                   comm=problem.engine.comm)
         rec_err = abs(net_obj - p) / denom
     # a clearly negative gap is no certificate: the point is not a point of (4) or a bound is broken
     ok = bool(-tolerance <= gap / denom <= tolerance and viol <= violation_tolerance

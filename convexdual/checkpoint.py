@@ -111,11 +111,14 @@ def problem_fingerprint_parts(problem: Any) -> dict[str, str]:
     """Digests of the parts of ``problem`` that define program (4): inputs, targets, gates, settings.
 
     ``settings`` covers kernel size, beta, the loss (name and parameters), ``residual`` and
-    ``residual_channel``.
+    ``residual_channel``. Images sharded over ranks: the digests cover every rank's shard in rank
+    order (a collective: every rank calls it).
     """
+    comm = getattr(problem, "comm", None)
+    whole = comm.digest if (comm is not None and comm.world > 1) else (lambda h: h)  # every rank's images
     return {
-        "inputs": sha256_digest(np.asarray(problem.inputs)),
-        "targets": sha256_digest(np.asarray(problem.targets)),
+        "inputs": whole(sha256_digest(np.asarray(problem.inputs))),
+        "targets": whole(sha256_digest(np.asarray(problem.targets))),
         "gates": sha256_digest(np.asarray(problem.patterns.gates)),
         "settings": sha256_digest({"kernel_size": int(problem.kernel_size), "beta": float(problem.beta),
                                    "loss": _loss_params(problem.loss), "residual": bool(problem.residual),
@@ -330,9 +333,13 @@ def save_checkpoint(path: str | os.PathLike, solver: str, problem: Any, state: d
               "convexdual_version": getattr(convexdual, "__version__", "?"), "state": tree}
     text = json.dumps(header, allow_nan=False, separators=(",", ":"))
     members = {_HEADER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
-    with atomic_open(path, "w+b") as f:
-        np.savez(f, **members)
-        _seal(f)
+    comm = getattr(problem, "comm", None)
+    if comm is None or comm.is_root:  # sharded images: the state is the same on every rank; rank 0 writes it
+        with atomic_open(path, "w+b") as f:
+            np.savez(f, **members)
+            _seal(f)
+    if comm is not None:
+        comm.barrier()
     return Path(path)
 
 

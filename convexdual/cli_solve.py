@@ -62,7 +62,14 @@ def add_solve_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=None, help="solver tolerance (solver default if omitted)")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--solver-log", action="store_true", help="show the solver's own iteration log")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="write the solver's checkpoint here every round (solvers with checkpoints: active_set, "
+                        "fista, augmented_lagrangian, adam_hinge)")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint (same problem and solver)")
     p.add_argument("--out", type=Path, default=Path("runs/solve"), help="output folder")
+    p.epilog = ("Under torchrun (e.g. torchrun --standalone --nproc_per_node=2 -m convexdual solve ...) the images are "
+                "sharded over the ranks and solved by active_set with torch.distributed (gloo; see docs/distributed.md); "
+                "rank 0 writes the outputs.")
     p.set_defaults(func=run)
 
 
@@ -119,6 +126,27 @@ def _patterns(cd: Any, noisy: np.ndarray, args) -> Any:
     return cd.sample_patterns(noisy, args.kernel_size, num, seed=args.seed, **_progress(cd.sample_patterns, args))
 
 
+def _sharded_problem(comm: Any, noisy: np.ndarray, clean: np.ndarray, args) -> tuple[Any, float]:
+    """This rank's shard of program (4) under torchrun (sampled patterns, squared loss), and beta."""
+    from convexdual.distributed import build_sharded_problem, shard_images
+
+    try:
+        num = int(args.patterns)
+    except ValueError:
+        raise ValueError(f"under torchrun --patterns must be a number of sampled patterns, got {args.patterns!r} "
+                         "('enumerate' and 'generate' run in one process)") from None
+    if args.loss != "squared":
+        raise ValueError(f"under torchrun the loss must be 'squared' (the sharded solver is active_set), got {args.loss!r}")
+    nl, cl = shard_images(comm, np.asarray(noisy), np.asarray(clean))
+    problem = build_sharded_problem(nl, cl, args.kernel_size, 1.0 if args.beta is None else args.beta, comm=comm,
+                                    num_patterns=num, seed=args.seed, residual=args.residual)
+    if args.beta is None:  # beta_max over every rank's images: one reduced operator pass
+        G = problem.engine.adjoint(problem.y)
+        beta = args.beta_fraction * float(np.sqrt((G * G).sum(axis=1)).max())
+        problem = dataclasses.replace(problem, beta=beta)
+    return problem, float(problem.beta)
+
+
 def run(args) -> int:
     import convexdual as cd
     from convexdual._io import atomic_save_npz, atomic_write_json
@@ -127,14 +155,21 @@ def run(args) -> int:
     from convexdual.data import add_noise, load_digits_dataset
     from convexdual.data.arrays import load_pair
 
-    quiet = not getattr(args, "progress", True)
+    from convexdual.distributed import in_torchrun, init_from_env
+
+    comm = init_from_env() if in_torchrun() else None
+    root = comm is None or comm.is_root
+    quiet = not getattr(args, "progress", True) or not root
 
     def say(msg: str) -> None:
         if not quiet:
             print(msg, flush=True)
 
     t_start = time.perf_counter()
-    out = prepare_output_folder(args.out, OUTPUTS, overwrite=getattr(args, "overwrite", False), command="solve")
+    if args.resume and args.checkpoint is None:
+        raise ValueError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
+    out = (prepare_output_folder(args.out, OUTPUTS, overwrite=getattr(args, "overwrite", False) or args.resume,
+                                 command="solve") if root else Path(args.out))
     say("[convexdual] loading data")
     if args.data is not None:
         noisy, clean = load_pair(args.data, noise=args.noise, level=args.sigma, seed=args.seed)
@@ -150,15 +185,19 @@ def run(args) -> int:
         source += f", central {args.crop}x{args.crop} crop"
     t = time.perf_counter()
     say(f"[convexdual] sign patterns ({args.patterns})")
-    patterns = _patterns(cd, noisy, args)
+    if comm is not None:
+        problem, beta = _sharded_problem(comm, noisy, clean, args)
+        patterns = problem.patterns
+    else:
+        patterns = _patterns(cd, noisy, args)
+        beta = args.beta
+        if beta is None:
+            beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual,
+                                                    **_progress(cd.beta_max, args))
+        problem = cd.build_problem(noisy, clean, args.kernel_size, beta, patterns=patterns, loss=args.loss,
+                                   **_progress(cd.build_problem, args),
+                                   huber_delta=args.huber_delta, residual=args.residual)
     say(f"  {len(patterns)} distinct patterns ({patterns.source}) in {time.perf_counter() - t:.2f}s")
-    beta = args.beta
-    if beta is None:
-        beta = args.beta_fraction * cd.beta_max(noisy, clean, args.kernel_size, patterns, residual=args.residual,
-                                                **_progress(cd.beta_max, args))
-    problem = cd.build_problem(noisy, clean, args.kernel_size, beta, patterns=patterns, loss=args.loss,
-                               **_progress(cd.build_problem, args),
-                               huber_delta=args.huber_delta, residual=args.residual)
     backend, note = resolve_solver(args.solver, problem)
     if note:  # e.g. "auto" without a MOSEK licence: said once, on stderr, even with --quiet
         print(f"convexdual solve: note: {note}", file=sys.stderr, flush=True)
@@ -171,6 +210,10 @@ def run(args) -> int:
         changes["tol"] = args.tol  # a solver without the option refuses it, naming its options
     if args.time_limit is not None:
         changes["time_limit"] = args.time_limit
+    if args.checkpoint is not None:  # a solver without checkpoints refuses them, naming its options
+        changes["checkpoint_path"] = str(args.checkpoint)
+        if args.resume:
+            changes["resume_from"] = str(args.checkpoint)
     options = make_options(backend, None, **changes)
     say(f"[convexdual] solving (4) with {backend.name}: n={problem.n}, d={problem.d}, P={problem.P}, beta={beta:.6g}")
     if str(args.patterns).lower() == "generate":
@@ -183,10 +226,13 @@ def run(args) -> int:
     else:
         result = cd.solve(problem, solver=backend.name, options=options, **_progress(cd.solve, args))
     say(result.summary())
-
+    if not root:  # the result is the same on every rank; rank 0 writes it
+        return 0 if result.status is cd.Status.OPTIMAL else 1
     # outputs: each written atomically (temporary name in --out, then renamed)
     desc = problem.describe()
     atomic_save_npz(out / "train.npz", noisy=np.asarray(problem.inputs), clean=np.asarray(clean))
+    if comm is not None:
+        source += f", sharded over {comm.world} ranks (torch.distributed)"
     report: dict[str, Any] = {"data": source, "training_pair_file": "train.npz", "problem": desc,
                               "optimality": result.optimality(), "solver_note": note, "result": result.to_dict()}
     if result.network is not None:

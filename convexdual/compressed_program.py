@@ -165,7 +165,8 @@ def group_weights(P: int, d: int, pattern: np.ndarray, sign: np.ndarray, U: np.n
 
 def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray] | tuple,
                      *, compressed: bool = True, gram: PatternGram | None = None,
-                     cone_scale: np.ndarray | None = None, xty: np.ndarray | None = None) -> RestrictedProgram:
+                     cone_scale: np.ndarray | None = None, xty: np.ndarray | None = None,
+                     row_coefs: list[np.ndarray] | None = None) -> RestrictedProgram:
     """Emit program (4) restricted to the given groups and cone rows (squared loss only).
 
     Args:
@@ -179,6 +180,9 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
             puts every row on the same footing; feasibility is unchanged).
         xty: optional ``(S, d)`` precomputed ``X^T D_{i_k} y`` per group (unsigned), e.g. from a
             caller's cache; computed from the row masks when None (compressed form only).
+        row_coefs: optional, per group, the cone rows themselves, ``(len(rows[k]), d)``: the signed
+            (and scaled) rows ``(2 D_i - I) x_j`` (e.g. gathered from the ranks that hold them, see
+            :meth:`~convexdual.engine.PatternEngine.cone_rows_many`); then ``cone_scale`` is not used.
 
     Returns:
         A :class:`RestrictedProgram`.
@@ -230,9 +234,12 @@ def build_restricted(problem: DualProblem, pattern: np.ndarray, sign: np.ndarray
         rk = np.asarray(rows[k], dtype=np.intp)
         if rk.size == 0:
             continue
-        coef = -(np.where(problem.mask(int(pattern[k]))[rk], 1.0, -1.0)[:, None] * X[rk])
-        if cone_scale is not None:
-            coef = coef * cone_scale[rk][:, None]
+        if row_coefs is not None:
+            coef = -np.asarray(row_coefs[k], dtype=np.float64)
+        else:
+            coef = -(np.where(problem.mask(int(pattern[k]))[rk], 1.0, -1.0)[:, None] * X[rk])
+            if cone_scale is not None:
+                coef = coef * cone_scale[rk][:, None]
         data.append(coef.reshape(-1))
         ri.append(np.repeat(np.arange(r0, r0 + rk.size), d))
         ci.append(np.tile(np.arange(k * d, (k + 1) * d), rk.size))

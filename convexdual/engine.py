@@ -85,6 +85,106 @@ def _size(nbytes: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # the exact cone projection
 # ---------------------------------------------------------------------------------------------
+class _RowSet:
+    """The rows ``a_j = sign_j x_j`` of one cone ``{w : a_j^T w >= 0}``, held by the ranks of ``comm``.
+
+    This rank holds ``A`` (its rows, global ids ``offset + j``) and ``flip`` (True: ``+x_j``); with
+    one rank (:data:`~convexdual.distributed.SINGLE`) the ids are the rows of ``A`` and every
+    collective is plain indexing. Every method returns the same value on every rank.
+    """
+
+    def __init__(self, A: np.ndarray, flip: np.ndarray | None, comm: Any = None, offset: int = 0,
+                 total: int | None = None) -> None:
+        from convexdual.distributed import SINGLE
+
+        self.A, self.flip = A, flip
+        self.comm = SINGLE if comm is None else comm
+        self.offset = int(offset)
+        self.total = int(A.shape[0] if total is None else total)
+
+    def matvec(self, w: np.ndarray) -> np.ndarray:
+        """``a_j^T w`` on this rank's rows."""
+        m = self.A @ w
+        return m if self.flip is None else np.where(self.flip, m, -m)
+
+    def local(self, ids: np.ndarray) -> np.ndarray:
+        """The positions in this rank's rows of the global ``ids`` it holds."""
+        ids = np.asarray(ids, dtype=np.intp)
+        if not self.comm.distributed:
+            return ids
+        loc = ids - self.offset
+        return loc[(loc >= 0) & (loc < self.A.shape[0])]
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """The signed rows of the global ``ids``, ``(len(ids), d)``, in the order of ``ids`` (gathered)."""
+        ids = np.asarray(ids, dtype=np.intp)
+
+        def rows(idx: np.ndarray) -> np.ndarray:
+            return self.A[idx] if self.flip is None else np.where(self.flip[idx, None], self.A[idx], -self.A[idx])
+
+        if not self.comm.distributed:
+            return rows(ids)
+        loc = ids - self.offset
+        mine = np.flatnonzero((loc >= 0) & (loc < self.A.shape[0]))
+        packed = np.hstack([mine[:, None].astype(np.float64), rows(loc[mine])])
+        out = np.empty((ids.size, self.A.shape[1]))
+        for part in self.comm.gather(packed):
+            out[part[:, 0].astype(np.intp)] = part[:, 1:]
+        return out
+
+    def min(self, m: np.ndarray) -> float:
+        return self.comm.min(float(m.min(initial=0.0)))
+
+    def smallest(self, m: np.ndarray, k: int, below: float | None = None) -> np.ndarray:
+        """Global ids of the ``k`` smallest values of ``m`` (a value per row of this rank), only
+        among those ``< below`` when given; unordered with one rank, by (value, id) otherwise."""
+        k = int(k)
+        cand = np.flatnonzero(m < below) if below is not None else None
+        if not self.comm.distributed:
+            if cand is None:
+                return np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
+            return cand[np.argpartition(m[cand], k - 1)[:k]] if cand.size > k else cand
+        if cand is None:
+            cand = np.arange(m.size)
+        if cand.size > k:
+            cand = cand[np.argpartition(m[cand], k - 1)[:k]]
+        parts = self.comm.gather(np.stack([m[cand], (cand + self.offset).astype(np.float64)], axis=1))
+        allv = np.concatenate(parts)
+        order = np.lexsort((allv[:, 1], allv[:, 0]))[:k]
+        return allv[order, 1].astype(np.intp)
+
+
+def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
+                     max_rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows``: NNLS on the
+    most violated rows, every row checked at the result, violated ones added, repeated (the one
+    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`)."""
+    comm = rows.comm
+    m = rows.matvec(c)
+    if rows.min(m) >= -tol:
+        return c, np.empty(0, dtype=np.intp)
+    cap = 4 * rows.A.shape[1]
+    active = rows.smallest(m, min(rows.total, cap))
+    if start is not None and len(start):
+        active = np.union1d(active, np.asarray(start, dtype=np.intp))
+    for _ in range(max_rounds):
+        Aa = rows.take(active)
+        lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
+        lam = comm.broadcast(lam)  # one answer for every rank, whatever each rank's NNLS did
+        proj = c + Aa.T @ lam
+        m = rows.matvec(proj)
+        m[rows.local(active)] = np.inf
+        bad = rows.smallest(m, cap, below=-tol)
+        if bad.size == 0:
+            return proj, active[lam > 0]
+        active = np.union1d(active, bad)
+    every = np.arange(rows.total)  # not converged: all rows at once (small problems only)
+    Aall = rows.take(every)
+    lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])
+    lam = comm.broadcast(lam)
+    return c + Aall.T @ lam, np.flatnonzero(lam > 0)
+
+
 def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = None, rel_tol: float = 1e-12,
                     rows: np.ndarray | None = None, max_rounds: int = 100, return_rows: bool = False,
                     row_norm_max: float | None = None
@@ -113,48 +213,15 @@ def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = 
         ``(norm, proj)``, or ``(norm, proj, active_rows)`` with ``return_rows=True``.
     """
     c = np.asarray(c, dtype=np.float64)
-
     flip = None if signs is None else (signs if signs.dtype == bool else signs > 0)
-
-    def matvec(w: np.ndarray) -> np.ndarray:
-        m = A @ w
-        return m if flip is None else np.where(flip, m, -m)
-
-    def take(idx: np.ndarray) -> np.ndarray:
-        return A[idx] if flip is None else np.where(flip[idx, None], A[idx], -A[idx])
-
-    def out(proj: np.ndarray, act: np.ndarray) -> tuple:
-        nrm = float(np.linalg.norm(proj))
-        return (nrm, proj, act) if return_rows else (nrm, proj)
-
     if row_norm_max is not None:
         amax = float(row_norm_max)
     else:
         amax = float(np.sqrt(np.einsum("ij,ij->i", A, A).max(initial=0.0))) if A.size else 0.0
     tol = rel_tol * amax * float(np.linalg.norm(c))
-    m = matvec(c)
-    if m.min(initial=0.0) >= -tol:
-        return out(c, np.empty(0, dtype=np.intp))
-    cap = 4 * A.shape[1]
-    k = min(m.size, cap)
-    active = np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
-    if rows is not None and len(rows):
-        active = np.union1d(active, np.asarray(rows, dtype=np.intp))
-    for _ in range(max_rounds):
-        Aa = take(active)
-        lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
-        proj = c + Aa.T @ lam
-        m = matvec(proj)
-        m[active] = np.inf
-        bad = np.flatnonzero(m < -tol)
-        if bad.size == 0:
-            return out(proj, active[lam > 0])
-        if bad.size > cap:
-            bad = bad[np.argpartition(m[bad], cap)[:cap]]
-        active = np.union1d(active, bad)
-    Aall = take(np.arange(A.shape[0]))  # not converged: all rows at once (small problems only)
-    lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])
-    return out(c + Aall.T @ lam, np.flatnonzero(lam > 0))
+    proj, act = _lazy_projection(_RowSet(A, flip), c, tol, rows, max_rounds)
+    nrm = float(np.linalg.norm(proj))
+    return (nrm, proj, act) if return_rows else (nrm, proj)
 
 
 def cone_projection_norm(A: np.ndarray, c: np.ndarray) -> float:
@@ -209,13 +276,21 @@ class PatternEngine:
         memory_budget_mb: working memory of the operator and of the caches.
         device: where the operator passes run (the projections run on CPU in float64).
         backend: operator backend ("auto", "torch", "numba").
+        comm: the ranks over which the images are sharded (:mod:`convexdual.distributed`); this
+            engine holds this rank's images. Sums over rows are all-reduced, the cone rows a
+            projection needs are gathered; every method returns the same value on every rank
+            (the row-valued ones, ``predict`` and ``mask``, this rank's rows).
 
     Raises:
         MemoryBudgetError: the patch rows ``X`` (``n x d`` float64) do not fit the budget.
     """
 
     def __init__(self, inputs: np.ndarray, kernel_size: int, gates: np.ndarray, *,
-                 memory_budget_mb: float = 512.0, device: Any = "cpu", backend: str = "auto") -> None:
+                 memory_budget_mb: float = 512.0, device: Any = "cpu", backend: str = "auto",
+                 comm: Any = None) -> None:
+        from convexdual.distributed import SINGLE, shard_sizes
+
+        self.comm = SINGLE if comm is None else comm
         self.inputs = np.ascontiguousarray(inputs, dtype=np.float64)
         self.kernel_size = int(kernel_size)
         self.gates = np.ascontiguousarray(gates, dtype=np.float64)
@@ -228,9 +303,14 @@ class PatternEngine:
         self.X = patch_matrix(self.inputs, self.kernel_size)  # (n, d)
         xn = np.sqrt((self.X * self.X).sum(axis=1))
         self.xnorm = xn
-        self.xmax = float(xn.max(initial=0.0))
+        self.xmax = self.comm.max(float(xn.max(initial=0.0)))
         self.nz = np.flatnonzero(xn > 0)
         self.Xnz = self.X[self.nz] if self.nz.size < self.n else self.X
+        counts = shard_sizes(self.comm, self.nz.size) if self.comm.distributed else [self.nz.size]
+        self.row_offset = int(sum(counts[: self.comm.rank]))  # global id of this rank's first nonzero row
+        self.num_rows = int(sum(counts))  # nonzero patch rows over all ranks
+        self.n_total = int(self.comm.sum(float(self.n))) if self.comm.distributed else self.n
+        self.num_images_total = int(self.n_total // (H * W))
         self._op: PatternOperator | None = None
         cap = max(4, int(self.memory_budget_mb * 2**20 / 4 / max(self.n, 1)))
         self._mask_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
@@ -250,7 +330,61 @@ class PatternEngine:
     def adjoint(self, v: np.ndarray) -> np.ndarray:
         """``(X^T D_i v)_i`` for every pattern, ``(P, d)`` float64 (one operator pass)."""
         op = self.op
-        return op.adjoint(torch.as_tensor(np.asarray(v, dtype=np.float64), device=op.device)).double().cpu().numpy()
+        C = op.adjoint(torch.as_tensor(np.asarray(v, dtype=np.float64), device=op.device)).double().cpu().numpy()
+        return self.comm.sum(C)
+
+    def reduce(self, x: Any) -> Any:
+        """Sum over the ranks (identity with one): for this rank's part of a sum over rows."""
+        return self.comm.sum(x)
+
+    def rows(self, i: int) -> _RowSet:
+        """The cone rows ``(2 D_i - I) x_j`` (nonzero rows) of pattern ``i`` over every rank."""
+        m = self.mask(i)
+        return _RowSet(self.Xnz, m if self.nz.size == self.n else m[self.nz], self.comm, self.row_offset,
+                       self.num_rows)
+
+    def cone_rows(self, i: int, ids: np.ndarray) -> np.ndarray:
+        """The signed cone rows ``(2 D_i - I) x_j`` of the global nonzero-row ``ids`` (gathered)."""
+        return self.rows(i).take(ids)
+
+    def cone_rows_many(self, groups: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`cone_rows` of several ``(pattern, ids)`` at once (one gather over the ranks)."""
+        if not self.comm.distributed:
+            return [self.rows(i).take(ids) for i, ids in groups]
+        packs = []
+        for k, (i, ids) in enumerate(groups):
+            ids = np.asarray(ids, dtype=np.intp)
+            loc = ids - self.row_offset
+            mine = np.flatnonzero((loc >= 0) & (loc < self.Xnz.shape[0]))
+            m = self.mask(int(i))
+            m = m if self.nz.size == self.n else m[self.nz]
+            A = np.where(m[loc[mine], None], self.Xnz[loc[mine]], -self.Xnz[loc[mine]])
+            packs.append(np.hstack([np.full((mine.size, 1), k, dtype=np.float64), mine[:, None].astype(np.float64), A]))
+        allp = np.concatenate(self.comm.gather(np.concatenate(packs) if packs else np.zeros((0, 2 + self.d))))
+        out = [np.empty((len(ids), self.d)) for _, ids in groups]
+        for row in allp:
+            out[int(row[0])][int(row[1])] = row[2:]
+        return out
+
+    def cone_rows_plain(self, ids: np.ndarray) -> np.ndarray:
+        """The patch rows ``x_j`` of the global nonzero-row ``ids`` (gathered)."""
+        return _RowSet(self.Xnz, None, self.comm, self.row_offset, self.num_rows).take(ids)
+
+    def boundary_rows(self, i: int, direction: np.ndarray, k: int) -> np.ndarray:
+        """Global ids of the ``k`` nonzero rows of pattern ``i`` nearest its cone's boundary along
+        ``direction`` (smallest ``(2 D_i - I) x_j^T u / ||x_j||``), sorted."""
+        margin = self.group_values(i, direction) / self.xnorm[self.nz]
+        if k >= self.num_rows:
+            return np.arange(self.num_rows)
+        return np.sort(self.rows(i).smallest(margin, k))
+
+    def most_violated(self, i: int, u: np.ndarray, k: int, below: float, exclude: np.ndarray) -> np.ndarray:
+        """Global ids of at most ``k`` nonzero rows of pattern ``i`` whose relative value
+        ``(2 D_i - I) x_j^T u`` is below ``below`` (most negative first), ``exclude`` left out."""
+        g = self.group_values(i, u)
+        rs = self.rows(i)
+        g[rs.local(exclude)] = np.inf
+        return rs.smallest(g, k, below=below)
 
     # ---- masks -----------------------------------------------------------------------------
     def mask(self, i: int) -> np.ndarray:
@@ -313,10 +447,10 @@ class PatternEngine:
         """
         self.num_projections += 1
         start = rows if rows is not None else self._rows.get(key) if key is not None else None
-        m = self.mask(i)
-        nrm, proj, act = cone_projection(self.Xnz, c, signs=m if self.nz.size == self.n else m[self.nz],
-                                         rel_tol=rel_tol, rows=start,
-                                         max_rounds=200, return_rows=True, row_norm_max=self.xmax)
+        c = np.asarray(c, dtype=np.float64)
+        tol = rel_tol * self.xmax * float(np.linalg.norm(c))
+        proj, act = _lazy_projection(self.rows(i), c, tol, start, 200)
+        nrm = float(np.linalg.norm(proj))
         if key is not None and act.size:
             self._rows[key] = act
         return nrm, (np.array(proj) if proj is c else proj), act
@@ -327,12 +461,12 @@ class PatternEngine:
         rows = self._rows.get(key)
         if rows is None or rows.size == 0:
             return float(np.linalg.norm(c))
-        Xr = self.Xnz[rows]
-        s = np.where(Xr @ self.gates[int(i)] >= 0, 1.0, -1.0)
-        A = s[:, None] * Xr
+        Xr = self.cone_rows_plain(rows)
+        A = np.where((Xr @ self.gates[int(i)] >= 0)[:, None], Xr, -Xr)
         if (A @ c).min(initial=0.0) >= 0:
             return float(np.linalg.norm(c))
         lam, _ = nnls(A.T, -np.asarray(c, dtype=np.float64), maxiter=50 * A.shape[0])
+        lam = self.comm.broadcast(lam)
         return float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
 
     def remembered_rows(self) -> dict[Any, np.ndarray]:
@@ -434,27 +568,18 @@ class PatternEngine:
                     continue
                 # stage 2, batched: masks and X c of the block in one product; a vector inside its cone
                 # is its own projection; otherwise the cone of its k most violated rows bounds it
-                uniq = sorted({i for i, _ in todo})
-                col = {i: j for j, i in enumerate(uniq)}
-                XG = self.gates[uniq] @ self.Xnz.T >= 0  # (b, n_nz): rows contiguous
-                XC = C[uniq] @ self.Xnz.T  # (b, n_nz)
-                for i, s in todo:
-                    j = col[i]
+                screens = self._screen(C, todo, k_rows)
+                for (i, s), (mmin, top, A) in zip(todo, screens):
                     c = s * C[i]
-                    m = np.where(XG[j], XC[j], -XC[j])
-                    if s < 0:
-                        m = -m
                     tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
                     key = (tag, i, s)
-                    if m.min(initial=0.0) >= -tol:
+                    if mmin >= -tol:
                         nproj += 1
                         self._rows.pop(key, None)
                         record(i, s, float(np.linalg.norm(c)), np.array(c))
                         continue
-                    kk = min(k_rows, m.size)
-                    top = np.argpartition(m, kk - 1)[:kk] if kk < m.size else np.arange(m.size)
-                    A = np.where(XG[j, top][:, None], self.Xnz[top], -self.Xnz[top])
                     lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
+                    lam = self.comm.broadcast(lam)
                     ub = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
                     if lam.any():
                         self._rows[key] = top[lam > 0]
@@ -474,6 +599,39 @@ class PatternEngine:
         return ScanResult(max_value=max(best, bound_rest), best_exact=best, found=tuple(found), projections=nproj,
                           pruned=pruned, best=arg)
 
+    def _screen(self, C: np.ndarray, todo: list[tuple[int, float]], k_rows: int
+                ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """Stage 2 of the scan for a block of groups ``(i, s)``: masks and ``X c`` in one product;
+        per group the smallest cone value ``min_j (2 D_i - I) x_j^T (s C_i)`` and the ``k_rows`` most
+        violated rows (global ids, signed rows). Several ranks: one gather for the whole block."""
+        uniq = sorted({i for i, _ in todo})
+        col = {i: j for j, i in enumerate(uniq)}
+        XG = self.gates[uniq] @ self.Xnz.T >= 0  # (b, n_nz): rows contiguous
+        XC = C[uniq] @ self.Xnz.T  # (b, n_nz)
+        out, packs = [], []
+        for t, (i, s) in enumerate(todo):
+            j = col[i]
+            m = np.where(XG[j], XC[j], -XC[j])
+            if s < 0:
+                m = -m
+            kk = min(k_rows, m.size)
+            top = np.argpartition(m, kk - 1)[:kk] if kk < m.size else np.arange(m.size)
+            A = np.where(XG[j, top][:, None], self.Xnz[top], -self.Xnz[top])
+            if not self.comm.distributed:
+                out.append((float(m.min(initial=0.0)), top, A))
+                continue
+            packs.append(np.hstack([np.full((top.size, 1), t, dtype=np.float64), m[top][:, None],
+                                    (top + self.row_offset)[:, None].astype(np.float64), A]))
+        if not self.comm.distributed:
+            return out
+        allp = np.concatenate(self.comm.gather(np.concatenate(packs) if packs else np.zeros((0, 3 + self.d))))
+        for t in range(len(todo)):
+            rows = allp[allp[:, 0] == t]
+            order = np.lexsort((rows[:, 2], rows[:, 1]))[:k_rows]
+            mmin = min(0.0, float(rows[:, 1].min(initial=0.0)))
+            out.append((mmin, rows[order, 2].astype(np.intp), rows[order, 3:]))
+        return out
+
     # ---- the dual bound ---------------------------------------------------------------------------
     def dual_bound(self, loss: Any, y: np.ndarray, beta: float, v0: np.ndarray, *,
                    max_constraint: float | None = None, progress: bool = False) -> DualBound:
@@ -485,11 +643,17 @@ class PatternEngine:
             raise ValueError(f"dual candidate must have length n = {self.n}, got {v0.shape}")
         M = self.scan(v0, progress=progress).max_value if max_constraint is None else float(max_constraint)
         s_max = np.inf if M == 0 else beta / M
-        vinf = float(np.abs(v0).max(initial=0.0))
+        vinf = self.comm.max(float(np.abs(v0).max(initial=0.0)))
         if np.isfinite(loss.dual_bound) and vinf > 0:
             s_max = min(s_max, loss.dual_bound / vinf)
         if not np.isfinite(s_max):
             s_max = 1e300
+        if self.comm.distributed:  # the squared loss's dual from two sums over the rows of every rank
+            if loss.name != "squared":
+                raise ValueError(f"a dual bound over sharded rows supports the squared loss only, not {loss.name!r}")
+            vy, vv = self.comm.sum(np.array([float(v0 @ y), float(v0 @ v0)]))
+            s = 0.0 if vv == 0.0 else float(np.clip(vy / vv, 0.0, s_max))
+            return DualBound(value=float(s * vy - 0.5 * s * s * vv), scale=s, max_constraint=float(M))
         s = float(loss.best_dual_scale(v0, y, s_max))
         return DualBound(value=float(loss.dual_value(s * v0, y)), scale=s, max_constraint=float(M))
 
@@ -507,7 +671,7 @@ class PatternEngine:
             return W, Z, 0
         for V, norms in ((W, nw), (Z, nzn)):
             for i in np.flatnonzero(norms > rel_tol * top):
-                if self.group_values(int(i), V[i]).min(initial=0.0) < 0:
+                if self.comm.min(float(self.group_values(int(i), V[i]).min(initial=0.0))) < 0:
                     V[i] = self.project(int(i), V[i], key=("polish", int(i), 0.0))[1]
                     count += 1
         return W, Z, count
@@ -531,4 +695,4 @@ class PatternEngine:
             for i in np.flatnonzero(norms > rel_tol * top):
                 g = self.group_values(int(i), V[i])
                 worst = max(worst, float(np.maximum(-g, 0.0).max(initial=0.0)))
-        return worst / (self.xmax * top)
+        return self.comm.max(worst) / (self.xmax * top)

@@ -266,7 +266,7 @@ def _check_state_dict(sd: Any, cfg: dict[str, Any], path: Path) -> dict[str, tor
 
 
 def primal_objective(net: TwoLayerConvNet, inputs: Any, targets: Any, beta: float, loss: Any = "squared",
-                     *, batch_size: int = 256, huber_delta: float | None = None) -> float:
+                     *, batch_size: int = 256, huber_delta: float | None = None, comm: Any = None) -> float:
     """Objective (2) of a network on data: ``sum L(f(x_n) - y_n) + beta/2 sum(||u_j||^2 + v_j^2)``.
 
     Computed in float64 through the network itself (a check independent of the
@@ -278,6 +278,8 @@ def primal_objective(net: TwoLayerConvNet, inputs: Any, targets: Any, beta: floa
         beta: weight decay (> 0).
         loss: a name ("squared", "absolute", "huber") or a :class:`~convexdual.losses.Loss`.
         huber_delta: delta of the Huber loss when ``loss="huber"`` (default 1.0).
+        comm: the ranks holding the images (:mod:`convexdual.distributed`): ``inputs``/``targets``
+            are this rank's, and the loss is summed over every rank's.
     """
     from convexdual._validation import as_images, as_targets, check_beta
     from convexdual.losses import get_loss
@@ -293,6 +295,8 @@ def primal_objective(net: TwoLayerConvNet, inputs: Any, targets: Any, beta: floa
     targets = as_targets(targets, inputs, "targets")
     pred = net.predict(inputs, batch_size=batch_size)
     fit = loss.value((pred - targets).reshape(-1))
+    if comm is not None:
+        fit = comm.sum(float(fit))
     U, v = net.filters()
     reg = 0.5 * beta * (float(np.sum(U * U)) + float(np.sum(v * v)))
     return float(fit + reg) if math.isfinite(fit) else float("nan")

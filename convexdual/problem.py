@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class DualProblem:
         residual_channel: the input channel that holds the image for the skip.
         memory_limit_mb: memory limit of the problem's engine and explicit paths (None: half of
             the memory available when it is first needed).
+        comm: the ranks over which the images are sharded (:mod:`convexdual.distributed`,
+            :func:`~convexdual.distributed.build_sharded_problem`); ``inputs``/``targets`` are then
+            this rank's images, ``n``/``y`` this rank's rows, and every value of (4) (objective,
+            violation, certificate) is over all ranks. None: one process.
 
     Shapes:
         ``n = N*H*W`` patch rows, ``d = C*k*k`` columns, ``P`` patterns; dual
@@ -53,6 +58,7 @@ class DualProblem:
     residual: bool = False
     residual_channel: int = 0
     memory_limit_mb: float | None = None
+    comm: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     # ---- sizes ------------------------------------------------------------
     @property
@@ -104,7 +110,13 @@ class DualProblem:
         from convexdual.engine import PatternEngine
 
         budget = 512.0 if self.memory_limit_mb is None else max(32.0, min(512.0, self.memory_limit_mb / 4))
-        return PatternEngine(self.inputs, self.kernel_size, self.patterns.gates, memory_budget_mb=budget)
+        return PatternEngine(self.inputs, self.kernel_size, self.patterns.gates, memory_budget_mb=budget,
+                             comm=self.comm)
+
+    @property
+    def distributed(self) -> bool:
+        """True when the images are sharded over several ranks."""
+        return self.comm is not None and self.comm.world > 1
 
     @property
     def X(self) -> np.ndarray:
@@ -125,7 +137,8 @@ class DualProblem:
         """Natural size of a group's weights, ``max|y| / max_j ||x_j||``: thresholds for
         "zero" groups are relative to it (and to the largest group)."""
         xmax = self.engine.xmax
-        return float(np.abs(self.y).max()) / xmax if xmax > 0 else 0.0
+        ymax = self.engine.comm.max(float(np.abs(self.y).max(initial=0.0)))
+        return ymax / xmax if xmax > 0 else 0.0
 
     # ---- the program's functions --------------------------------------------
     def check_weights(self, W: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +160,7 @@ class DualProblem:
         W, Z = self.check_weights(W, Z)
         r = self.predict(W, Z) - self.y
         reg = np.linalg.norm(W, axis=1).sum() + np.linalg.norm(Z, axis=1).sum()
-        return float(self.loss.value(r) + self.beta * reg)
+        return float(self.engine.reduce(self.loss.value(r)) + self.beta * reg)
 
     def cone_violation(self, W: np.ndarray, Z: np.ndarray, rel_tol: float = 1e-6) -> float:
         """Largest relative violation of ``(2 D_i - I) X w_i >= 0`` (and z_i), scale-free
@@ -167,6 +180,8 @@ class DualProblem:
             "kernel_size": self.kernel_size, "n": self.n, "d": self.d, "P": self.P,
             "beta": self.beta, "loss": self.loss.name, "residual": self.residual,
             "exact_patterns": self.exact, "pattern_source": self.patterns.source,
+            **({"N": self.engine.num_images_total, "n": self.engine.n_total, "ranks": self.comm.world,
+                "rank_N": self.num_images, "rank_n": self.n} if self.distributed else {}),
         }
 
 

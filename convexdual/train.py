@@ -43,14 +43,59 @@ class PrimalTrainResult:
 
 
 def network_objective_torch(net: TwoLayerConvNet, x: torch.Tensor, y: torch.Tensor, beta: float, loss: Loss,
-                            batch_size: int = 256) -> tuple[float, float]:
-    """``(objective (2), fit term)`` evaluated without gradients on tensors already on the net's device."""
+                            batch_size: int = 256, comm: Any = None) -> tuple[float, float]:
+    """``(objective (2), fit term)`` evaluated without gradients on tensors already on the net's device
+    (with ``comm``: ``x, y`` are this rank's images and the fit is summed over the ranks)."""
     fit = 0.0
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_size):
             fit += float(loss.torch_value(net(x[s : s + batch_size])[:, 0] - y[s : s + batch_size]))
         reg = float((net.conv1.weight**2).sum() + (net.conv2.weight**2).sum())
+    if comm is not None:
+        fit = comm.sum(fit)
     return fit + 0.5 * beta * reg, fit
+
+
+class _Shard:
+    """Where this rank's images sit among all of them (one process: all of them, no wrapping)."""
+
+    def __init__(self, comm: Any, counts: list[int], test_counts: list[int] | None) -> None:
+        self.comm = comm
+        self.world = 1 if comm is None else comm.world
+        rank = 0 if comm is None else comm.rank
+        self.start, self.stop = sum(counts[:rank]), sum(counts[: rank + 1])
+        self.total = sum(counts)
+        self.test_total = sum(test_counts) if test_counts is not None else 0
+
+    @classmethod
+    def of(cls, comm: Any, n_local: int, test_t: Any) -> "_Shard":
+        from convexdual.distributed import shard_sizes
+
+        nt = None if test_t is None else int(test_t[0].shape[0])
+        if comm is None or comm.world == 1:
+            return cls(None, [n_local], None if nt is None else [nt])
+        return cls(comm, shard_sizes(comm, n_local), None if nt is None else shard_sizes(comm, nt))
+
+    def wrap(self, net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+        if self.comm is None:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    def local(self, idx: torch.Tensor) -> torch.Tensor:
+        """The positions, among this rank's images, of the global image indices ``idx`` it holds."""
+        if self.comm is None:
+            return idx
+        keep = (idx >= self.start) & (idx < self.stop)
+        return idx[keep] - self.start
+
+    def clock(self, t0: float) -> float:
+        """Seconds since ``t0`` (rank 0's, so that every rank stops at the same epoch)."""
+        t = time.perf_counter() - t0
+        if self.comm is not None:
+            t = float(self.comm.broadcast(np.array([t]))[0])
+        return t
 
 
 def training_tensors(x: np.ndarray, y: np.ndarray, test: tuple[Any, Any] | None, dev: torch.device,
@@ -87,6 +132,7 @@ def train_primal(
     test: tuple[Any, Any] | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
+    comm: Any = None,
 ) -> PrimalTrainResult:
     """Train ``f(x) = sum_j v_j relu(x * u_j)`` on (2) with Adam (the paper's primal baseline).
 
@@ -104,6 +150,11 @@ def train_primal(
         test: optional ``(noisy_test, clean_test)`` for the per-pixel test loss.
         progress: show a tqdm bar.
         callback: called with each history record.
+        comm: the ranks over which the images are sharded (:mod:`convexdual.distributed`, under
+            torchrun): ``noisy``/``clean`` (and ``test``) are this rank's contiguous block of images,
+            in rank order. The net is wrapped in ``DistributedDataParallel``; every rank draws the same
+            global minibatches (same seed) and trains on the images of them it holds, and the
+            gradients are averaged, so the steps are those of one process on all the images.
     """
     x = as_images(noisy, "noisy")
     y = as_targets(clean, x, "clean")
@@ -126,19 +177,21 @@ def train_primal(
                 torch.nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=gen)
     net = net.to(dev)
     xt, yt, test_t = training_tensors(x, y, test, dev, dtype)
-    N = x.shape[0]
-    pixels = float(x.shape[0] * x.shape[2] * x.shape[3])
+    shard = _Shard.of(comm, x.shape[0], test_t)
+    N = shard.total
+    pixels = float(N * x.shape[2] * x.shape[3])
+    model = shard.wrap(net, dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     status = "completed"
 
     def record(epoch: int) -> None:
-        obj, fit = network_objective_torch(net, xt, yt, b, lo)
-        rec = {"epoch": float(epoch), "time": time.perf_counter() - t0, "objective": obj, "train_loss": fit / pixels}
+        obj, fit = network_objective_torch(net, xt, yt, b, lo, comm=shard.comm)
+        rec = {"epoch": float(epoch), "time": shard.clock(t0), "objective": obj, "train_loss": fit / pixels}
         if test_t is not None:
-            _, tfit = network_objective_torch(net, test_t[0], test_t[1], b, lo)
-            rec["test_loss"] = tfit / float(test_t[0].shape[0] * test_t[0].shape[2] * test_t[0].shape[3])
+            _, tfit = network_objective_torch(net, test_t[0], test_t[1], b, lo, comm=shard.comm)
+            rec["test_loss"] = tfit / float(shard.test_total * test_t[0].shape[2] * test_t[0].shape[3])
         history.append(rec)
         if callback is not None:
             callback(rec)
@@ -154,12 +207,14 @@ def train_primal(
         perm = torch.randperm(N, generator=gen).to(dev)
         for s in range(0, N, batch_size):
             idx = perm[s : s + batch_size]
+            mine = shard.local(idx)
             opt.zero_grad(set_to_none=True)
-            fit = lo.torch_value(net(xt[idx])[:, 0] - yt[idx]) * (N / len(idx))
+            # DDP averages the ranks' gradients: each rank's part of the fit counts `world` times
+            fit = lo.torch_value(model(xt[mine])[:, 0] - yt[mine]) * (N / len(idx) * shard.world)
             reg = (net.conv1.weight**2).sum() + (net.conv2.weight**2).sum()
             (fit + 0.5 * b * reg).backward()
             opt.step()
-        out_of_time = time_limit is not None and time.perf_counter() - t0 >= time_limit
+        out_of_time = time_limit is not None and shard.clock(t0) >= time_limit
         if epoch % max(1, int(eval_every)) == 0 or epoch == int(epochs) or out_of_time:
             record(epoch)
             if bar is not None:

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from convexdual.problem import DualProblem
 from convexdual.result import SolveResult, Status, Timings
 from convexdual.solvers._common import (
@@ -157,12 +159,12 @@ def run_iterations(solver: IterationHooks, problem: DualProblem, o: Any) -> Solv
     done = it0  # iterations completed
     try:
         for it in range(it0, o.max_iter):
-            left = None if o.time_limit is None else o.time_limit - (time.perf_counter() - tstart)
+            left = None if o.time_limit is None else o.time_limit - _elapsed(problem, tstart)
             if left is not None and left <= 0:
                 status = Status.TIME_LIMIT
                 break
             step = solver._step(s, it, left)
-            elapsed = time.perf_counter() - tstart
+            elapsed = _elapsed(problem, tstart)
             done = it + 1
             if step.abort is not None:
                 status, message = step.abort
@@ -200,6 +202,16 @@ def run_iterations(solver: IterationHooks, problem: DualProblem, o: Any) -> Solv
     return SolveResult(status=status, objective=float(out.objective), W=out.W, Z=out.Z, solver=solver.name,
                        iterations=done if out.iterations is None else out.iterations, timings=Timings(build=t1 - t0, solve=t2 - t1), message=out.message,
                        dual=out.dual, history=tuple(history), info=out.info)
+
+
+def _elapsed(problem: DualProblem, tstart: float) -> float:
+    """Seconds since ``tstart``; on images sharded over ranks, rank 0's clock (every rank then takes
+    the same time-limit decisions)."""
+    t = time.perf_counter() - tstart
+    comm = getattr(problem, "comm", None)
+    if comm is not None and comm.world > 1:
+        t = float(comm.broadcast(np.array([t]))[0])
+    return t
 
 
 def _counter(st: dict[str, Any]) -> int:

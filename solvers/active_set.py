@@ -48,11 +48,13 @@ from convexdual.compressed_program import build_restricted
 from convexdual.operators import PatternOperator
 from convexdual.problem import DualProblem
 from convexdual.result import Status
-from convexdual.solvers._clarabel import map_clarabel_status, settings_dict, solve_program, status_name
+from convexdual.solvers._clarabel import STATUS_MAP, map_clarabel_status, settings_dict, solve_program, status_name
 from convexdual.solvers._common import TorchSolverOptions
 from convexdual.solvers._harness import Evaluation, IterativeSolver, Outcome, Step
 
 __all__ = ["ActiveSetOptions", "ActiveSetSolver"]
+
+_NAMES = sorted(STATUS_MAP)  # Clarabel's status names, broadcast by index
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +137,14 @@ class _Data:
         """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
         return self.engine.signs(i)
 
-    def xty(self, i: int) -> np.ndarray:
-        if i not in self._xty:
-            m = self.engine.mask(i)
-            self._xty[i] = self.X[m].T @ self.y[m]
-        return self._xty[i]
+    def xty(self, patterns: np.ndarray) -> np.ndarray:
+        """``X^T D_i y`` of each pattern, ``(S, d)`` (summed over the ranks; the missing ones in one sum)."""
+        missing = sorted({int(i) for i in patterns} - set(self._xty))
+        if missing:
+            local = np.stack([self.X[m].T @ self.y[m] for m in map(self.engine.mask, missing)])
+            for i, row in zip(missing, self.engine.reduce(local)):
+                self._xty[i] = row
+        return np.stack([self._xty[int(i)] for i in patterns])
 
     def matrix(self, patterns: np.ndarray) -> np.ndarray:
         """``[X^T D_a D_b X]`` for the given patterns, dense ``(S d, S d)`` (the ``gram`` of
@@ -148,12 +153,16 @@ class _Data:
         keeps a resumed run bit-identical)."""
         uniq = sorted(set(int(p) for p in patterns))
         missing = [(a, b) for k, a in enumerate(uniq) for b in uniq[k:] if (a, b) not in self._gram]
+        blocks = []
         for a, b in missing:  # one block at a time: the same bits whatever the order (resume)
             w = (self.engine.mask(a) & self.engine.mask(b)).astype(np.float64)
             if self.outer is not None:
-                self._gram[(a, b)] = (w @ self.outer).reshape(self.d, self.d)
+                blocks.append((w @ self.outer).reshape(self.d, self.d))
             else:
-                self._gram[(a, b)] = self.X.T @ (self.X * w[:, None])
+                blocks.append(self.X.T @ (self.X * w[:, None]))
+        if missing:  # this rank's rows; summed over the ranks in one reduction
+            for key, blk in zip(missing, self.engine.reduce(np.stack(blocks))):
+                self._gram[key] = blk
         S, d = len(patterns), self.d
         G = np.empty((S * d, S * d))
         for k, a in enumerate(patterns):
@@ -181,10 +190,7 @@ class _Data:
 
     def boundary_rows(self, i: int, direction: np.ndarray, k: int) -> np.ndarray:
         """The ``k`` nonzero rows of pattern ``i`` nearest the cone boundary along ``direction``."""
-        margin = self.signs(i) * (self.Xnz @ direction) * self.inv_norm[self.nz]
-        if k >= margin.size:
-            return np.arange(margin.size)
-        return np.sort(np.argpartition(margin, k - 1)[:k])
+        return self.engine.boundary_rows(i, direction, k)
 
     def predict(self, pattern: np.ndarray, sign: np.ndarray, U: np.ndarray) -> np.ndarray:
         yhat = np.zeros(self.X.shape[0])
@@ -206,17 +212,27 @@ class ActiveSetSolver(IterativeSolver):
     progress_desc: ClassVar[str] = "active set"
 
     requires: ClassVar[tuple[str, ...]] = ("clarabel",)  # its restricted solves
+    sharded: ClassVar[bool] = True  # every pass through the problem's engine (convexdual.distributed)
 
     # ------------------------------------------------------------------ pieces
     def _restricted(self, data: _Data, pattern: np.ndarray, sign: np.ndarray, rows: list[np.ndarray],
                     o: ActiveSetOptions, time_left: float | None) -> tuple[Status, np.ndarray, str, int]:
-        prog = build_restricted(data.problem, pattern, sign, [data.nz[r] for r in rows], gram=data,
-                                cone_scale=data.inv_norm, xty=np.stack([data.xty(int(i)) for i in pattern]))
+        coefs = data.engine.cone_rows_many(list(zip(pattern, rows)))  # gathered from the ranks that hold them
+        coefs = [A / np.sqrt((A * A).sum(axis=1))[:, None] for A in coefs]  # unit rows: every row on one footing
+        prog = build_restricted(data.problem, pattern, sign, rows, gram=data, xty=data.xty(pattern), row_coefs=coefs)
         values = settings_dict(gap_tol=float(o.clarabel_tol), feas_tol=float(o.feas_tol), max_iter=o.clarabel_max_iter,
                                kkt="faer", time_limit=time_left)
-        sol = solve_program(prog, values, o.native, o.verbose)
-        U = prog.split(sol.x)
-        return map_clarabel_status(sol.status), U, status_name(sol.status), int(sol.iterations)
+        comm = data.engine.comm
+        if comm.is_root:  # several ranks: rank 0 solves the (small, identical) program and broadcasts
+            sol = solve_program(prog, values, o.native, o.verbose)
+            name, x, iters = status_name(sol.status), np.asarray(sol.x, dtype=np.float64), int(sol.iterations)
+        else:
+            name, x, iters = "", np.zeros(0), 0
+        if comm.distributed:
+            code = comm.broadcast(np.array([_NAMES.index(name) if name in _NAMES else -1, iters], dtype=np.int64))
+            x = comm.broadcast(x)
+            name, iters = (_NAMES[int(code[0])] if code[0] >= 0 else "unknown"), int(code[1])
+        return map_clarabel_status(name), prog.split(x), name, iters
 
     @staticmethod
     def _check(data: _Data, op: PatternOperator, v: np.ndarray, member: set[tuple[int, float]], threshold: float,
@@ -228,6 +244,7 @@ class ActiveSetSolver(IterativeSolver):
         its projection). ``X^T D_i v`` comes from the solver's operator (its device and backend).
         """
         C = op.adjoint(torch.as_tensor(v, dtype=op.dtype, device=op.device)).double().cpu().numpy()
+        C = data.engine.reduce(C)  # this rank's rows -> all rows
         res = data.engine.scan(C=C, threshold=threshold, exclude=member, limit=limit, tag="dual")
         data.projections += res.projections
         return res.max_value, list(res.found)
@@ -284,7 +301,7 @@ class ActiveSetSolver(IterativeSolver):
         for k in np.flatnonzero(norms > 0):
             Up[k], _ = data.project(int(pat[k]), U[k], key=("polish", int(pat[k]), sgn[k]))
         r = data.predict(pat, sgn, Up) - data.y
-        pobj = 0.5 * float(r @ r) + beta * float(np.linalg.norm(Up, axis=1).sum())
+        pobj = 0.5 * data.engine.reduce(float(r @ r)) + beta * float(np.linalg.norm(Up, axis=1).sum())
         # certificate over every pattern (+ entering groups)
         v0 = -r
         M, entering = self._check(data, s.op, v0, set(zip(s.pattern, s.sign)), beta * (1.0 + o.group_tol),
@@ -323,12 +340,9 @@ class ActiveSetSolver(IterativeSolver):
         for k in range(len(s.pattern)):
             if norms[k] <= 0:
                 continue
-            sg_rows = data.signs(s.pattern[k]) * (data.Xnz @ U[k])
-            vio = -sg_rows / (data.xmax * max(norms[k], 1e-6 * top))
-            vio[s.rows[k]] = -np.inf
-            bad = np.flatnonzero(vio > o.row_tol)
-            if bad.size > o.rows_per_round:
-                bad = bad[np.argpartition(-vio[bad], o.rows_per_round - 1)[: o.rows_per_round]]
+            # rows violated by more than row_tol (relative): (2 D_i - I) x_j^T u < -row_tol * xmax * ||u||
+            bad = data.engine.most_violated(s.pattern[k], U[k], o.rows_per_round,
+                                            -o.row_tol * data.xmax * max(norms[k], 1e-6 * top), s.rows[k])
             if bad.size:
                 s.rows[k] = np.union1d(s.rows[k], bad)
                 new_rows += int(bad.size)
@@ -354,7 +368,8 @@ class ActiveSetSolver(IterativeSolver):
             best = {**best, "W": np.zeros((s.P, s.d)), "Z": np.zeros((s.P, s.d))}
         if not message:
             message = f"certified relative gap {s.gap:.2e}, violation {s.viol:.2e} after {iterations} rounds"
-        info = {"projections": s.data.projections, "warm_start": s.warm_info, "yy": float(s.data.y @ s.data.y),
+        info = {"projections": s.data.projections, "warm_start": s.warm_info,
+                "yy": s.data.engine.reduce(float(s.data.y @ s.data.y)),
                 "final_groups": len(s.pattern), **problem.describe()}
         return Outcome(float(problem.objective(best["W"], best["Z"])), best["W"], best["Z"], message, info,
                        dual=best["dual"])
@@ -364,6 +379,9 @@ class ActiveSetSolver(IterativeSolver):
         """The vector that ranks the groups: the gated relaxation's residual (warm start) or ``y``."""
         if not o.warm_start:
             return data.y.copy(), {"used": False}
+        if data.engine.comm.distributed:
+            raise ValueError("warm_start=True (a FISTA run) is not available on sharded images; "
+                             "run active_set without it (the default)")
         from convexdual._registry import get_solver  # the gated relaxation's solver, by name
 
         t = time.perf_counter()

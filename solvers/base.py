@@ -103,6 +103,7 @@ class SolverBase:
     losses: ClassVar[tuple[str, ...] | None] = None
     loss_hint: ClassVar[str] = ""
     scale: ClassVar[str] = OPERATOR
+    sharded: ClassVar[bool] = False  # solves a problem whose images are sharded over ranks (convexdual.distributed)
 
     def available(self) -> tuple[bool, str]:
         import importlib.util
@@ -125,6 +126,9 @@ class SolverBase:
             raise refusal
 
     def _refusal(self, problem: DualProblem) -> ValueError | None:
+        if getattr(problem, "distributed", False) and not self.sharded:
+            return ValueError(f"solver {self.name!r} does not run on images sharded over {problem.comm.world} "
+                              "ranks; use solver='active_set' (or 'auto') under torchrun, or one process")
         if self.losses is not None and problem.loss.name not in self.losses:
             return ValueError(f"solver {self.name!r} supports the {' / '.join(self.losses)} loss only (got "
                               f"{problem.loss.name!r}){self.loss_hint}")
