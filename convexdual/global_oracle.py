@@ -360,23 +360,24 @@ class _Bounder:
         chord = und & (R > 0)
         conc = und & (R < 0)
         alpha = torch.where(chord, H / torch.where(chord, H - L, 1.0), zero)
-        base = torch.where(pos, R, zero) + R * alpha
-        k0 = (-(R * alpha) * L).sum(0)     # >= 0, constant term of the chords
-        c0 = base.T @ X
-        c0 = c0 + onehot * (k0 * fs)[:, None]
-        Rc = torch.where(conc, R, zero)
+        Ra = R * alpha
+        k0 = (-Ra * L).sum(0)               # >= 0, constant term of the chords
+        # lambda of the undecided r_p < 0 rows: the box centre's activation (refined below);
+        # per row exactly one of {decided, chord, lambda} terms is nonzero, so one product
+        cen_on = conc & (mid > 0)
+        c = torch.where(pos | cen_on, R, Ra).T @ X
+        kf = (k0 * fs)[:, None]
+        c = c + onehot * kf
         has_conc = conc.any(0)
-        # lambda candidates: activation at the box centre, then refined
-        lam = (mid > 0).to(torch.float64)
-        c = c0 + (Rc * lam).T @ X
         best, err, w = _cone_support(c, lo, hi, onehot, fs)
         need = has_conc & (best + self.gamma_box * err > thr)
         if self.lam_max_rows is not None:
             need = need & (conc.sum(0) <= self.lam_max_rows)
         if self.lam_iters > 0 and bool(need.any()):
             idx = torch.nonzero(need).squeeze(1)
+            c0 = torch.where(pos[:, idx], R[:, idx], Ra[:, idx]).T @ X + onehot[idx] * kf[idx]
             bs, es, ws = self._refine_lambda(X, conc[:, idx], R[:, idx], L[:, idx], H[:, idx],
-                                             c0[idx], w[idx], best[idx], err[idx], lo[idx],
+                                             c0, w[idx], best[idx], err[idx], lo[idx],
                                              hi[idx], onehot[idx], fs[idx], thr)
             best = best.clone()
             err = err.clone()
@@ -434,7 +435,8 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         time_limit: seconds (None: unlimited); max_nodes: regions (None: unlimited).
         device: torch device for the batched bounds ("cpu", "cuda", ...).
         seed: for the multi-start local search.
-        batch: regions bounded per step (default 1024 on CPU, 32768 on CUDA).
+        batch: regions bounded per step (default 1024 on CPU, 32768 on CUDA, fewer when
+            ``batch * rows`` would exceed 2^21 (CPU) / 2^27 (CUDA); at least 8).
         lam_iters: iterations of the lambda refinement for undecided ``r_p < 0`` rows
             (bisection-like; default 32 for <= 256 merged rows, else 8).
         max_open: open regions allowed before stopping with status "budget".
@@ -480,10 +482,15 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
     stats = {"rows_in": n, "seconds_bound": 0.0, "seconds_select": 0.0, "seconds_split": 0.0,
              "seconds_local_search": 0.0, "seconds_eval": 0.0}
     dev = torch.device(device)
-    if batch is None:
-        batch = 32768 if dev.type == "cuda" else 1024
 
     Xh, rh = _prepare(X, r)
+    if batch is None:
+        # about 2^21 (CPU) / 2^27 (CUDA) row-region pairs per step: the (rows x batch) float64
+        # temporaries stay in the tens of MB on CPU for n up to ~10^6 rows
+        cap = 2 ** 27 if dev.type == "cuda" else 2 ** 21
+        batch = int(min(32768 if dev.type == "cuda" else 1024,
+                        max(8, cap // max(1, Xh.shape[0]))))
+    stats["batch"] = batch
     stats["rows_merged"] = int(Xh.shape[0])
     rng = np.random.default_rng(seed)
 
@@ -505,7 +512,8 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         best_val = abs(best_val)
     else:
         extra = np.stack([Xh.T @ rh, -(Xh.T @ rh)], 1)
-        v, u, sgn = _local_search(Xh, rh, rng, extra=extra)
+        starts = int(min(256, max(16, 2 ** 25 // max(1, Xh.shape[0]))))
+        v, u, sgn = _local_search(Xh, rh, rng, starts=starts, extra=extra)
         best_val, best_u = exact(u, sgn)
         best_sg = sgn
         if not np.isfinite(best_val):
