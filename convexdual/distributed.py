@@ -64,12 +64,17 @@ class Comm:
     def min(self, x: float) -> float:
         return float(x)
 
-    def gather(self, a: np.ndarray) -> list[np.ndarray]:
-        """Every rank's array (any first-dimension length, same trailing shape and dtype), in rank order."""
+    def gather(self, a: np.ndarray, max_len: int | None = None) -> list[np.ndarray]:
+        """Every rank's array (any first-dimension length, same trailing shape and dtype), in rank order.
+        ``max_len``: a bound on every rank's length that all ranks know (one collective instead of two)."""
         return [np.asarray(a)]
 
     def broadcast(self, a: np.ndarray) -> np.ndarray:
         """Rank 0's array on every rank (shape and dtype travel with it)."""
+        return np.asarray(a)
+
+    def broadcast_same(self, a: np.ndarray) -> np.ndarray:
+        """Rank 0's values of an array whose shape and dtype every rank already has (one collective)."""
         return np.asarray(a)
 
     def barrier(self) -> None:
@@ -102,6 +107,7 @@ class TorchComm(Comm):
                                "(convexdual.distributed.init_from_env joins the group)")
         self._dist = dist
         self.group = group
+        self.calls: dict[str, int] = {}  # collectives made, by method (benchmarks read it)
         self.rank = int(dist.get_rank())
         self.world = int(dist.get_world_size())
 
@@ -110,7 +116,11 @@ class TorchComm(Comm):
 
         return torch.from_numpy(np.ascontiguousarray(a))
 
+    def _count(self, what: str) -> None:
+        self.calls[what] = self.calls.get(what, 0) + 1
+
     def sum(self, x: Any) -> Any:
+        self._count("sum")
         scalar = np.ndim(x) == 0
         t = self._t(np.array(x, dtype=np.float64, ndmin=1))
         self._dist.all_reduce(t, op=self._dist.ReduceOp.SUM, group=self.group)
@@ -118,6 +128,7 @@ class TorchComm(Comm):
         return float(out[0]) if scalar else out.reshape(np.shape(x))
 
     def _reduce(self, x: float, op: Any) -> float:
+        self._count("max/min")
         t = self._t(np.array([x], dtype=np.float64))
         self._dist.all_reduce(t, op=op, group=self.group)
         return float(t[0])
@@ -128,10 +139,20 @@ class TorchComm(Comm):
     def min(self, x: float) -> float:
         return self._reduce(float(x), self._dist.ReduceOp.MIN)
 
-    def gather(self, a: np.ndarray) -> list[np.ndarray]:
+    def gather(self, a: np.ndarray, max_len: int | None = None) -> list[np.ndarray]:
         import torch
 
+        self._count("gather")
         a = np.ascontiguousarray(a)
+        if max_len is not None and a.ndim == 2 and a.dtype == np.float64:  # one all_gather: a count row on top
+            if a.shape[0] > max_len:
+                raise ValueError(f"gather: {a.shape[0]} rows exceed the stated bound {max_len}")
+            pad = np.zeros((int(max_len) + 1, a.shape[1]))
+            pad[0, 0] = a.shape[0]
+            pad[1:a.shape[0] + 1] = a
+            bufs = [torch.zeros(pad.shape, dtype=torch.float64) for _ in range(self.world)]
+            self._dist.all_gather(bufs, self._t(pad), group=self.group)
+            return [b.numpy()[1:1 + int(b[0, 0])] for b in bufs]
         lens = self._t(np.array([a.shape[0] if a.ndim else 1], dtype=np.int64))
         all_lens = [torch.zeros_like(lens) for _ in range(self.world)]
         self._dist.all_gather(all_lens, lens, group=self.group)
@@ -147,6 +168,7 @@ class TorchComm(Comm):
     def broadcast(self, a: np.ndarray) -> np.ndarray:
         import torch
 
+        self._count("broadcast")
         a = np.ascontiguousarray(a)
         head = np.zeros(9, dtype=np.int64)  # ndim, dtype code, shape (<= 7 dims)
         if self.is_root:
@@ -159,6 +181,12 @@ class TorchComm(Comm):
         ndim, code = int(th[0]), int(th[1])
         shape = tuple(int(s) for s in th[2:2 + ndim])
         buf = self._t(a) if self.is_root else torch.from_numpy(np.empty(shape, dtype=np.dtype(_DTYPES[code])))
+        self._dist.broadcast(buf, src=0, group=self.group)
+        return buf.numpy()
+
+    def broadcast_same(self, a: np.ndarray) -> np.ndarray:
+        self._count("broadcast")
+        buf = self._t(np.array(a, copy=True))
         self._dist.broadcast(buf, src=0, group=self.group)
         return buf.numpy()
 

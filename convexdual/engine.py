@@ -90,7 +90,8 @@ class _RowSet:
 
     This rank holds ``A`` (its rows, global ids ``offset + j``) and ``flip`` (True: ``+x_j``); with
     one rank (:data:`~convexdual.distributed.SINGLE`) the ids are the rows of ``A`` and every
-    collective is plain indexing. Every method returns the same value on every rank.
+    collective is plain indexing. Rows gathered from other ranks are kept (``_seen``), so a row
+    travels once per row set. Every method returns the same value on every rank.
     """
 
     def __init__(self, A: np.ndarray, flip: np.ndarray | None, comm: Any = None, offset: int = 0,
@@ -101,11 +102,15 @@ class _RowSet:
         self.comm = SINGLE if comm is None else comm
         self.offset = int(offset)
         self.total = int(A.shape[0] if total is None else total)
+        self._seen: dict[int, np.ndarray] = {}
 
     def matvec(self, w: np.ndarray) -> np.ndarray:
         """``a_j^T w`` on this rank's rows."""
         m = self.A @ w
         return m if self.flip is None else np.where(self.flip, m, -m)
+
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
+        return self.A[idx] if self.flip is None else np.where(self.flip[idx, None], self.A[idx], -self.A[idx])
 
     def local(self, ids: np.ndarray) -> np.ndarray:
         """The positions in this rank's rows of the global ``ids`` it holds."""
@@ -115,73 +120,87 @@ class _RowSet:
         loc = ids - self.offset
         return loc[(loc >= 0) & (loc < self.A.shape[0])]
 
+    def _share(self, pack: np.ndarray, max_len: int | None = None) -> np.ndarray:
+        """Gather ``[value, id, row]`` records from every rank and keep their rows."""
+        allp = np.concatenate(self.comm.gather(pack, max_len))
+        for rec in allp:
+            self._seen.setdefault(int(rec[1]), rec[2:])
+        return allp
+
     def take(self, ids: np.ndarray) -> np.ndarray:
-        """The signed rows of the global ``ids``, ``(len(ids), d)``, in the order of ``ids`` (gathered)."""
+        """The signed rows of the global ``ids``, ``(len(ids), d)``, in the order of ``ids`` (rows not
+        seen yet are gathered from their ranks)."""
         ids = np.asarray(ids, dtype=np.intp)
-
-        def rows(idx: np.ndarray) -> np.ndarray:
-            return self.A[idx] if self.flip is None else np.where(self.flip[idx, None], self.A[idx], -self.A[idx])
-
         if not self.comm.distributed:
-            return rows(ids)
-        loc = ids - self.offset
-        mine = np.flatnonzero((loc >= 0) & (loc < self.A.shape[0]))
-        packed = np.hstack([mine[:, None].astype(np.float64), rows(loc[mine])])
-        out = np.empty((ids.size, self.A.shape[1]))
-        for part in self.comm.gather(packed):
-            out[part[:, 0].astype(np.intp)] = part[:, 1:]
-        return out
+            return self._rows(ids)
+        missing = np.array([i for i in ids.tolist() if i not in self._seen], dtype=np.intp)
+        if missing.size:  # the same on every rank: _seen is filled by collectives only
+            loc = self.local(missing)
+            self._share(np.hstack([np.zeros((loc.size, 1)), (loc + self.offset)[:, None].astype(np.float64),
+                                   self._rows(loc)]))
+        return np.stack([self._seen[int(i)] for i in ids]) if ids.size else np.zeros((0, self.A.shape[1]))
 
-    def min(self, m: np.ndarray) -> float:
-        return self.comm.min(float(m.min(initial=0.0)))
-
-    def smallest(self, m: np.ndarray, k: int, below: float | None = None) -> np.ndarray:
-        """Global ids of the ``k`` smallest values of ``m`` (a value per row of this rank), only
-        among those ``< below`` when given; unordered with one rank, by (value, id) otherwise."""
+    def candidates(self, m: np.ndarray, k: int, below: float | None = None,
+                   extra: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """``(ids, lowest)``: global ids of the ``k`` smallest values of ``m`` (a value per row of this
+        rank; only those ``< below`` when given), and ``min(0, min over every rank of m)``. Several
+        ranks: one gather carries the candidates' values and rows (and those of ``extra`` ids), so a
+        following :meth:`take` of them needs no collective; ids ordered by (value, id)."""
         k = int(k)
+        lowest = float(m.min(initial=0.0))
         cand = np.flatnonzero(m < below) if below is not None else None
         if not self.comm.distributed:
             if cand is None:
-                return np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)
-            return cand[np.argpartition(m[cand], k - 1)[:k]] if cand.size > k else cand
+                return (np.argpartition(m, k - 1)[:k] if k < m.size else np.arange(m.size)), lowest
+            return (cand[np.argpartition(m[cand], k - 1)[:k]] if cand.size > k else cand), lowest
         if cand is None:
             cand = np.arange(m.size)
         if cand.size > k:
             cand = cand[np.argpartition(m[cand], k - 1)[:k]]
-        parts = self.comm.gather(np.stack([m[cand], (cand + self.offset).astype(np.float64)], axis=1))
-        allv = np.concatenate(parts)
-        order = np.lexsort((allv[:, 1], allv[:, 0]))[:k]
-        return allv[order, 1].astype(np.intp)
+        pack = [np.hstack([m[cand][:, None], (cand + self.offset)[:, None].astype(np.float64), self._rows(cand)])]
+        if extra is not None and len(extra):
+            loc = np.setdiff1d(self.local(extra), cand)
+            pack.append(np.hstack([np.full((loc.size, 1), np.inf), (loc + self.offset)[:, None].astype(np.float64),
+                                   self._rows(loc)]))
+        allp = self._share(np.concatenate(pack), k + (0 if extra is None else len(extra)))
+        allp = allp[np.isfinite(allp[:, 0])]
+        lowest = min(0.0, float(allp[:, 0].min(initial=0.0)))
+        order = np.lexsort((allp[:, 1], allp[:, 0]))[:k]
+        return allp[order, 1].astype(np.intp), lowest
+
+    def smallest(self, m: np.ndarray, k: int, below: float | None = None) -> np.ndarray:
+        """Global ids of the ``k`` smallest values of ``m`` (see :meth:`candidates`)."""
+        return self.candidates(m, k, below)[0]
 
 
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
                      max_rounds: int) -> tuple[np.ndarray, np.ndarray]:
     """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows``: NNLS on the
     most violated rows, every row checked at the result, violated ones added, repeated (the one
-    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`)."""
+    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`). Several ranks: one
+    gather (the most violated rows, with their values) and one broadcast (the multipliers) a round."""
     comm = rows.comm
-    m = rows.matvec(c)
-    if rows.min(m) >= -tol:
-        return c, np.empty(0, dtype=np.intp)
     cap = 4 * rows.A.shape[1]
-    active = rows.smallest(m, min(rows.total, cap))
+    active, lowest = rows.candidates(rows.matvec(c), min(rows.total, cap), extra=start)
+    if lowest >= -tol:
+        return c, np.empty(0, dtype=np.intp)
     if start is not None and len(start):
         active = np.union1d(active, np.asarray(start, dtype=np.intp))
     for _ in range(max_rounds):
         Aa = rows.take(active)
         lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
-        lam = comm.broadcast(lam)  # one answer for every rank, whatever each rank's NNLS did
+        lam = comm.broadcast_same(lam)  # one answer for every rank, whatever each rank's NNLS did
         proj = c + Aa.T @ lam
         m = rows.matvec(proj)
         m[rows.local(active)] = np.inf
-        bad = rows.smallest(m, cap, below=-tol)
+        bad, _ = rows.candidates(m, cap, below=-tol)
         if bad.size == 0:
             return proj, active[lam > 0]
         active = np.union1d(active, bad)
     every = np.arange(rows.total)  # not converged: all rows at once (small problems only)
     Aall = rows.take(every)
     lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])
-    lam = comm.broadcast(lam)
+    lam = comm.broadcast_same(lam)
     return c + Aall.T @ lam, np.flatnonzero(lam > 0)
 
 
@@ -458,16 +477,28 @@ class PatternEngine:
     def relaxed_norm(self, i: int, c: np.ndarray, key: Any) -> float:
         """An upper bound on ``||Proj_{K_i}(c)||``: the projection onto the cone of the remembered rows
         of ``key`` (a superset of ``K_i``), or ``||c||`` when none are remembered."""
-        rows = self._rows.get(key)
-        if rows is None or rows.size == 0:
-            return float(np.linalg.norm(c))
-        Xr = self.cone_rows_plain(rows)
-        A = np.where((Xr @ self.gates[int(i)] >= 0)[:, None], Xr, -Xr)
-        if (A @ c).min(initial=0.0) >= 0:
-            return float(np.linalg.norm(c))
-        lam, _ = nnls(A.T, -np.asarray(c, dtype=np.float64), maxiter=50 * A.shape[0])
-        lam = self.comm.broadcast(lam)
-        return float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
+        return self.relaxed_norms([(i, c, key)])[0]
+
+    def relaxed_norms(self, items: list[tuple[int, np.ndarray, Any]]) -> np.ndarray:
+        """:meth:`relaxed_norm` of several ``(pattern, c, key)`` (several ranks: their rows in one gather,
+        the bounds in one broadcast)."""
+        keyed = [self._rows.get(key) for _, _, key in items]
+        ids = [r for r in keyed if r is not None and r.size]
+        union = np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.intp)
+        Xu = self.cone_rows_plain(union) if union.size else np.zeros((0, self.d))
+        out = np.empty(len(items))
+        for t, ((i, c, _), rows) in enumerate(zip(items, keyed)):
+            if rows is None or rows.size == 0:
+                out[t] = float(np.linalg.norm(c))
+                continue
+            Xr = Xu[np.searchsorted(union, rows)]
+            A = np.where((Xr @ self.gates[int(i)] >= 0)[:, None], Xr, -Xr)
+            if (A @ c).min(initial=0.0) >= 0:
+                out[t] = float(np.linalg.norm(c))
+                continue
+            lam, _ = nnls(A.T, -np.asarray(c, dtype=np.float64), maxiter=50 * A.shape[0])
+            out[t] = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
+        return self.comm.broadcast_same(out) if self.comm.distributed else out
 
     def remembered_rows(self) -> dict[Any, np.ndarray]:
         return {k: v.copy() for k, v in self._rows.items()}
@@ -552,11 +583,14 @@ class PatternEngine:
                 pos += len(idx)  # a cut block: the next pass stops at the first skipped pattern
                 # stage 1: the superset cone of the rows remembered from the last projection of (i, s)
                 todo: list[tuple[int, float]] = []
+                keyed = [(int(i), s * C[i], (tag, int(i), s)) for i in idx for s in (1.0, -1.0)
+                         if (tag, int(i), s) in self._rows]
+                ubs = dict(zip([k for _, _, k in keyed], self.relaxed_norms(keyed))) if keyed else {}
                 for i in idx:
                     for s in (1.0, -1.0):
                         key = (tag, int(i), s)
                         if key in self._rows:
-                            ub = self.relaxed_norm(int(i), s * C[i], key)
+                            ub = ubs[key]
                             if ub <= current_stop():
                                 bound_rest = max(bound_rest, ub)
                                 pruned += 1
@@ -569,17 +603,16 @@ class PatternEngine:
                 # stage 2, batched: masks and X c of the block in one product; a vector inside its cone
                 # is its own projection; otherwise the cone of its k most violated rows bounds it
                 screens = self._screen(C, todo, k_rows)
-                for (i, s), (mmin, top, A) in zip(todo, screens):
+                lams = self._block_multipliers(C, todo, screens)
+                for (i, s), (mmin, top, A), lam in zip(todo, screens, lams):
                     c = s * C[i]
                     tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
                     key = (tag, i, s)
-                    if mmin >= -tol:
+                    if lam is None:
                         nproj += 1
                         self._rows.pop(key, None)
                         record(i, s, float(np.linalg.norm(c)), np.array(c))
                         continue
-                    lam, _ = nnls(A.T, -c, maxiter=50 * A.shape[0])
-                    lam = self.comm.broadcast(lam)
                     ub = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
                     if lam.any():
                         self._rows[key] = top[lam > 0]
@@ -598,6 +631,27 @@ class PatternEngine:
         found.sort(key=lambda t: -t[0])
         return ScanResult(max_value=max(best, bound_rest), best_exact=best, found=tuple(found), projections=nproj,
                           pruned=pruned, best=arg)
+
+    def _block_multipliers(self, C: np.ndarray, todo: list[tuple[int, float]],
+                           screens: list[tuple[float, np.ndarray, np.ndarray]]) -> list[np.ndarray | None]:
+        """Per group of a screened block: None when ``s C_i`` lies in its cone, else the NNLS multipliers
+        of its most violated rows (several ranks: rank 0's, in one broadcast for the block)."""
+        lams: list[np.ndarray | None] = []
+        for (i, s), (mmin, _, A) in zip(todo, screens):
+            c = s * C[i]
+            if mmin >= -1e-13 * self.xmax * float(np.linalg.norm(c)):
+                lams.append(None)
+                continue
+            lams.append(nnls(A.T, -c, maxiter=50 * A.shape[0])[0])
+        live = [lam for lam in lams if lam is not None]
+        if self.comm.distributed and live:
+            flat = self.comm.broadcast_same(np.concatenate(live))
+            pos = 0
+            for t, lam in enumerate(lams):
+                if lam is not None:
+                    lams[t] = flat[pos:pos + lam.size]
+                    pos += lam.size
+        return lams
 
     def _screen(self, C: np.ndarray, todo: list[tuple[int, float]], k_rows: int
                 ) -> list[tuple[float, np.ndarray, np.ndarray]]:
