@@ -1,29 +1,47 @@
 """Benchmark of the certified descent-neuron oracle (convexdual.global_oracle, issue 16).
 
-Data: sklearn 8x8 digits, normalised by the global mean/std, Gaussian noise sigma 0.5,
-kernel 3 (d = 9), patch rows ``X = patch_matrix(noisy (N,1,8,8), 3)`` (n = 64 N), targets
-the clean centre pixels.  Residual: the least-squares residual ``r = y - X w_ls`` of the
-best linear filter.  ``beta = 0.02 * max over 256 Gaussian gates g of ||X^T D(g) y||``.
+Three parts (``--part``), each writing its own JSON + PNG under ``benchmarks/results/``;
+every run has one torch thread (``--threads``).  The method before v2 (commit 34d7b50) is
+loaded from git (``git show``) and run on the same instance with the same budget where the
+part says so ("old"), so old/new ratios come from one run on the same (shared) machine.
 
-Per N in (1, 5, 20) three runs:
+``digits`` (``global_oracle.json``/``.png``): sklearn 8x8 digits, normalised by the global
+mean/std, Gaussian noise sigma 0.5, kernel 3 (d = 9), patch rows
+``X = patch_matrix(noisy (N,1,8,8), 3)`` (n = 64 N), targets the clean centre pixels.
+Residual: the least-squares residual ``r = y - X w_ls`` of the best linear filter;
+``beta = 0.02 * max over 256 Gaussian gates g of ||X^T D(g) y||``.  Per N:
+``decide`` (beta given: is there a descent neuron?), ``bracket`` (no beta; certified
+``[lower, upper]`` on ``M*`` against time, new and old) and ``decide_scaled`` (the residual
+scaled so that the local-search value is ``beta / 2``: can ``M* <= beta`` be *proved*? new
+and old).
 
-* ``decide``: ``beta`` given, LS residual (is there a descent neuron?);
-* ``bracket``: no ``beta``; certified ``[lower, upper]`` on ``M*`` against time (the gap at
-  60 s and at the end of the long budget);
-* ``decide_scaled``: the residual scaled so that the attained value is ``beta / 2``
-  (``M*`` somewhat above ``beta/2``, at most ``beta/2 * upper/lower`` of the bracket run):
-  can the oracle *prove* ``M* <= beta``?
+``certify`` (``global_oracle_certify.json``/``.png``): the issue's target instance, 20
+digits of 8x8 with the demo's settings (``load_digits_dataset(20, 24, seed=0)``, noise 0.5
+seed 1, 100 sampled patterns seed 0, ``beta = 0.02 beta_max``), solved by column generation
+(``generate_patterns``, clarabel-ws, descent-search pricing) to its convex optimum; the
+oracle decides ``max |r^T relu(Xu)| <= beta (1 + 1e-6)`` (``eps = 2.5e-7``, as
+``generate_patterns(oracle="global")`` calls it) on the optimal residual.  Reports the
+certified upper bound against time and the certified global gap of (2) it gives
+(``engine.dual_bound(..., max_constraint=upper)``, as ``generate_patterns`` does).  The
+instance is cached in ``global_oracle_certify_N20.npz``.
 
-Writes ``benchmarks/results/global_oracle.json`` and ``global_oracle.png``.
-Usage: ``python benchmarks/bench_global_oracle.py [--long 300] [--short 60] [--threads 1]``.
+``mnist`` (``global_oracle_mnist.json``/``.png``): real MNIST 28x28 (bundled mnist-5k,
+``load_bundled_mnist(N, seed=0)``), noise 0.5, k = 3, n = 784 N rows, least-squares
+residual; bracket mode (no beta): the certified relative gap ``(upper - lower) / upper`` on
+``M*`` at 600 s and 1800 s (when the budget reaches them), nodes and the time split.
+
+Usage: ``python benchmarks/bench_global_oracle.py --part digits|certify|mnist [...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +51,20 @@ from convexdual.global_oracle import global_max_correlation
 from convexdual.patches import patch_matrix
 
 OUT = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+V1_COMMIT = "34d7b50"
 
+
+def load_v1():
+    """The oracle as of commit 34d7b50 (before v2), from git, as a module."""
+    src = subprocess.run(["git", "show", f"{V1_COMMIT}:convexdual/global_oracle.py"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    name = "convexdual._global_oracle_v1"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    exec(compile(src, f"{V1_COMMIT}:convexdual/global_oracle.py", "exec"), mod.__dict__)
+    return mod
 
 def make_problem(N, seed=0):
     from sklearn.datasets import load_digits
@@ -79,75 +110,273 @@ def summary(res):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--long", type=float, default=300.0)
-    ap.add_argument("--short", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--sizes", type=str, default="1,5,20")
-    args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    out = {"settings": {"data": "sklearn digits 8x8, global mean/std, noise 0.5, k=3 (d=9)",
-                        "residual": "least-squares residual y - X w_ls",
-                        "beta": "0.02 * max_{256 gates} ||X^T D(g) y||",
-                        "eps": 1e-6, "long_s": args.long, "short_s": args.short,
-                        "torch_threads": args.threads, "device": "cpu",
-                        "machine": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
-           "runs": {}}
-    curves = {}
-    for N in sizes:
-        X, y, r, beta = make_problem(N)
-        entry = {"n": int(X.shape[0]), "d": int(X.shape[1]), "beta": beta,
-                 "r_norm": float(np.linalg.norm(r))}
-        t = time.perf_counter()
-        dec = global_max_correlation(X, r, beta=beta, time_limit=args.short,
-                                     num_threads=args.threads)
-        entry["decide"] = summary(dec)
-        print(f"N={N} n={X.shape[0]} decide: {dec.status} lower={dec.lower:.4g} "
-              f"beta={beta:.4g} ({dec.seconds:.2f}s, {dec.nodes} nodes)", flush=True)
-        br = global_max_correlation(X, r, time_limit=args.long, num_threads=args.threads)
-        entry["bracket"] = summary(br)
-        entry["bracket"]["at_short"] = gap_at(br.history, args.short)
-        entry["bracket"]["at_long"] = gap_at(br.history, args.long + 10)
-        curves[N] = np.asarray(br.history, dtype=float)
-        print(f"N={N} bracket: {br.status} [{br.lower:.6g}, {br.upper:.6g}] gap={br.gap:.3g} "
-              f"nodes={br.nodes} ({br.nodes / br.seconds:.0f}/s) open={br.open_regions} "
-              f"at {args.short:.0f}s: {entry['bracket']['at_short']}", flush=True)
-        scale = 0.5 * beta / br.lower
-        sc = global_max_correlation(X, scale * r, beta=beta, time_limit=args.short,
-                                    num_threads=args.threads)
-        entry["decide_scaled"] = summary(sc)
-        entry["decide_scaled"]["scale"] = scale
-        entry["decide_scaled"]["attained_over_beta"] = 0.5
-        entry["decide_scaled"]["Mstar_over_beta_at_most"] = 0.5 * br.upper / br.lower
-        print(f"N={N} scaled (M*/beta in [0.5, {0.5 * br.upper / br.lower:.3g}]): {sc.status} "
-              f"verdict={sc.verdict} upper/beta={sc.upper / beta:.4g} ({sc.seconds:.1f}s, "
-              f"{sc.nodes} nodes)", flush=True)
-        entry["wall_seconds"] = time.perf_counter() - t
-        out["runs"][str(N)] = entry
-        out["settings"]["loadavg_end"] = os.getloadavg()
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "global_oracle.json").write_text(json.dumps(out, indent=2, default=float))
+def upper_at(history, t):
+    """(upper, lower, nodes) of the last history sample at or before t (None if none)."""
+    rows = [h for h in history if h[0] <= t]
+    if not rows or not np.isfinite(rows[-1][2]):
+        return None
+    return {"seconds": t, "nodes": int(rows[-1][1]), "upper": rows[-1][2], "lower": rows[-1][3]}
 
+
+def settings(args, **extra):
+    return {"eps": 1e-6, "torch_threads": args.threads, "device": "cpu",
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(), "old_method": f"git {V1_COMMIT}", **extra}
+
+
+def write(name, out):
+    OUT.mkdir(parents=True, exist_ok=True)
+    out["settings"]["loadavg_now"] = os.getloadavg()
+    (OUT / name).write_text(json.dumps(out, indent=2, default=float))
+
+
+def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (N, h) in enumerate(curves.items()):
-        ok = np.isfinite(h[:, 2])
-        col = f"C{k}"
-        ax.plot(h[ok, 0], h[ok, 2], color=col, label=f"N={N} upper (certified)")
-        ax.plot(h[:, 0], h[:, 3], color=col, ls="--", label=f"N={N} lower (attained)")
-    ax.set_xlabel("seconds (CPU, %d torch thread)" % args.threads)
-    ax.set_ylabel("max |sum_p r_p relu(x_p^T u)| over ||u|| <= 1")
+
+# ----------------------------------------------------------------------------- digits
+
+
+def part_digits(args, v1):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    out = {"settings": settings(args, data="sklearn digits 8x8, global mean/std, noise 0.5, k=3 (d=9)",
+                                residual="least-squares residual y - X w_ls",
+                                beta="0.02 * max_{256 gates} ||X^T D(g) y||",
+                                long_s=args.long, short_s=args.short), "runs": {}}
+    curves = {}
+    for N in sizes:
+        X, y, r, beta = make_problem(N)
+        long_s = args.long
+        entry = {"n": int(X.shape[0]), "d": int(X.shape[1]), "beta": beta,
+                 "r_norm": float(np.linalg.norm(r)), "long_s": long_s}
+        t = time.perf_counter()
+        dec = global_max_correlation(X, r, beta=beta, time_limit=args.short, num_threads=args.threads)
+        entry["decide"] = summary(dec)
+        print(f"N={N} n={X.shape[0]} decide: {dec.status} lower={dec.lower:.4g} beta={beta:.4g} "
+              f"({dec.seconds:.2f}s, {dec.nodes} nodes)", flush=True)
+        for tag, mod in (("new", None), ("old", v1)):
+            G = global_max_correlation if mod is None else mod.global_max_correlation
+            br = G(X, r, time_limit=long_s, num_threads=args.threads)
+            e = summary(br)
+            e["at_short"] = gap_at(br.history, args.short)
+            e["at_long"] = gap_at(br.history, long_s + 10)
+            e["history"] = [list(h) for h in br.history[:: max(1, len(br.history) // 400)]]
+            entry[f"bracket_{tag}"] = e
+            curves[(N, tag)] = np.asarray(br.history, dtype=float)
+            print(f"N={N} bracket {tag}: {br.status} [{br.lower:.6g}, {br.upper:.6g}] gap={br.gap:.3g} "
+                  f"nodes={br.nodes} ({br.nodes / br.seconds:.0f}/s) open={br.open_regions} "
+                  f"s={br.seconds:.1f}", flush=True)
+            write("global_oracle.json", {**out, "runs": {**out["runs"], str(N): entry}})
+        ref = max(entry["bracket_new"]["lower"], entry["bracket_old"]["lower"])
+        scale = 0.5 * beta / ref
+        for tag, mod in (("new", None), ("old", v1)):
+            G = global_max_correlation if mod is None else mod.global_max_correlation
+            sc = G(X, scale * r, beta=beta, time_limit=args.long, num_threads=args.threads)
+            e = summary(sc)
+            e["scale"] = scale
+            e["attained_over_beta"] = 0.5
+            entry[f"decide_scaled_{tag}"] = e
+            print(f"N={N} scaled {tag}: {sc.status} verdict={sc.verdict} upper/beta={sc.upper / beta:.4g} "
+                  f"({sc.seconds:.1f}s, {sc.nodes} nodes)", flush=True)
+        bn, bo = entry["bracket_new"], entry["bracket_old"]
+        entry["ratios_new_over_old"] = {
+            "bracket_rel_gap_at_short": (bn["at_short"]["rel_gap"] / bo["at_short"]["rel_gap"]
+                                         if bn["at_short"] and bo["at_short"] and bo["at_short"]["rel_gap"] > 0
+                                         else None),
+            "bracket_rel_gap_at_end": bn["rel_gap"] / bo["rel_gap"] if bo["rel_gap"] > 0 else None,
+            "bracket_nodes_per_second": bn["nodes_per_second"] / bo["nodes_per_second"],
+            "scaled_seconds": entry["decide_scaled_new"]["seconds"] / entry["decide_scaled_old"]["seconds"],
+            "scaled_nodes": entry["decide_scaled_new"]["nodes"] / max(1, entry["decide_scaled_old"]["nodes"]),
+        }
+        entry["wall_seconds"] = time.perf_counter() - t
+        out["runs"][str(N)] = entry
+        write("global_oracle.json", out)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for k, N in enumerate(sizes):
+        for tag, ls in (("new", "-"), ("old", ":")):
+            h = curves[(N, tag)]
+            ok = np.isfinite(h[:, 2]) & (h[:, 2] > 0)
+            gap = (h[ok, 2] - h[ok, 3]) / h[ok, 2]
+            ax.plot(h[ok, 0], np.maximum(gap, 1e-9), color=f"C{k}", ls=ls, label=f"N={N} (n={64 * N}) {tag}")
+    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_ylabel("certified relative gap (upper - lower) / upper on M*")
     ax.set_yscale("log")
-    ax.set_title("Global oracle on 8x8 digits (k=3, d=9): certified bracket vs time")
+    ax.set_title("Global oracle, 8x8 digits, LS residual: new (v2) vs old (34d7b50)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "global_oracle.png", dpi=120)
-    print("wrote", OUT / "global_oracle.json", OUT / "global_oracle.png")
+
+
+# ----------------------------------------------------------------------------- certify
+
+
+def certify_instance(path):
+    """The demo-settings N=20 problem solved by column generation (cached at ``path``)."""
+    import convexdual as cd
+    from convexdual.data import add_noise, load_digits_dataset
+    from convexdual.pattern_generation import GenerationOptions, generate_patterns
+
+    split = load_digits_dataset(20, 24, seed=0)
+    clean = split.train
+    noisy = add_noise(clean, "gaussian", 0.5, seed=1)
+    sampled = cd.sample_patterns(noisy, 3, 100, seed=0)
+    beta = 0.02 * cd.beta_max(noisy, clean, 3, sampled)
+    if path.is_file():
+        z = np.load(path)
+        gates = z["gates"]
+    else:
+        prob = cd.build_problem(noisy, clean, 3, beta, patterns=sampled)
+        g = generate_patterns(prob, solver="clarabel-ws", options=GenerationOptions(oracle="search"))
+        print(g.summary(), flush=True)
+        gates = g.patterns.gates
+    prob = cd.build_problem(noisy, clean, 3, beta, patterns=cd.patterns_from_gates(noisy, 3, gates))
+    res = cd.solve(prob, solver="clarabel-ws")
+    r = prob.loss.dual_candidate(prob.predict(res.W, res.Z) - prob.y)
+    if not path.is_file():
+        np.savez(path, gates=gates)
+    X = patch_matrix(prob.inputs, 3)
+    return prob, res, X, r, beta
+
+
+def part_certify(args, v1):
+    import convexdual as cd  # noqa: F401
+
+    prob, res, X, r, beta = certify_instance(OUT / "global_oracle_certify_N20.npz")
+    p = float(res.objective)
+    margin, o_eps = 1e-6, 2.5e-7
+
+    def global_gap(upper):
+        g = prob.engine.dual_bound(prob.loss, prob.y, prob.beta, r, max_constraint=max(float(upper), 0.0))
+        return {"upper_over_beta": upper / beta, "global_lower_bound": float(g.value),
+                "global_gap": p - float(g.value), "global_gap_relative": (p - float(g.value)) / abs(p)}
+
+    out = {"settings": settings(args, data="demo settings: 20 sklearn digits 8x8 (seed 0), noise 0.5 "
+                                "(seed 1), k=3, beta = 0.02 beta_max over 100 sampled patterns",
+                                convex_optimum="generate_patterns (clarabel-ws, descent-search pricing)",
+                                oracle_call="beta*(1+1e-6), eps=2.5e-7 (as generate_patterns(oracle='global'))",
+                                budget_new_s=args.long20, budget_old_s=args.old20),
+           "n": int(X.shape[0]), "P": int(prob.P), "beta": beta, "objective": p,
+           "status": res.status.value, "runs": {}}
+    curves = {}
+    for tag, mod, budget in (("new", None, args.long20), ("old", v1, args.old20)):
+        if budget <= 0:
+            continue
+        G = global_max_correlation if mod is None else mod.global_max_correlation
+        o = G(X, r, beta=beta * (1 + margin), eps=o_eps, time_limit=budget, num_threads=args.threads)
+        e = summary(o)
+        e["history"] = [list(h) for h in o.history[:: max(1, len(o.history) // 400)]]
+        e["checkpoints"] = {}
+        for t in (60, 120, 300, 600, 1800):
+            if t <= budget + 1:
+                a = upper_at(o.history, t)
+                if a is not None:
+                    e["checkpoints"][str(t)] = {**a, **global_gap(a["upper"])}
+        e["final"] = global_gap(o.upper)
+        out["runs"][tag] = e
+        curves[tag] = np.asarray(o.history, dtype=float)
+        print(f"certify N=20 {tag}: {o.status} verdict={o.verdict} upper/beta={o.upper / beta:.4f} "
+              f"lower/beta={o.lower / beta:.6f} nodes={o.nodes} ({o.nodes / o.seconds:.0f}/s) "
+              f"global gap {e['final']['global_gap_relative']:.3g} rel", flush=True)
+        write("global_oracle_certify.json", out)
+    if "new" in out["runs"] and "old" in out["runs"]:
+        ratios = {}
+        for t, a in out["runs"]["old"]["checkpoints"].items():
+            b = out["runs"]["new"]["checkpoints"].get(t)
+            if b:
+                ratios[t] = {"upper_excess_new_over_old": (b["upper_over_beta"] - 1) / (a["upper_over_beta"] - 1),
+                             "nodes_new_over_old": b["nodes"] / max(1, a["nodes"]),
+                             "global_gap_new_over_old": b["global_gap"] / a["global_gap"]}
+        out["ratios_at_same_time"] = ratios
+        write("global_oracle_certify.json", out)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for tag, ls in (("new", "-"), ("old", ":")):
+        if tag in curves:
+            h = curves[tag]
+            ok = np.isfinite(h[:, 2])
+            ax.plot(h[ok, 0], h[ok, 2] / beta, "C0", ls=ls, label=f"certified upper / beta ({tag})")
+    ax.axhline(1.0, color="k", lw=0.8, label="beta (proof needs upper <= beta (1+1e-6))")
+    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_ylabel("max_u |r^T relu(X u)| / beta")
+    ax.set_yscale("log")
+    ax.set_title("Certify the column-generation optimum, 20 digits 8x8 (n=1280): new vs old", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "global_oracle_certify.png", dpi=120)
+
+
+# ----------------------------------------------------------------------------- mnist
+
+
+def mnist_problem(N, seed=0):
+    from convexdual.data.mnist import load_bundled_mnist
+
+    split = load_bundled_mnist(N, 10, seed=seed)
+    rng = np.random.default_rng(seed)
+    clean = split.train
+    noisy = clean + 0.5 * rng.standard_normal(clean.shape)
+    X = patch_matrix(noisy[:, None], 3)
+    y = clean.reshape(-1)
+    w, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return X, y - X @ w
+
+
+def part_mnist(args, v1):
+    sizes = [int(s) for s in args.mnist_sizes.split(",")]
+    budgets = [float(b) for b in args.mnist_budgets.split(",")]
+    out = {"settings": settings(args, data="bundled MNIST 28x28 (mnist-5k), train mean/std, noise 0.5, k=3",
+                                residual="least-squares residual y - X w_ls", mode="bracket (no beta)",
+                                budgets_s=budgets), "runs": {}}
+    curves = {}
+    for N, budget in zip(sizes, budgets):
+        X, r = mnist_problem(N)
+        o = global_max_correlation(X, r, time_limit=budget, num_threads=args.threads)
+        e = summary(o)
+        e["n"] = int(X.shape[0])
+        e["batch"] = o.stats.get("batch")
+        e["at_600"] = gap_at(o.history, 600) if budget >= 600 else None
+        e["at_1800"] = gap_at(o.history, 1800) if budget >= 1800 else "not run"
+        e["history"] = [list(h) for h in o.history[:: max(1, len(o.history) // 400)]]
+        out["runs"][str(N)] = e
+        curves[N] = np.asarray(o.history, dtype=float)
+        print(f"mnist N={N} n={X.shape[0]}: {o.status} [{o.lower:.6g}, {o.upper:.6g}] gap={o.gap:.3g} "
+              f"nodes={o.nodes} ({o.nodes / o.seconds:.1f}/s) batch={o.stats.get('batch')} "
+              f"split={ {k: round(v, 1) for k, v in o.stats.items() if k.startswith('seconds_')} }", flush=True)
+        write("global_oracle_mnist.json", out)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for k, (N, h) in enumerate(curves.items()):
+        ok = np.isfinite(h[:, 2]) & (h[:, 2] > 0)
+        ax.plot(h[ok, 0], (h[ok, 2] - h[ok, 3]) / h[ok, 2], f"C{k}", label=f"N={N} (n={784 * N})")
+    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_ylabel("certified relative gap (upper - lower) / upper on M*")
+    ax.set_title("Global oracle on real MNIST 28x28 (k=3, LS residual)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "global_oracle_mnist.png", dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("digits", "certify", "mnist"), default="digits")
+    ap.add_argument("--long", type=float, default=120.0, help="digits: bracket / scaled budget")
+    ap.add_argument("--long20", type=float, default=600.0, help="certify: budget of the new method")
+    ap.add_argument("--old20", type=float, default=120.0, help="certify: budget of the old method")
+    ap.add_argument("--short", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sizes", type=str, default="1,5,20")
+    ap.add_argument("--mnist-sizes", type=str, default="50,150,600")
+    ap.add_argument("--mnist-budgets", type=str, default="600,600,600")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    v1 = load_v1()
+    {"digits": part_digits, "certify": part_certify, "mnist": part_mnist}[args.part](args, v1)
 
 
 if __name__ == "__main__":

@@ -160,8 +160,10 @@ def _prepare(X: np.ndarray, r: np.ndarray):
     return np.ascontiguousarray(uniq[nz]), rr[nz]
 
 
-def _local_search(X, r, rng, starts=256, iters=40, extra=None, **kw):
-    """Fixed-point ascent ``u <- X^T (s r * 1[X u > 0])``; returns (value, u, sign)."""
+def _local_search(X, r, rng, starts=256, iters=40, extra=None, deadline=None, **kw):
+    """Fixed-point ascent ``u <- X^T (s r * 1[X u > 0])``; returns (value, u, sign).
+
+    ``deadline`` (a ``time.perf_counter()`` value) stops the iterations early."""
     d = X.shape[1]
     U0 = rng.standard_normal((d, starts))
     signs = kw.get("signs", (1.0, -1.0))
@@ -170,7 +172,9 @@ def _local_search(X, r, rng, starts=256, iters=40, extra=None, **kw):
     best = (-np.inf, None, 1)
     for sg in signs:
         U = U0 / np.maximum(np.linalg.norm(U0, axis=0), 1e-300)
-        for _ in range(iters):
+        for it in range(iters):
+            if deadline is not None and it > 0 and time.perf_counter() > deadline:
+                break
             A = X @ U
             v = sg * (r @ np.maximum(A, 0.0))
             k = int(np.argmax(v))
@@ -512,8 +516,9 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         best_val = abs(best_val)
     else:
         extra = np.stack([Xh.T @ rh, -(Xh.T @ rh)], 1)
-        starts = int(min(256, max(16, 2 ** 25 // max(1, Xh.shape[0]))))
-        v, u, sgn = _local_search(Xh, rh, rng, starts=starts, extra=extra)
+        starts = int(min(256, max(8, 2 ** 22 // max(1, Xh.shape[0]))))
+        dl = None if time_limit is None else t0 + 0.05 * float(time_limit)
+        v, u, sgn = _local_search(Xh, rh, rng, starts=starts, extra=extra, deadline=dl)
         best_val, best_u = exact(u, sgn)
         best_sg = sgn
         if not np.isfinite(best_val):
