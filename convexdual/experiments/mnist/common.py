@@ -112,13 +112,38 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
     return argparse.Namespace(**out)
 
 
+#: the torchrun group of this run (None: one process); set by :func:`run_experiment`
+_COMM: Any = None
+
+
 def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[str, Any], body) -> int:
-    """Resolve the sizes, create ``--out``, then ``body(args, out)`` under the requested torch thread count."""
+    """Resolve the sizes, create ``--out``, then ``body(args, out)`` under the requested torch thread count.
+
+    Under torchrun (``WORLD_SIZE > 1``) every rank runs the experiment on the whole data set, and the
+    heavy steps are shared: the primal's Adam runs under DistributedDataParallel and the certified
+    duals on images sharded over the ranks (:func:`run_primal`, :func:`run_dual`). Every rank then
+    holds the same records and writes the same files, atomically (so the outputs are those of one
+    process; each rank's copy is complete on its own machine)."""
+    global _COMM
+    from convexdual.distributed import in_torchrun, init_from_env
+
     args = resolve_sizes(args, full, smoke)
+    _COMM = init_from_env(device=str(getattr(args, "device", "cpu"))) if in_torchrun() else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if _COMM is not None:
+        _COMM.barrier()  # an --overwrite clean-up on any rank ends before anything is written
     with torch_threads(args.threads):
         return body(args, out)
+
+
+def _shard(*arrays: np.ndarray) -> tuple:
+    """This rank's block of images of each array under torchrun (all of them in one process)."""
+    if _COMM is None:
+        return arrays
+    from convexdual.distributed import shard_images
+
+    return shard_images(_COMM, *arrays)
 
 
 def main(module, argv: list[str] | None = None) -> int:
@@ -228,9 +253,11 @@ def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, b
         raise ValueError(f"primal dtype must be 'float32' or 'float64', got {dtype!r}")
     t0 = time.perf_counter()
     k = max(1, min(int(history_test), len(data.noisy_test)))
-    res = train_primal(data.noisy, data.clean, width=width, kernel_size=3, beta=beta, epochs=epochs,
+    noisy, clean = _shard(data.noisy, data.clean)
+    test = _shard(data.noisy_test[:k], data.clean_test[:k]) if _COMM is None or k >= _COMM.world else None
+    res = train_primal(noisy, clean, width=width, kernel_size=3, beta=beta, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
-                       test=(data.noisy_test[:k], data.clean_test[:k]), dtype=tdtype)
+                       test=test, dtype=tdtype, comm=_COMM)
     net = res.network.to("cpu").to(torch.float64)
     train_s = time.perf_counter() - t0
     rec = {
@@ -359,6 +386,10 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
     problem = cd.build_problem(data.noisy, data.clean, 3, beta, patterns=patterns)
     if solver.lower() == "auto":
         solver = choose_solver(problem)[0].name
+    if _COMM is not None and solver.lower() in SOLVERS and getattr(get_solver(solver), "sharded", False):
+        from convexdual.distributed import build_sharded_problem
+
+        problem = build_sharded_problem(*_shard(data.noisy, data.clean), 3, beta, comm=_COMM, gates=patterns.gates)
     rec: dict[str, Any] = {"label": label, "solver": solver, "P": int(problem.P),
                            "pattern_source": patterns.source}
     if solver.lower() not in SOLVERS:
@@ -398,7 +429,8 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
                               "network_objective": c.network_objective, "recovery_error": c.recovery_error}
     net = res.network
     if res.W is not None:
-        rec["train_loss_convex"] = float(problem.loss.value(problem.predict(res.W, res.Z) - problem.y)) / data.pixels
+        rec["train_loss_convex"] = float(problem.engine.reduce(
+            problem.loss.value(problem.predict(res.W, res.Z) - problem.y))) / data.pixels
     if net is not None:
         net = net.to("cpu")
         rec["train_loss"] = per_pixel_loss(net.predict(data.noisy), data.clean)
