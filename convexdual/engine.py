@@ -362,12 +362,9 @@ class PatternEngine:
         return _RowSet(self.Xnz, m if self.nz.size == self.n else m[self.nz], self.comm, self.row_offset,
                        self.num_rows)
 
-    def cone_rows(self, i: int, ids: np.ndarray) -> np.ndarray:
-        """The signed cone rows ``(2 D_i - I) x_j`` of the global nonzero-row ``ids`` (gathered)."""
-        return self.rows(i).take(ids)
-
     def cone_rows_many(self, groups: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-        """:meth:`cone_rows` of several ``(pattern, ids)`` at once (one gather over the ranks)."""
+        """The signed cone rows ``(2 D_i - I) x_j`` of the global nonzero-row ``ids`` of each
+        ``(pattern i, ids)``, ``[(len(ids), d)]`` (several ranks: one gather for all of them)."""
         if not self.comm.distributed:
             return [self.rows(i).take(ids) for i, ids in groups]
         packs = []

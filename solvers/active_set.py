@@ -121,21 +121,13 @@ class _Data:
         self.X = eng.X
         self.y = np.asarray(problem.y, dtype=np.float64)
         self.d = problem.d
-        self.xnorm = eng.xnorm
-        self.nz = eng.nz
-        self.Xnz = eng.Xnz
         self.xmax = eng.xmax or 1.0
-        self.inv_norm = 1.0 / np.where(self.xnorm > 0, self.xnorm, 1.0)
         n, d = self.X.shape
         self.outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(n, d * d) \
             if n * d * d * 8 <= gram_budget_bytes else None
         self._gram: dict[tuple[int, int], np.ndarray] = {}
         self._xty: dict[int, np.ndarray] = {}
         self.projections = 0
-
-    def signs(self, i: int) -> np.ndarray:
-        """``2 D_i - I`` on the nonzero rows, ``(n_nz,)`` float64."""
-        return self.engine.signs(i)
 
     def xty(self, patterns: np.ndarray) -> np.ndarray:
         """``X^T D_i y`` of each pattern, ``(S, d)`` (summed over the ranks; the missing ones in one sum)."""

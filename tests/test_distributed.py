@@ -92,6 +92,13 @@ def test_solvers_without_sharding_refuse_a_sharded_problem():
 
 
 # ------------------------------------------------------------------------------------------ torchrun
+def _cli_both(args: list[str], tmp_path: Path) -> None:
+    """``python -m convexdual ARGS --out tmp/a`` and the same under torchrun with 2 ranks ``--out tmp/b``."""
+    for launcher, out in (([], "a"), (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "b")):
+        p = _run([sys.executable, *launcher, "-m", "convexdual", *args, "--out", str(tmp_path / out)], timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+
 def _reference(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "one.json"
     p = _run([sys.executable, str(WORKER), *args, "--out", str(out)])
@@ -133,13 +140,7 @@ def test_torchrun_two_ranks_primal_trainer_matches_one_process(tmp_path):
 
 def test_convexdual_solve_under_torchrun_writes_the_same_result(tmp_path):
     common = ["solve", "-q", "--digits", "10", "--patterns", "40"]
-    p1 = subprocess.run([sys.executable, "-m", "convexdual", *common, "--out", str(tmp_path / "a")], env=_env(),
-                        capture_output=True, text=True, timeout=240)
-    assert p1.returncode == 0, p1.stderr[-3000:]
-    p2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                         "-m", "convexdual", *common, "--out", str(tmp_path / "b")], env=_env(), capture_output=True,
-                        text=True, timeout=240)
-    assert p2.returncode == 0, p2.stderr[-3000:]
+    _cli_both(common, tmp_path)
     a = json.loads((tmp_path / "a" / "result.json").read_text())
     b = json.loads((tmp_path / "b" / "result.json").read_text())
     assert "sharded over 2 ranks" in b["data"] and b["problem"]["ranks"] == 2
@@ -185,13 +186,7 @@ def test_mnist_experiment_under_torchrun_matches_one_process(tmp_path):
     certified duals (sharded active_set) come out as in one process."""
     common = ["experiment", "zero-gap", "--smoke", "--baseline", "none", "--primal-dtype", "float64", "-q",
               "--sigmas", "0.5"]
-    p1 = subprocess.run([sys.executable, "-m", "convexdual", *common, "--out", str(tmp_path / "a")], env=_env(),
-                        capture_output=True, text=True, timeout=300)
-    assert p1.returncode == 0, p1.stderr[-3000:]
-    p2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                         "-m", "convexdual", *common, "--out", str(tmp_path / "b")], env=_env(), capture_output=True,
-                        text=True, timeout=300)
-    assert p2.returncode == 0, p2.stderr[-3000:]
+    _cli_both(common, tmp_path)
     a = json.loads((tmp_path / "a" / "zero_gap.json").read_text())["units"][0]
     b = json.loads((tmp_path / "b" / "zero_gap.json").read_text())["units"][0]
     assert abs(a["primal"]["objective"] - b["primal"]["objective"]) <= 1e-9 * a["primal"]["objective"]
