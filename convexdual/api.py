@@ -169,7 +169,10 @@ def solve(problem: DualProblem, solver: str = "auto", options: Any = None, *, re
         options: the solver's options dataclass, a dict of its option names, or None.
         recover: build ``result.network``.
         certify: attach ``result.certificate``.
-        device: where the recovered network lives ("cpu", "cuda", a torch.device).
+        device: where the work runs ("cpu", "cuda", a torch.device): the operator passes of the
+            problem's engine (zero test, scans, the certificate's dual bound), the solver's own
+            passes unless its options name a device, and the recovered network. The exact cone
+            projections and the restricted programs run on the CPU in float64.
         tolerance, violation_tolerance: thresholds of ``certificate.ok``; the status is OPTIMAL
             only when the certificate holds at them.
         progress: tqdm bars (solver rounds, the certificate's scan) where the solver has them.
@@ -191,6 +194,16 @@ def solve(problem: DualProblem, solver: str = "auto", options: Any = None, *, re
     if progress and "progress" in fields and "progress" not in option_values and not (
             isinstance(options, dict) and "progress" in options):
         option_values["progress"] = True
+    if str(device) != "cpu":
+        from convexdual._validation import check_device
+
+        dev = check_device(device)
+        if str(problem.device) != str(dev):  # the engine follows (a new one, on the device)
+            problem = dataclasses.replace(problem, device=dev)
+        named = "device" in option_values or (options is not None and (not isinstance(options, dict)
+                                                                        or "device" in options))
+        if "device" in fields and not named:  # an options object or a named device is the user's choice
+            option_values["device"] = dev
     opts = make_options(backend, options, **option_values)
     if problem.distributed:  # images sharded over ranks: only a solver that declares it runs (active_set)
         backend.check_problem(problem)

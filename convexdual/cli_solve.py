@@ -62,6 +62,9 @@ def add_solve_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=None, help="solver tolerance (solver default if omitted)")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--solver-log", action="store_true", help="show the solver's own iteration log")
+    p.add_argument("--device", default="cpu",
+                   help="where the operator passes, the solver's scans and the recovered net run (cpu, cuda, "
+                        "cuda:N); cone projections and restricted programs stay on the CPU")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="write the solver's checkpoint here every round (solvers with checkpoints: active_set, "
                         "fista, augmented_lagrangian, adam_hinge)")
@@ -166,6 +169,9 @@ def run(args) -> int:
             print(msg, flush=True)
 
     t_start = time.perf_counter()
+    from convexdual._validation import check_device
+
+    check_device(args.device)  # before any work
     if args.resume and args.checkpoint is None:
         raise ValueError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
     out = (prepare_output_folder(args.out, OUTPUTS, overwrite=getattr(args, "overwrite", False) or args.resume,
@@ -224,7 +230,8 @@ def run(args) -> int:
         say(gen.summary())
         result, problem, patterns = gen.result, gen.problem, gen.patterns
     else:
-        result = cd.solve(problem, solver=backend.name, options=options, **_progress(cd.solve, args))
+        result = cd.solve(problem, solver=backend.name, options=options, device=args.device,
+                          **_progress(cd.solve, args))
     say(result.summary())
     if not root:  # the result is the same on every rank; rank 0 writes it
         return 0 if result.status is cd.Status.OPTIMAL else 1

@@ -43,6 +43,9 @@ class DualProblem:
             :func:`~convexdual.distributed.build_sharded_problem`); ``inputs``/``targets`` are then
             this rank's images, ``n``/``y`` this rank's rows, and every value of (4) (objective,
             violation, certificate) is over all ranks. None: one process.
+        device: where the engine's operator passes run (the scans of the solvers that use the
+            engine, the zero test and the certificate's dual bound); the exact cone projections run on
+            the CPU in float64. ``cd.solve(..., device="cuda")`` sets it.
 
     Shapes:
         ``n = N*H*W`` patch rows, ``d = C*k*k`` columns, ``P`` patterns; dual
@@ -59,6 +62,7 @@ class DualProblem:
     residual_channel: int = 0
     memory_limit_mb: float | None = None
     comm: Any = dataclasses.field(default=None, repr=False, compare=False)
+    device: Any = dataclasses.field(default="cpu", repr=False, compare=False)
 
     # ---- sizes ------------------------------------------------------------
     @property
@@ -111,7 +115,7 @@ class DualProblem:
 
         budget = 512.0 if self.memory_limit_mb is None else max(32.0, min(512.0, self.memory_limit_mb / 4))
         return PatternEngine(self.inputs, self.kernel_size, self.patterns.gates, memory_budget_mb=budget,
-                             comm=self.comm)
+                             comm=self.comm, device=self.device)
 
     @property
     def distributed(self) -> bool:

@@ -195,3 +195,26 @@ def test_mnist_experiment_under_torchrun_matches_one_process(tmp_path):
         assert da["status"] == db["status"] == "optimal"
         assert abs(da["objective"] - db["objective"]) <= 1e-9 * abs(da["objective"])
         assert db["certificate"]["relative_gap"] <= 1e-6
+
+
+@pytest.mark.gpu
+def test_solve_on_cuda_matches_cpu():
+    """``cd.solve(..., device="cuda")``: the engine's operator passes, the solver's scans and the net on
+    the GPU give the CPU's certified optimum (skipped without a CUDA device)."""
+    clean = cd.data.load_digits_dataset(8, 0, seed=0).train
+    noisy = cd.data.add_noise(clean, "gaussian", 0.5, seed=1)
+    problem = cd.build_problem(noisy, clean, 3, 2.0, num_patterns=40, seed=0)
+    cpu, gpu = cd.solve(problem), cd.solve(problem, device="cuda")
+    assert gpu.status is cpu.status is cd.Status.OPTIMAL
+    assert abs(gpu.objective - cpu.objective) <= 1e-9 * abs(cpu.objective)
+    assert next(gpu.network.parameters()).device.type == "cuda"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a CPU-only torch")
+def test_solve_on_a_missing_device_is_refused_before_any_work():
+    clean = cd.data.load_digits_dataset(4, 0, seed=0).train
+    noisy = cd.data.add_noise(clean, "gaussian", 0.5, seed=1)
+    problem = cd.build_problem(noisy, clean, 3, 2.0, num_patterns=20, seed=0)
+    assert problem.device == "cpu" and str(problem.engine.device) == "cpu"
+    with pytest.raises(ValueError, match="CPU-only; use device='cpu'"):
+        cd.solve(problem, device="cuda")
