@@ -156,3 +156,41 @@ def test_simulated_kspace_refuses_nan_inputs():
         simulate_kspace(imgs, m)
     with pytest.raises(ValueError, match="noise must be a finite number"):
         simulate_kspace(imgs, maps, noise=float("nan"))
+
+
+def test_simulated_dataset_and_slice_cache_are_reused_only_for_the_same_inputs(tmp_path):
+    from convexdual.mri.masks import MaskSpec
+    from convexdual.mri.prepare import PrepOptions, SliceCache, build_cache
+    from convexdual.mri.simulate import simulate_dataset
+
+    spec = SimulationSpec(shape=(24, 24), num_coils=3, num_slices=2)
+    files = simulate_dataset(tmp_path / "d", 2, spec, seed=3, reuse=True)
+    stamps = [p.stat().st_mtime_ns for p in files]
+    # same spec and seeds: the files are kept as they are (so caches built from them stay valid)
+    assert simulate_dataset(tmp_path / "d", 2, spec, seed=3, reuse=True) == files
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    opts = PrepOptions(mask=MaskSpec("poisson", 2.0, calib=6), calib_width=6, crop=(16, 16))
+    refs = iter_slice_refs(files)
+    first = build_cache(refs, tmp_path / "c.h5", opts, reuse=True)
+    assert first["reused"] == 0.0 and first["num_slices"] == 4
+    with SliceCache(tmp_path / "c.h5") as c:
+        zf0, tg0 = c.slices()
+    again = build_cache(refs, tmp_path / "c.h5", opts, reuse=True)
+    assert again["reused"] == 1.0 and again["seconds_per_slice"] == first["seconds_per_slice"]
+    # other options, other slices, or no reuse: prepared anew
+    other = PrepOptions(mask=MaskSpec("poisson", 3.0, calib=6), calib_width=6, crop=(16, 16))
+    assert build_cache(refs, tmp_path / "c.h5", other, reuse=True)["reused"] == 0.0
+    assert build_cache(refs[:3], tmp_path / "c.h5", opts, reuse=True)["reused"] == 0.0
+    assert build_cache(refs, tmp_path / "c.h5", opts, reuse=True)["reused"] == 0.0
+    assert build_cache(refs, tmp_path / "c.h5", opts)["reused"] == 0.0
+    with SliceCache(tmp_path / "c.h5") as c:
+        zf1, tg1 = c.slices()
+    np.testing.assert_array_equal(zf0, zf1)
+    np.testing.assert_array_equal(tg0, tg1)
+    # another spec: the file is simulated again (and a cache built from the old file is not reused)
+    spec2 = SimulationSpec(shape=(24, 24), num_coils=4, num_slices=2)
+    files2 = simulate_dataset(tmp_path / "d", 2, spec2, seed=3, reuse=True)
+    assert files2 == files
+    with FastMRIVolume(files2[0]) as vol:
+        assert vol.num_coils == 4
+    assert build_cache(iter_slice_refs(files2), tmp_path / "c.h5", opts, reuse=True)["reused"] == 0.0

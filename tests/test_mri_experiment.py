@@ -54,3 +54,43 @@ def test_streaming_primal_reads_the_cache(smoke):
         x, y = cache.examples()
         direct = primal_objective(res.network, x, y, 0.05, get_loss("squared"))
         assert cache_objective(res.network, cache, 0.05, slices_per_read=1)[0] == pytest.approx(direct, rel=1e-10)
+
+
+def test_steps_are_timed_and_a_rerun_reuses_data_caches_and_primal(smoke):
+    out, result = smoke
+    run = result["runs"][0]
+    steps = run["steps"]
+    for name in ("prepare train slices", "beta_max", "primal (Adam)", "patterns (one deduplication pass)",
+                 "dual solve (+ recovery and certificate)", "evaluate test volumes"):
+        assert steps[name]["seconds"] >= 0 and steps[name]["peak_rss_mb"] > 0
+    assert run["prep_train"]["reused"] == 0.0 and not run["primal"]["reused"]
+    assert "peak RSS MB" in (out / "mri.md").read_text()
+    assert json.loads((out / "mri_R4.json").read_text())["acceleration"] == 4.0
+    # the same command again: simulated files, slice caches and the primal net are reused, same numbers
+    assert main(["experiment", "mri", "--smoke", "--out", str(out)]) == 0
+    again = json.loads((out / "mri.json").read_text())["runs"][0]
+    assert again["prep_train"]["reused"] == 1.0 and again["prep_test"]["reused"] == 1.0
+    assert again["primal"]["reused"] and "primal (Adam)" not in again["steps"]
+    assert again["primal"]["objective"] == run["primal"]["objective"]
+    assert again["dual"]["objective"] == pytest.approx(run["dual"]["objective"], rel=1e-9)
+    for name in ("zero_filled", "primal"):
+        assert again["test_metrics"][name]["psnr"] == run["test_metrics"][name]["psnr"]
+    # --no-reuse prepares and trains again
+    assert main(["experiment", "mri", "--smoke", "--no-reuse", "--out", str(out)]) == 0
+    fresh = json.loads((out / "mri.json").read_text())["runs"][0]
+    assert fresh["prep_train"]["reused"] == 0.0 and not fresh["primal"]["reused"]
+    assert fresh["primal"]["objective"] == pytest.approx(run["primal"]["objective"], rel=1e-9)
+
+
+def test_step_log_records_time_and_peak_memory():
+    from convexdual.experiments.mri import StepLog
+
+    log = StepLog(interval=0.01)
+    with log.step("allocate"):
+        a = np.ones(40 * 2**20 // 8)  # 40 MB touched
+        a += 1
+    with pytest.raises(RuntimeError):
+        with log.step("fails"):
+            raise RuntimeError("boom")
+    assert log.steps["allocate"]["peak_rss_mb"] >= log.steps["allocate"]["start_rss_mb"] + 30
+    assert log.steps["fails"]["seconds"] >= 0

@@ -16,20 +16,71 @@ primal objective directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import resource
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "run_acceleration"]
+__all__ = ["add_arguments", "run", "run_acceleration", "StepLog"]
 
 logger = logging.getLogger(__name__)
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now (MB), from /proc/self/statm (0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class StepLog:
+    """Wall time and peak resident memory of each named step of a run.
+
+    ``with log.step("dual solve"): ...`` records ``{"seconds", "peak_rss_mb", "start_rss_mb"}``
+    under the name: the peak is the largest resident size seen by a sampling thread (every
+    ``interval`` seconds, plus the start and the end of the step), so a step's own peak is
+    measured rather than the process's lifetime maximum. Steps are logged at INFO as they end.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = float(interval)
+        self.steps: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = _rss_mb()
+        peak = [start]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(self.interval):
+                peak[0] = max(peak[0], _rss_mb())
+
+        th = threading.Thread(target=sample, name=f"rss:{name}", daemon=True)
+        logger.info("step %s ...", name)
+        t0 = time.perf_counter()
+        th.start()
+        try:
+            yield
+        finally:
+            done.set()
+            th.join()
+            peak[0] = max(peak[0], _rss_mb())
+            self.steps[name] = {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak[0], "start_rss_mb": start}
+            logger.info("step %s: %.1f s, peak RSS %.0f MB", name, self.steps[name]["seconds"], peak[0])
 
 _SMOKE = dict(accelerations=[4.0], sim_shape=32, sim_coils=4, sim_slices=2, train_volumes=1, test_volumes=1,
               crop=24, train_crop=12, train_slices=1, train_tiles=1, calib=8, width=8, epochs=100, patterns=8, lr=3e-3,
@@ -70,7 +121,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patterns", type=int, default=30, help="sampled sign patterns (paper: 5,000)")
     p.add_argument("--no-primal-patterns", action="store_true", help="do not add the primal filters as gates")
     p.add_argument("--beta-frac", type=float, default=0.05, help="beta = this * beta_max of the training set")
-    p.add_argument("--solver", default="clarabel", help="a name from convexdual.available_solvers()")
+    p.add_argument("--solver", default="clarabel", help="a name from convexdual.available_solvers() or 'auto'")
+    p.add_argument("--solver-options", type=json.loads, default=None, metavar="JSON",
+                   help='options of the dual solver by name, e.g. \'{"groups_per_round": 64}\'')
+    p.add_argument("--dual-time-limit", type=float, default=None, help="seconds for the dual solve (None: no limit)")
+    p.add_argument("--primal-time-limit", type=float, default=None, help="stop Adam after this many seconds")
+    p.add_argument("--eval-every", type=int, default=None, help="epochs between the primal's full objective and "
+                   "test-loss evaluations (default: epochs // 25)")
+    p.add_argument("--no-reuse", action="store_true", help="re-simulate, re-prepare and retrain even when the "
+                   "simulated files, slice caches or primal net in --out were made from the same inputs")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device for primal training and inference")
 
@@ -100,8 +160,9 @@ def _datasets(args: argparse.Namespace) -> tuple[list[Path], list[Path], str]:
     spec = SimulationSpec(shape=(args.sim_shape, args.sim_shape), num_coils=args.sim_coils,
                           num_slices=args.sim_slices, source=args.sim_source, noise=args.sim_noise)
     root = args.out / "data"
-    train = simulate_dataset(root / "train", args.train_volumes, spec, seed=args.seed)
-    test = simulate_dataset(root / "test", args.test_volumes, spec, seed=args.seed + 1000)
+    reuse = not getattr(args, "no_reuse", False)
+    train = simulate_dataset(root / "train", args.train_volumes, spec, seed=args.seed, reuse=reuse)
+    test = simulate_dataset(root / "test", args.test_volumes, spec, seed=args.seed + 1000, reuse=reuse)
     return train, test, f"simulated ({args.sim_source}, {args.sim_coils} birdcage coils, {spec.shape})"
 
 
@@ -162,91 +223,172 @@ def _per_pixel_loss(net, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((net.predict(x, batch_size=8) - y) ** 2) / 2.0)
 
 
+def _primal_key(args: argparse.Namespace, x: np.ndarray, y: np.ndarray, beta: float, eval_every: int) -> str:
+    """What the primal net depends on: the training data, beta and the Adam settings."""
+    h = hashlib.sha256()
+    for a in (x, y):
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    h.update(json.dumps({"beta": float(beta), "width": args.width, "epochs": args.epochs, "lr": args.lr,
+                         "batch_slices": args.batch_slices, "seed": args.seed, "stream": bool(args.stream),
+                         "eval_every": eval_every, "time_limit": args.primal_time_limit,
+                         "device": str(args.device)}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _dedup_chunk_mb(n: int) -> float:
+    """Masks hashed per chunk when deduplicating gates: ~48 gates at a time, within 1 GB."""
+    return float(min(1024.0, max(64.0, 48 * 9.0 * n / 2**20)))
+
+
 def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path], test_files: list[Path],
                      source: str = "") -> dict:
     """One acceleration: prepare caches, train primal and dual on the same data, evaluate.
 
-    ``source`` (the data's description) goes into the figure titles.
+    ``source`` (the data's description) goes into the figure titles. Every step's wall time and
+    peak resident memory go into ``out["steps"]``.
     """
     import convexdual as cd
-    from convexdual.mri.fastmri import iter_slice_refs
+    from convexdual.api import resolve_solver
+    from convexdual.checkpoint import problem_fingerprint
     from convexdual.experiments import _mri_figures as figs
+    from convexdual.mri.fastmri import iter_slice_refs
     from convexdual.mri.masks import MaskSpec
     from convexdual.mri.prepare import PrepOptions, SliceCache, build_cache, to_examples
-    from convexdual.nets import primal_objective
+    from convexdual.nets import TwoLayerConvNet, primal_objective
+    from convexdual.patterns import SignPatterns, data_key, unique_gates
     from convexdual.train import train_primal
 
     tag = f"R{R:g}"
     crop = (args.crop, args.crop)
+    reuse = not getattr(args, "no_reuse", False)
+    log = StepLog()
     opts = PrepOptions(mask=MaskSpec(args.mask, R, calib=args.calib, center_fraction=args.center_fraction,
                                      seed=args.seed), map_method=args.maps, calib_width=args.calib, crop=crop)
     cache_dir = args.out / "cache"
-    prep_train = build_cache(iter_slice_refs(train_files, skip_edge=args.skip_edge), cache_dir / f"train_{tag}.h5", opts)
-    prep_test = build_cache(iter_slice_refs(test_files, skip_edge=args.skip_edge), cache_dir / f"test_{tag}.h5", opts)
+    with log.step("prepare train slices"):
+        prep_train = build_cache(iter_slice_refs(train_files, skip_edge=args.skip_edge), cache_dir / f"train_{tag}.h5",
+                                 opts, reuse=reuse)
+    with log.step("prepare test slices"):
+        prep_test = build_cache(iter_slice_refs(test_files, skip_edge=args.skip_edge), cache_dir / f"test_{tag}.h5",
+                                opts, reuse=reuse)
     out: dict[str, Any] = {"acceleration": R, "prep_options": {**asdict(opts), "mask": asdict(opts.mask)},
-                           "prep_train": prep_train, "prep_test": prep_test}
+                           "prep_train": prep_train, "prep_test": prep_test, "steps": log.steps}
     with SliceCache(cache_dir / f"train_{tag}.h5") as train_cache, SliceCache(cache_dir / f"test_{tag}.h5") as test_cache:
         ns = min(args.train_slices, train_cache.num_slices)
-        zf, tg = train_cache.slices(slice(0, ns))
-        x, y = to_examples(*_tiles(zf, tg, args.train_crop, args.train_tiles))
-        xt, yt = test_cache.examples()
-        sampled = cd.sample_patterns(x, 7, args.patterns, seed=args.seed)
-        beta = args.beta_frac * cd.beta_max(x, y, 7, sampled, residual=True)
-        out["training_set"] = {"slices": ns, "tiles": int(x.shape[0] // 2), "examples": int(x.shape[0]), "shape": list(x.shape[2:]),
-                               "n": int(x.shape[0] * x.shape[2] * x.shape[3]), "beta": beta}
+        with log.step("load training examples"):
+            zf, tg = train_cache.slices(slice(0, ns))
+            x, y = to_examples(*_tiles(zf, tg, args.train_crop, args.train_tiles))
+            del zf, tg
+            xt, yt = test_cache.examples()
+        n = int(x.shape[0] * x.shape[2] * x.shape[3])
+        # sampled gates: the same draw as cd.sample_patterns(x, 7, P, seed); beta_max is a maximum over
+        # the gates, so duplicates do not change it and the one deduplication pass comes after the primal
+        d = int(x.shape[1]) * 49
+        gates = np.random.default_rng(args.seed).standard_normal((int(args.patterns), d))
+        with log.step("beta_max"):
+            bmax = cd.beta_max(x, y, 7, SignPatterns(gates=gates, num_requested=len(gates), source="sampled",
+                                                     info={"deduplicated": False}), residual=True)
+        beta = args.beta_frac * bmax
+        out["training_set"] = {"slices": ns, "tiles": int(x.shape[0] // 2), "examples": int(x.shape[0]),
+                               "shape": list(x.shape[2:]), "n": n, "beta": beta, "beta_max": bmax}
+        logger.info("training set: %d examples of %s, n = %d; beta = %.4g (beta_max %.4g)", x.shape[0],
+                    list(x.shape[2:]), n, beta, bmax)
         # ---- primal: Adam on (2) --------------------------------------------------
-        t0 = time.perf_counter()
-        if args.stream:
-            from convexdual.mri.stream import train_primal_streaming
+        eval_every = args.eval_every or max(1, args.epochs // 25)
+        primal_path = cache_dir / f"primal_{tag}.pt"
+        pkey = _primal_key(args, x, y, beta, eval_every)
+        primal_reused = False
+        if reuse and primal_path.is_file():
+            try:
+                net, meta = TwoLayerConvNet.load(primal_path)
+                if meta.get("key") == pkey:
+                    primal_net, history = net, meta["history"]
+                    primal_epochs, primal_seconds, primal_reused = int(meta["epochs"]), float(meta["seconds"]), True
+                    logger.info("reusing the primal net %s (same data, beta and Adam settings)", primal_path)
+            except Exception as exc:  # a stale or unreadable file is simply retrained
+                logger.info("not reusing %s: %s", primal_path, exc)
+        if not primal_reused:
+            with log.step("primal (Adam)"):
+                t0 = time.perf_counter()
+                if args.stream:
+                    from convexdual.mri.stream import train_primal_streaming
 
-            # the whole training cache, one batch of slices read from disk per step (a different,
-            # larger training set than the dual's tiles: the objectives are then not comparable)
-            pr = train_primal_streaming(train_cache, width=args.width, beta=beta, epochs=args.epochs,
-                                        slices_per_batch=args.batch_slices, lr=args.lr, seed=args.seed,
-                                        device=args.device)
-            history = [dict(h) for h in pr.history]
-        else:
-            pr = train_primal(x, y, width=args.width, kernel_size=7, beta=beta, residual=True, epochs=args.epochs,
-                              batch_size=2 * args.batch_slices, lr=args.lr, seed=args.seed, device=args.device,
-                              eval_every=max(1, args.epochs // 25), test=(xt, yt))
-            history = [dict(h) for h in pr.history]
-        primal_seconds = time.perf_counter() - t0
-        primal_net = pr.network.to("cpu")
+                    # the whole training cache, one batch of slices read from disk per step (a different,
+                    # larger training set than the dual's tiles: the objectives are then not comparable)
+                    pr = train_primal_streaming(train_cache, width=args.width, beta=beta, epochs=args.epochs,
+                                                slices_per_batch=args.batch_slices, lr=args.lr, seed=args.seed,
+                                                device=args.device, time_limit=args.primal_time_limit)
+                else:
+                    pr = train_primal(x, y, width=args.width, kernel_size=7, beta=beta, residual=True,
+                                      epochs=args.epochs, batch_size=2 * args.batch_slices, lr=args.lr, seed=args.seed,
+                                      device=args.device, eval_every=eval_every, test=(xt, yt),
+                                      time_limit=args.primal_time_limit)
+                primal_seconds = time.perf_counter() - t0
+                history = [dict(h) for h in pr.history]
+                primal_net, primal_epochs = pr.network.to("cpu"), int(pr.epochs)
+            primal_net.save(primal_path, {"key": pkey, "history": history, "epochs": primal_epochs,
+                                          "seconds": primal_seconds})
         loss = cd.get_loss("squared")
-        primal_obj = primal_objective(primal_net, x, y, beta, loss)
+        with log.step("primal objective and losses"):
+            primal_obj = primal_objective(primal_net, x, y, beta, loss)
+            primal_train_loss = _per_pixel_loss(primal_net, x, y)
+            primal_test_loss = _per_pixel_loss(primal_net, xt, yt)
         # ---- dual: program (4) --------------------------------------------------------
-        pats = sampled if args.no_primal_patterns else sampled.union(cd.patterns_from_gates(
-            x, 7, primal_net.filters()[0], source="primal filters"))
-        problem = cd.build_problem(x, y, 7, beta, patterns=pats, residual=True)
-        t0 = time.perf_counter()
-        res = cd.solve(problem, solver=args.solver)
-        dual_seconds = time.perf_counter() - t0
+        with log.step("patterns (one deduplication pass)"):
+            all_gates = gates if args.no_primal_patterns else np.concatenate([gates, primal_net.filters()[0]])
+            keep = unique_gates(x, 7, all_gates, chunk_mb=_dedup_chunk_mb(n))
+            n_sampled = int(np.count_nonzero(keep < len(gates)))
+            pats = SignPatterns(gates=all_gates[keep], exact=False, num_requested=len(all_gates),
+                                source="sampled" if args.no_primal_patterns else "sampled+primal filters",
+                                data_key=data_key(x, 7), info={"deduplicated": True, "unique": int(len(keep))})
+        with log.step("build problem"):
+            problem = cd.build_problem(x, y, 7, beta, patterns=pats, residual=True)
+        backend, _ = resolve_solver(args.solver, problem)
+        fields = {f.name for f in __import__("dataclasses").fields(backend.options_class)}
+        sopts = dict(args.solver_options or {})
+        if args.dual_time_limit is not None:
+            sopts.setdefault("time_limit", float(args.dual_time_limit))
+        if "checkpoint_path" in fields:  # a dual solve that was cut short resumes from its checkpoint
+            ckpt = cache_dir / f"dual_{tag}_{problem_fingerprint(problem)[:16]}_{backend.name}.ckpt"
+            sopts.setdefault("checkpoint_path", str(ckpt))
+            if reuse and ckpt.is_file():
+                sopts.setdefault("resume_from", str(ckpt))
+                logger.info("dual: resuming from %s", ckpt)
+        with log.step("dual solve (+ recovery and certificate)"):
+            res = cd.solve(problem, solver=args.solver, options=sopts or None)
+        dual_seconds = log.steps["dual solve (+ recovery and certificate)"]["seconds"]
         cert = res.certificate
-        out["primal"] = {"width": args.width, "epochs": pr.epochs, "seconds": primal_seconds, "objective": primal_obj,
-                         "train_loss": _per_pixel_loss(primal_net, x, y), "test_loss": _per_pixel_loss(primal_net, xt, yt),
-                         "streamed": bool(args.stream), "history": history,
+        out["primal"] = {"width": args.width, "epochs": primal_epochs, "seconds": primal_seconds,
+                         "objective": primal_obj, "train_loss": primal_train_loss, "test_loss": primal_test_loss,
+                         "streamed": bool(args.stream), "reused": primal_reused, "history": history,
                          "objective_note": ("objective (2) on the dual's training tiles; the streamed primal was "
                                             "trained on the whole training cache") if args.stream else ""}
-        out["dual"] = {"status": str(res.status), "solver": args.solver, "seconds": dual_seconds,
-                       "patterns": problem.P, "sampled_patterns": sampled.num_patterns,
-                       "objective": res.objective, "message": res.message,
-                       "over": (f"over the {sampled.num_patterns} sampled patterns"
+        out["dual"] = {"status": str(res.status), "solver": args.solver, "backend": backend.name,
+                       "solver_options": {k: v for k, v in sopts.items()}, "seconds": dual_seconds,
+                       "iterations": res.iterations, "patterns": problem.P, "sampled_patterns": n_sampled,
+                       "sampled_gates": int(len(gates)), "objective": res.objective, "message": res.message,
+                       "over": (f"over the {n_sampled} sampled patterns"
                                 + ("" if args.no_primal_patterns else f" + the primal net's own ({problem.P} in all)"))}
         if res.status.has_solution and res.network is not None:
             dual_net = res.network.to("cpu")
-            out["dual"].update({"certificate": cert.to_dict() if cert else None,
-                                "network_objective": primal_objective(dual_net, x, y, beta, loss),
-                                "num_neurons": dual_net.width,
-                                "train_loss": _per_pixel_loss(dual_net, x, y),
-                                "test_loss": _per_pixel_loss(dual_net, xt, yt)})
+            with log.step("dual objective and losses"):
+                out["dual"].update({"certificate": cert.to_dict() if cert else None,
+                                    "network_objective": primal_objective(dual_net, x, y, beta, loss),
+                                    "num_neurons": dual_net.width,
+                                    "train_loss": _per_pixel_loss(dual_net, x, y),
+                                    "test_loss": _per_pixel_loss(dual_net, xt, yt)})
             bound = cert.dual_bound if cert else res.objective
             out["comparison"] = None if args.stream else {"dual_bound_minus_primal_rel": (bound - primal_obj) / abs(primal_obj),
                                  "dual_objective_minus_primal_rel": (res.objective - primal_obj) / abs(primal_obj)}
             nets = {"primal": primal_net, "dual": dual_net}
         else:
             logger.warning("dual solve at R=%g returned %s: no dual network to evaluate", R, res.status)
+            out["dual"]["certificate"] = cert.to_dict() if cert else None
             nets = {"primal": primal_net}
-        metrics, infer, example = _evaluate(test_cache, nets)
+        del problem
+        with log.step("evaluate test volumes"):
+            metrics, infer, example = _evaluate(test_cache, nets)
         out["test_metrics"] = metrics
         out["seconds_inference_per_slice"] = infer
         out["test_slices"] = test_cache.num_slices
@@ -316,6 +458,20 @@ def _summary(result: dict) -> str:
               "(data range = the ground-truth volume's maximum), averaged over test volumes. Objectives are exact "
               "sums of (2)/(4) on the dual's training tiles (1/2 sum of squared residuals + weight decay); a dual "
               "optimum holds over its own pattern set only.", ""] + notes
+    lines += ["", "| R | NMSE ZF | NMSE primal | NMSE dual | primal epochs | dual patterns | dual neurons |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        m = r["test_metrics"]
+        get = lambda name, k: m.get(name, {}).get(k, float("nan"))  # noqa: E731
+        lines.append(f"| {r['acceleration']:g} | {get('zero_filled', 'nmse'):.4f} | {get('primal', 'nmse'):.4f} | "
+                     f"{get('dual', 'nmse'):.4f} | {r['primal']['epochs']} | {r['dual'].get('patterns')} | "
+                     f"{r['dual'].get('num_neurons', '-')} |")
+    for r in result["runs"]:
+        steps = r.get("steps") or {}
+        if steps:
+            lines += ["", f"Steps at R = {r['acceleration']:g} (wall seconds, peak resident MB during the step):", "",
+                      "| step | seconds | peak RSS MB |", "|---|---|---|"]
+            lines += [f"| {k} | {v['seconds']:.1f} | {v['peak_rss_mb']:.0f} |" for k, v in steps.items()]
     lines += ["", f"Peak resident memory {result['peak_rss_mb']:.0f} MB; total {result['seconds']:.1f} s.",
               "Per slice (seconds): " + "; ".join(
                   f"R={r['acceleration']:g}: prepare {r['prep_train']['seconds_per_slice']:.3f} "
@@ -333,13 +489,22 @@ def run(args: argparse.Namespace) -> int:
     if args.train_crop > args.crop:
         raise ValueError(f"--train-crop ({args.train_crop}) must be at most --crop ({args.crop})")
     args.out.mkdir(parents=True, exist_ok=True)
+    from convexdual._threads import torch_threads
+
     t0 = time.perf_counter()
-    train_files, test_files, source = _datasets(args)
-    runs = [run_acceleration(args, float(R), train_files, test_files, source) for R in args.accelerations]
+    with torch_threads(getattr(args, "threads", None)):
+        simlog = StepLog()
+        with simlog.step("data (simulate or list files)"):
+            train_files, test_files, source = _datasets(args)
+        runs = []
+        for R in args.accelerations:
+            runs.append(run_acceleration(args, float(R), train_files, test_files, source))
+            # each acceleration's numbers are on disk as soon as it is done (a later one may not finish)
+            (args.out / f"mri_R{float(R):g}.json").write_text(json.dumps(runs[-1], indent=2, default=float))
     result = {"experiment": "mri", "source": source, "smoke": bool(args.smoke),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
               "train_files": [p.name for p in train_files], "test_files": [p.name for p in test_files],
-              "runs": runs, "seconds": time.perf_counter() - t0,
+              "data_step": simlog.steps, "runs": runs, "seconds": time.perf_counter() - t0,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     (args.out / "mri.json").write_text(json.dumps(result, indent=2, default=float))
     (args.out / "mri.md").write_text(_summary(result))

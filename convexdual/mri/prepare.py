@@ -13,6 +13,7 @@ so training on datasets larger than memory reads only the batch it needs.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from convexdual.mri.coils import center_crop, estimate_coil_maps, sense_combine
 from convexdual.mri.masks import MaskSpec
 
 __all__ = ["PrepOptions", "PreparedSlice", "prepare_slice", "to_examples", "from_examples", "SliceCache",
-           "build_cache"]
+           "build_cache", "cache_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,12 +199,51 @@ class SliceCache:
         self.close()
 
 
+def cache_key(refs: Sequence, options: PrepOptions) -> str:
+    """What a cache was built from (a sha256 of the options and, per slice, its file's resolved path,
+    size and modification time, and the slice index). A cache storing this key can be reused."""
+    import hashlib
+    from dataclasses import asdict
+
+    files: dict[str, list] = {}
+    for ref in refs:
+        p = Path(ref.path)
+        if str(p) not in files:
+            st = p.stat()
+            files[str(p)] = [str(p.resolve()), int(st.st_size), int(st.st_mtime_ns)]
+    opts = {**asdict(options), "mask": asdict(options.mask)}
+    text = json.dumps({"format": _CACHE_FORMAT, "options": opts,
+                       "slices": [[*files[str(Path(r.path))], int(r.index)] for r in refs]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _reusable(path: Path, key: str) -> dict[str, float] | None:
+    """The stored preparation figures of an existing cache built from ``key``, else None."""
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != _CACHE_FORMAT or f.attrs.get("key") != key or "stats" not in f.attrs:
+                return None
+            stats = json.loads(f.attrs["stats"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return {**{k: float(v) for k, v in stats.items()}, "reused": 1.0}
+
+
 def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, device: object = None,
-                progress: bool = False) -> dict[str, float]:
+                progress: bool = False, reuse: bool = False) -> dict[str, float]:
     """Prepare every ``SliceRef`` and append it to a new cache file (one slice in memory at a time).
 
+    With ``reuse``, an existing cache at ``path`` built from the same slices (same files, sizes and
+    modification times) with the same options (:func:`cache_key`) is kept as it is and nothing is
+    prepared; its stored figures are returned with ``reused = 1``.
+
     Returns timing and memory figures: ``seconds_per_slice``, ``seconds_maps_per_slice``,
-    ``bytes_kspace_per_slice``, ``num_slices``.
+    ``bytes_kspace_per_slice``, ``num_slices``, ``reused`` (0 or 1).
     """
     import h5py
 
@@ -212,6 +252,12 @@ def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, devic
     if len(refs) == 0:
         raise ValueError("no slices to prepare")
     path = Path(path)
+    key = cache_key(refs, options)
+    if reuse:
+        stats = _reusable(path, key)
+        if stats is not None:
+            logger.info("reusing the slice cache %s (%d slices, same files and options)", path, len(refs))
+            return stats
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".partial")
     opened: dict[Path, FastMRIVolume] = {}
@@ -253,6 +299,10 @@ def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, devic
                 dsets["scale"][n] = ps.scale
                 dsets["slice_index"][n] = ref.index
                 dsets["volume"][n] = ref.path.name
+            stats = {"num_slices": float(len(refs)), "seconds_per_slice": total / len(refs),
+                     "seconds_maps_per_slice": maps_t / len(refs), "bytes_kspace_per_slice": float(kbytes)}
+            f.attrs["key"] = key
+            f.attrs["stats"] = json.dumps(stats)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written cache left behind
         raise
@@ -260,5 +310,4 @@ def build_cache(refs: Sequence, path: str | Path, options: PrepOptions, *, devic
         for v in opened.values():
             v.close()
     tmp.replace(path)
-    return {"num_slices": float(len(refs)), "seconds_per_slice": total / len(refs),
-            "seconds_maps_per_slice": maps_t / len(refs), "bytes_kspace_per_slice": float(kbytes)}
+    return {**stats, "reused": 0.0}

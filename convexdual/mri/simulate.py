@@ -170,13 +170,43 @@ def simulate_volume(path: str | Path, spec: SimulationSpec = SimulationSpec(), *
     recon = center_crop(rss(ifft2c(k), axis=1), (side, side)).astype(np.float32)
     return write_fastmri_volume(path, k, reconstruction_rss=recon, acquisition=f"SIM_{spec.source.upper()}",
                                 patient_id=patient_id or f"sim{seed:04d}",
-                                extra_attrs={"simulated": True, "num_coils_sim": int(spec.num_coils)})
+                                extra_attrs={"simulated": True, "num_coils_sim": int(spec.num_coils),
+                                             "simulation": _simulation_key(spec, seed, patient_id)})
+
+
+def _simulation_key(spec: SimulationSpec, seed: int, patient_id: str | None) -> str:
+    """What a simulated file was made from (spec, seed, patient id), stored in its attributes."""
+    import json
+    from dataclasses import asdict
+
+    return json.dumps({"spec": asdict(spec), "seed": int(seed), "patient_id": patient_id}, sort_keys=True)
+
+
+def _simulated_with(path: Path, key: str) -> bool:
+    import h5py
+
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("simulation") == key and "kspace" in f
+    except OSError:
+        return False
 
 
 def simulate_dataset(directory: str | Path, num_volumes: int, spec: SimulationSpec = SimulationSpec(), *,
-                     seed: int = 0, prefix: str = "sim") -> list[Path]:
-    """Write ``num_volumes`` files ``{prefix}{i:04d}.h5`` into ``directory`` (one patient each)."""
+                     seed: int = 0, prefix: str = "sim", reuse: bool = False) -> list[Path]:
+    """Write ``num_volumes`` files ``{prefix}{i:04d}.h5`` into ``directory`` (one patient each).
+
+    With ``reuse``, a file already there that was simulated with the same spec, seed and patient id
+    is kept (not rewritten, so its modification time, and any slice cache built from it, stay valid).
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    return [simulate_volume(d / f"{prefix}{seed + i:04d}.h5", spec, seed=seed + i, patient_id=f"{prefix}{seed + i:04d}")
-            for i in range(int(num_volumes))]
+    out = []
+    for i in range(int(num_volumes)):
+        path, pid = d / f"{prefix}{seed + i:04d}.h5", f"{prefix}{seed + i:04d}"
+        if not (reuse and _simulated_with(path, _simulation_key(spec, seed + i, pid))):
+            simulate_volume(path, spec, seed=seed + i, patient_id=pid)
+        out.append(path)
+    return out
