@@ -419,7 +419,8 @@ def _figure_details(args: argparse.Namespace, out: dict, source: str) -> list[st
             f"training: {t['slices']} slice(s) -> {t['tiles']} tiles of {t['shape'][0]}x{t['shape'][1]} "
             f"({t['examples']} real/imaginary examples); residual 7x7 net; beta = {args.beta_frac:g} x beta_max "
             f"over the {d['sampled_patterns']} sampled patterns = {t['beta']:.4g}",
-            f"primal: {args.width} filters, Adam {args.epochs} epochs; dual: program (4) solved by {args.solver}, "
+            f"primal: {args.width} filters, Adam {out['primal']['epochs']} epochs; dual: program (4) solved by "
+            f"{d.get('backend', args.solver)}, "
             f"{verdict}"]
 
 
