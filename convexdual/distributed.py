@@ -23,6 +23,7 @@ rank's exit code, and the checkpoint of the last finished round resumes it.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import logging
@@ -31,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Comm", "TorchComm", "SINGLE", "init_from_env", "in_torchrun", "shard_bounds", "shard_images",
+__all__ = ["Comm", "TorchComm", "SINGLE", "init_from_env", "shutdown", "in_torchrun", "shard_bounds", "shard_images",
            "build_sharded_problem"]
 
 logger = logging.getLogger(__name__)
@@ -228,9 +229,23 @@ def init_from_env(device: str = "cpu", timeout_s: float = 300.0) -> Comm:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
     group = dist.new_group(backend="gloo", timeout=timeout) if dist.get_backend() != "gloo" else None
+    atexit.register(shutdown)  # a group left open at exit can abort the process (std::terminate in its threads)
     comm = TorchComm(group)
     logger.info("joined the torch.distributed group: rank %d of %d (%s)", comm.rank, comm.world, dist.get_backend())
     return comm
+
+
+def shutdown() -> None:
+    """Leave the torch.distributed group, if this process joined one (registered at exit by
+    :func:`init_from_env`; safe to call twice)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank leaves together: a peer closing its connections early aborts the others
+            dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - at exit, a failed clean-up must not hide the run's own outcome
+        logger.debug("destroy_process_group failed: %s", exc)
 
 
 def shard_bounds(num_images: int, world: int) -> list[tuple[int, int]]:
