@@ -73,8 +73,22 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
     from convexdual.pattern_generation import GenerationOptions, generate_patterns
 
     problem = cd.build_problem(data.noisy, data.clean, 3, beta, num_patterns=8, seed=args.seed)
+    # a checkpoint after every round in the cache folder, keyed by the problem's fingerprint and
+    # the generation settings: with --resume an interrupted run goes on after its last round
+    ckpt = None
+    if getattr(args, "out", None) is not None:
+        from convexdual.checkpoint import problem_fingerprint
+
+        tag = C.sha256_digest("convexdual-mnist-generation-v1", problem_fingerprint(problem), int(args.cg_rounds),
+                              int(args.cg_per_round), int(args.seed), str(args.solver),
+                              None if args.solver_time_limit is None else float(args.solver_time_limit))[:32]
+        ckpt = C.cache_root(args) / "units" / "generation" / f"{tag}.npz"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    resume = ckpt is not None and bool(getattr(args, "resume", False)) and ckpt.is_file()
     opts = GenerationOptions(max_rounds=int(args.cg_rounds), patterns_per_round=int(args.cg_per_round),
-                                seed=args.seed, device=args.device, time_limit=args.solver_time_limit)
+                             seed=args.seed, device=args.device, time_limit=args.solver_time_limit,
+                             checkpoint_path=None if ckpt is None else str(ckpt),
+                             resume_from=str(ckpt) if resume else None)
     t0 = time.perf_counter()
     gen = generate_patterns(problem, solver=args.solver, options=opts)
     rounds = [{k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
