@@ -175,28 +175,60 @@ class _RowSet:
 
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
                      max_rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows``: NNLS on the
-    most violated rows, every row checked at the result, violated ones added, repeated (the one
-    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`). Several ranks: one
-    gather (the most violated rows, with their values) and one broadcast (the multipliers) a round."""
+    """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows`` (the one
+    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`).
+
+    NNLS on a working set of rows; the rows with a zero multiplier leave it (``proj`` stays the
+    projection onto the cone of the rows kept) and violated rows join it (the distance then rises
+    strictly, so no working set repeats). Violations are looked for first in a *pool*: the rows
+    nearest the boundary at the last full pass and every row that was ever in the working set
+    (``16 x 4 d`` rows or more, a product of ``d`` columns); only when the pool holds no violated
+    row does a pass over every row check the result, refill the pool, or end the loop with the
+    exact projection. Several ranks: a full pass costs one gather (the pool's rows, with their
+    values); every round one broadcast (the multipliers and the pool's values, rank 0's), so
+    every rank takes the same decisions.
+    """
     comm = rows.comm
     cap = 4 * rows.A.shape[1]
-    active, lowest = rows.candidates(rows.matvec(c), min(rows.total, cap), extra=start)
+    pool_k = min(rows.total, 16 * cap)
+    pool, lowest = rows.candidates(rows.matvec(c), pool_k, extra=start)
     if lowest >= -tol:
         return c, np.empty(0, dtype=np.intp)
     if start is not None and len(start):
+        pool = np.union1d(pool, np.asarray(start, dtype=np.intp))
+    pool = np.unique(pool)
+    Ap = rows.take(pool)  # rows shared by the gather above: no collective
+    mp = Ap @ c
+    active = pool[np.argsort(mp, kind="stable")[:cap]]
+    if start is not None and len(start):
         active = np.union1d(active, np.asarray(start, dtype=np.intp))
+    active = np.unique(active)
     for _ in range(max_rounds):
         Aa = rows.take(active)
         lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
-        lam = comm.broadcast_same(lam)  # one answer for every rank, whatever each rank's NNLS did
         proj = c + Aa.T @ lam
-        m = rows.matvec(proj)
-        m[rows.local(active)] = np.inf
-        bad, _ = rows.candidates(m, cap, below=-tol)
-        if bad.size == 0:
-            return proj, active[lam > 0]
-        active = np.union1d(active, bad)
+        mp = Ap @ proj
+        both = comm.broadcast_same(np.concatenate([lam, mp]))  # rank 0's: one path for every rank
+        lam, mp = both[:lam.size], both[lam.size:]
+        proj = c + Aa.T @ lam
+        mp[np.isin(pool, active)] = np.inf
+        viol = np.flatnonzero(mp < -tol)
+        kept = active[lam > 0]
+        if viol.size:
+            sel = pool[viol[np.argsort(mp[viol], kind="stable")[:cap]]]
+            active = np.union1d(kept, sel)
+            continue
+        m = rows.matvec(proj)  # the pool is clean: check every row
+        m[rows.local(pool)] = np.inf
+        new, _ = rows.candidates(m, pool_k, below=-tol)
+        if new.size == 0:
+            return proj, kept
+        An = rows.take(new)
+        mv = comm.broadcast_same(An @ proj)
+        sel = new[np.argsort(mv, kind="stable")[:cap]]
+        pool, order = np.unique(np.concatenate([pool, new]), return_index=True)
+        Ap = np.concatenate([Ap, An])[order]
+        active = np.union1d(kept, sel)
     every = np.arange(rows.total)  # not converged: all rows at once (small problems only)
     Aall = rows.take(every)
     lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])

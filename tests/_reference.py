@@ -154,6 +154,15 @@ def solve_program4_ref(X: np.ndarray, M: np.ndarray, y: np.ndarray, beta: float,
     return float(prob.value) * c, W.value * (b / a), Z.value * (b / a)
 
 
+def program4_objective_ref(X: np.ndarray, M: np.ndarray, y: np.ndarray, beta: float, loss: str,
+                           W: np.ndarray, Z: np.ndarray, delta: float = 1.0) -> float:
+    """The objective of (4) at ``(W, Z)``, evaluated here (the solvers' own reported values carry
+    their tolerances): ``L(sum_i D_i X (w_i - z_i) - y) + beta sum_i (||w_i|| + ||z_i||)``."""
+    yhat = sum(M[i] * (X @ (W[i] - Z[i])) for i in range(M.shape[0]))
+    reg = np.linalg.norm(W, axis=1).sum() + np.linalg.norm(Z, axis=1).sum()
+    return loss_ref(yhat - y, loss, delta) + beta * float(reg)
+
+
 def cone_projection_norm_ref(A: np.ndarray, c: np.ndarray) -> float:
     """``||Proj_K(c)||`` for ``K = {w : A w >= 0}`` = ``max{c.w : A w >= 0, ||w|| <= 1}`` (CVXPY)."""
     import cvxpy as cp

@@ -18,6 +18,30 @@ def test_cone_projection_against_cvxpy():
         assert np.isclose(cone_projection_norm(A, c), np.linalg.norm(w.value), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cone_projection_with_more_rows_than_its_pool(seed):
+    """Thousands of rows, far more than the projection's pool (16 x 4 d) and its working set (4 d),
+    so the loop goes through pool rounds, full passes that refill the pool, and dropped rows: the
+    answer is still the exact projection (CVXPY/Clarabel on every row), and the rows reported
+    active are the ones whose constraints are tight at it."""
+    from convexdual.engine import cone_projection
+
+    rng = np.random.default_rng(seed)
+    d, n = 5, 4000
+    # rows in a few clusters (like patch rows), most of them violated by c
+    centres = rng.standard_normal((12, d))
+    A = centres[rng.integers(0, 12, n)] + 0.3 * rng.standard_normal((n, d))
+    c = -A.mean(0) * 4 + rng.standard_normal(d)
+    assert (A @ c < 0).sum() > 16 * 4 * d  # more violated rows than the pool holds
+    norm, proj, act = cone_projection(A, c, return_rows=True)
+    w = cp.Variable(d)
+    cp.Problem(cp.Minimize(cp.sum_squares(w - c)), [A @ w >= 0]).solve(solver="CLARABEL")
+    assert norm == pytest.approx(np.linalg.norm(w.value), rel=1e-6, abs=1e-8)
+    assert np.linalg.norm(proj - w.value) <= 1e-5 * max(1.0, np.linalg.norm(c))
+    assert (A @ proj).min() >= -1e-9 * np.abs(A).max() * np.linalg.norm(c)
+    assert act.size and np.abs(A[act] @ proj).max() <= 1e-8 * np.abs(A).max() * np.linalg.norm(c)
+
+
 def test_dual_bound_is_below_optimum_for_any_candidate(small_problem, small_solution):
     """The bound of a candidate ``v`` equals an independent computation (CVXPY cone projections on a
     loop-built patch matrix, masks from the gates) and stays below the optimum. Candidates are the
