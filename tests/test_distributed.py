@@ -197,6 +197,26 @@ def test_mnist_experiment_under_torchrun_matches_one_process(tmp_path):
         assert db["certificate"]["relative_gap"] <= 1e-6
 
 
+def test_mri_experiment_under_torchrun_matches_one_process(tmp_path):
+    """`convexdual experiment mri` detects torchrun: the slice caches are written by the first rank, the
+    primal runs under DDP and the certified dual (sharded active_set) on the examples split over the
+    ranks, with the numbers of one process; rank 0 alone writes the outputs."""
+    common = ["experiment", "mri", "--smoke", "--solver", "active_set"]
+    _cli_both(common, tmp_path)
+    one = json.loads((tmp_path / "a" / "mri.json").read_text())
+    two = json.loads((tmp_path / "b" / "mri.json").read_text())
+    assert one["ranks"] == 1 and two["ranks"] == 2
+    a, b = one["runs"][0], two["runs"][0]
+    assert a["training_set"]["examples"] == b["training_set"]["examples"] == 2  # one per rank
+    assert abs(a["primal"]["objective"] - b["primal"]["objective"]) <= 1e-9 * a["primal"]["objective"]
+    assert a["dual"]["status"] == b["dual"]["status"] == "optimal"
+    assert abs(a["dual"]["objective"] - b["dual"]["objective"]) <= 1e-9 * abs(a["dual"]["objective"])
+    assert b["dual"]["certificate"]["relative_gap"] <= 1e-6
+    for method in ("zero_filled", "primal", "dual"):
+        assert b["test_metrics"][method]["psnr"] == pytest.approx(a["test_metrics"][method]["psnr"], rel=1e-6)
+    assert (tmp_path / "b" / "recon_R4.png").is_file()
+
+
 @pytest.mark.gpu
 def test_solve_on_cuda_matches_cpu():
     """``cd.solve(..., device="cuda")``: the engine's operator passes, the solver's scans and the net on

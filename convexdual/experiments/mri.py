@@ -242,11 +242,15 @@ def _dedup_chunk_mb(n: int) -> float:
 
 
 def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path], test_files: list[Path],
-                     source: str = "") -> dict:
+                     source: str = "", comm: Any = None) -> dict:
     """One acceleration: prepare caches, train primal and dual on the same data, evaluate.
 
     ``source`` (the data's description) goes into the figure titles. Every step's wall time and
-    peak resident memory go into ``out["steps"]``.
+    peak resident memory go into ``out["steps"]``. ``comm``: the torchrun group (None: one
+    process): the slice caches are written by each machine's first rank, the primal's Adam runs
+    under DistributedDataParallel and a dual solver that shards (``active_set``, ``auto``) runs on
+    the training examples split over the ranks; every rank then holds the same record, and only
+    rank 0 writes files.
     """
     import convexdual as cd
     from convexdual.api import resolve_solver
@@ -266,12 +270,13 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
     opts = PrepOptions(mask=MaskSpec(args.mask, R, calib=args.calib, center_fraction=args.center_fraction,
                                      seed=args.seed), map_method=args.maps, calib_width=args.calib, crop=crop)
     cache_dir = args.out / "cache"
+    writer = comm is None or comm.rank == 0
     with log.step("prepare train slices"):
-        prep_train = build_cache(iter_slice_refs(train_files, skip_edge=args.skip_edge), cache_dir / f"train_{tag}.h5",
-                                 opts, reuse=reuse)
+        prep_train = _machine_first(comm, lambda: build_cache(iter_slice_refs(train_files, skip_edge=args.skip_edge),
+                                                              cache_dir / f"train_{tag}.h5", opts, reuse=reuse))
     with log.step("prepare test slices"):
-        prep_test = build_cache(iter_slice_refs(test_files, skip_edge=args.skip_edge), cache_dir / f"test_{tag}.h5",
-                                opts, reuse=reuse)
+        prep_test = _machine_first(comm, lambda: build_cache(iter_slice_refs(test_files, skip_edge=args.skip_edge),
+                                                             cache_dir / f"test_{tag}.h5", opts, reuse=reuse))
     out: dict[str, Any] = {"acceleration": R, "prep_options": {**asdict(opts), "mask": asdict(opts.mask)},
                            "prep_train": prep_train, "prep_test": prep_test, "steps": log.steps}
     with SliceCache(cache_dir / f"train_{tag}.h5") as train_cache, SliceCache(cache_dir / f"test_{tag}.h5") as test_cache:
@@ -308,9 +313,14 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                     logger.info("reusing the primal net %s (same data, beta and Adam settings)", primal_path)
             except Exception as exc:  # a stale or unreadable file is simply retrained
                 logger.info("not reusing %s: %s", primal_path, exc)
+        if comm is not None and comm.max(0.0 if primal_reused else 1.0) > 0:
+            primal_reused = False  # a rank without the file: every rank trains (DDP needs them all)
         if not primal_reused:
             with log.step("primal (Adam)"):
                 t0 = time.perf_counter()
+                if args.stream and comm is not None:
+                    raise ValueError("--stream trains in one process; under torchrun drop --stream (the primal then "
+                                     "runs under DistributedDataParallel on the training examples split over the ranks)")
                 if args.stream:
                     from convexdual.mri.stream import train_primal_streaming
 
@@ -320,15 +330,18 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                                                 slices_per_batch=args.batch_slices, lr=args.lr, seed=args.seed,
                                                 device=args.device, time_limit=args.primal_time_limit)
                 else:
-                    pr = train_primal(x, y, width=args.width, kernel_size=7, beta=beta, residual=True,
+                    xs, ys = _shard(comm, x, y)
+                    test = _shard(comm, xt, yt) if comm is None or len(xt) >= comm.world else None
+                    pr = train_primal(xs, ys, width=args.width, kernel_size=7, beta=beta, residual=True,
                                       epochs=args.epochs, batch_size=2 * args.batch_slices, lr=args.lr, seed=args.seed,
-                                      device=args.device, eval_every=eval_every, test=(xt, yt),
-                                      time_limit=args.primal_time_limit)
+                                      device=args.device, eval_every=eval_every, test=test,
+                                      time_limit=args.primal_time_limit, comm=comm)
                 primal_seconds = time.perf_counter() - t0
                 history = [dict(h) for h in pr.history]
                 primal_net, primal_epochs = pr.network.to("cpu"), int(pr.epochs)
-            primal_net.save(primal_path, {"key": pkey, "history": history, "epochs": primal_epochs,
-                                          "seconds": primal_seconds})
+            if writer:
+                primal_net.save(primal_path, {"key": pkey, "history": history, "epochs": primal_epochs,
+                                              "seconds": primal_seconds})
         loss = cd.get_loss("squared")
         with log.step("primal objective and losses"):
             primal_obj = primal_objective(primal_net, x, y, beta, loss)
@@ -344,7 +357,16 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                                 data_key=data_key(x, 7), info={"deduplicated": True, "unique": int(len(keep))})
         with log.step("build problem"):
             problem = cd.build_problem(x, y, 7, beta, patterns=pats, residual=True)
-        backend, _ = resolve_solver(args.solver, problem)
+            backend, _ = resolve_solver(args.solver, problem)
+            if comm is not None:
+                if getattr(backend, "sharded", False):
+                    from convexdual.distributed import build_sharded_problem
+
+                    problem = build_sharded_problem(*_shard(comm, x, y), 7, beta, comm=comm, gates=pats.gates,
+                                                    residual=True)
+                else:
+                    logger.warning("dual solver %r does not shard over ranks: every rank solves the whole program "
+                                   "(use --solver active_set or auto to split it)", backend.name)
         fields = {f.name for f in __import__("dataclasses").fields(backend.options_class)}
         sopts = dict(args.solver_options or {})
         if args.dual_time_limit is not None:
@@ -394,6 +416,8 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
         out["test_slices"] = test_cache.num_slices
         out["bytes_image_per_slice"] = int(np.prod(crop)) * 16 * 2
     # ---- figures ------------------------------------------------------------------
+    if not writer:
+        return out
     title = f"CS-MRI, R = {R:g}, {args.mask} mask, {args.maps} maps"
     details = _figure_details(args, out, source or "data: see mri.json")
     out["figures"] = [str(figs.reconstruction_figure(
@@ -407,6 +431,27 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
         out["figures"].append(str(figs.filter_response_figure(args.out / f"dual_filters_{tag}.png", res.W, res.Z, 7,
                                                               title, details=details).name))
     return out
+
+
+def _shard(comm: Any, *arrays: np.ndarray) -> tuple:
+    """This rank's block of examples of each array under torchrun (all of them in one process)."""
+    if comm is None:
+        return arrays
+    from convexdual.distributed import shard_images
+
+    return shard_images(comm, *arrays)
+
+
+def _machine_first(comm: Any, make):
+    """``make()`` (which writes files, or finds them made from the same inputs) on the first rank of
+    each machine before the other ranks there, so the ranks of a machine never write one file
+    together; one process: just ``make()``."""
+    if comm is None:
+        return make()
+    first = int(os.environ.get("LOCAL_RANK", comm.rank)) == 0
+    out = make() if first else None
+    comm.barrier()
+    return out if first else make()
 
 
 def _figure_details(args: argparse.Namespace, out: dict, source: str) -> list[str]:
@@ -492,22 +537,30 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from convexdual._threads import torch_threads
 
+    from convexdual._io import atomic_write_json, atomic_write_text
+    from convexdual.distributed import in_torchrun, init_from_env
+
+    comm = init_from_env(device=str(args.device)) if in_torchrun() else None
+    writer = comm is None or comm.rank == 0
     t0 = time.perf_counter()
     with torch_threads(getattr(args, "threads", None)):
         simlog = StepLog()
         with simlog.step("data (simulate or list files)"):
-            train_files, test_files, source = _datasets(args)
+            train_files, test_files, source = _machine_first(comm, lambda: _datasets(args))
         runs = []
         for R in args.accelerations:
-            runs.append(run_acceleration(args, float(R), train_files, test_files, source))
+            runs.append(run_acceleration(args, float(R), train_files, test_files, source, comm=comm))
             # each acceleration's numbers are on disk as soon as it is done (a later one may not finish)
-            (args.out / f"mri_R{float(R):g}.json").write_text(json.dumps(runs[-1], indent=2, default=float))
+            if writer:
+                atomic_write_json(args.out / f"mri_R{float(R):g}.json", runs[-1])
     result = {"experiment": "mri", "source": source, "smoke": bool(args.smoke),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
               "train_files": [p.name for p in train_files], "test_files": [p.name for p in test_files],
               "data_step": simlog.steps, "runs": runs, "seconds": time.perf_counter() - t0,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    (args.out / "mri.json").write_text(json.dumps(result, indent=2, default=float))
-    (args.out / "mri.md").write_text(_summary(result))
-    print(_summary(result))
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+              "ranks": 1 if comm is None else int(comm.world)}
+    if writer:
+        atomic_write_json(args.out / "mri.json", result)
+        atomic_write_text(args.out / "mri.md", _summary(result))
+        print(_summary(result))
     return 0
