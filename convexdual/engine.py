@@ -174,7 +174,7 @@ class _RowSet:
 
 
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
-                     max_rounds: int) -> tuple[np.ndarray, np.ndarray]:
+                     max_rounds: int, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows`` (the one
     lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`).
 
@@ -186,12 +186,13 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
     row does a pass over every row check the result, refill the pool, or end the loop with the
     exact projection. Several ranks: a full pass costs one gather (the pool's rows, with their
     values); every round one broadcast (the multipliers and the pool's values, rank 0's), so
-    every rank takes the same decisions.
+    every rank takes the same decisions. ``values``: ``rows.matvec(c)`` when the caller has it (the
+    scan's screening computed it for a whole block in one product), saving the first pass.
     """
     comm = rows.comm
     cap = 4 * rows.A.shape[1]
     pool_k = min(rows.total, 16 * cap)
-    pool, lowest = rows.candidates(rows.matvec(c), pool_k, extra=start)
+    pool, lowest = rows.candidates(rows.matvec(c) if values is None else values, pool_k, extra=start)
     if lowest >= -tol:
         return c, np.empty(0, dtype=np.intp)
     if start is not None and len(start):
@@ -487,17 +488,21 @@ class PatternEngine:
 
     # ---- projections ----------------------------------------------------------------------------
     def project(self, i: int, c: np.ndarray, *, key: Any = None, rel_tol: float = 1e-13,
-                rows: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+                rows: np.ndarray | None = None, xc: np.ndarray | None = None
+                ) -> tuple[float, np.ndarray, np.ndarray]:
         """Exact ``Proj_{K_i}(c)``; returns ``(norm, proj, active rows)`` (rows index the nonzero rows).
 
         With a ``key`` the rows that ended active are remembered: they start the next projection
-        with that key and give :meth:`relaxed_norm` its superset cone.
+        with that key and give :meth:`relaxed_norm` its superset cone. ``xc``: ``X_nz c`` on this
+        rank's nonzero rows when the caller has it (saves one pass over the rows).
         """
         self.num_projections += 1
         start = rows if rows is not None else self._rows.get(key) if key is not None else None
         c = np.asarray(c, dtype=np.float64)
         tol = rel_tol * self.xmax * float(np.linalg.norm(c))
-        proj, act = _lazy_projection(self.rows(i), c, tol, start, 200)
+        rs = self.rows(i)
+        values = None if xc is None else np.where(rs.flip, xc, -xc)
+        proj, act = _lazy_projection(rs, c, tol, start, 200, values)
         nrm = float(np.linalg.norm(proj))
         if key is not None and act.size:
             self._rows[key] = act
@@ -631,7 +636,7 @@ class PatternEngine:
                     continue
                 # stage 2, batched: masks and X c of the block in one product; a vector inside its cone
                 # is its own projection; otherwise the cone of its k most violated rows bounds it
-                screens = self._screen(C, todo, k_rows)
+                screens, XC, col = self._screen(C, todo, k_rows)
                 lams = self._block_multipliers(C, todo, screens)
                 for (i, s), (mmin, top, A), lam in zip(todo, screens, lams):
                     c = s * C[i]
@@ -649,7 +654,7 @@ class PatternEngine:
                         bound_rest = max(bound_rest, ub)
                         pruned += 1
                         continue
-                    val, proj, _ = self.project(i, c, key=key, rows=top)
+                    val, proj, _ = self.project(i, c, key=key, rows=top, xc=s * XC[col[i]])
                     nproj += 1
                     record(i, s, val, proj)
                 if bar is not None:
@@ -683,10 +688,12 @@ class PatternEngine:
         return lams
 
     def _screen(self, C: np.ndarray, todo: list[tuple[int, float]], k_rows: int
-                ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+                ) -> tuple[list[tuple[float, np.ndarray, np.ndarray]], np.ndarray, dict[int, int]]:
         """Stage 2 of the scan for a block of groups ``(i, s)``: masks and ``X c`` in one product;
         per group the smallest cone value ``min_j (2 D_i - I) x_j^T (s C_i)`` and the ``k_rows`` most
-        violated rows (global ids, signed rows). Several ranks: one gather for the whole block."""
+        violated rows (global ids, signed rows). Several ranks: one gather for the whole block.
+        Also returns ``X_nz C_i^T`` of the block's patterns (rows ``col[i]``, this rank's rows), which
+        the exact projections that follow start from."""
         uniq = sorted({i for i, _ in todo})
         col = {i: j for j, i in enumerate(uniq)}
         XG = self.gates[uniq] @ self.Xnz.T >= 0  # (b, n_nz): rows contiguous
@@ -706,14 +713,14 @@ class PatternEngine:
             packs.append(np.hstack([np.full((top.size, 1), t, dtype=np.float64), m[top][:, None],
                                     (top + self.row_offset)[:, None].astype(np.float64), A]))
         if not self.comm.distributed:
-            return out
+            return out, XC, col
         allp = np.concatenate(self.comm.gather(np.concatenate(packs) if packs else np.zeros((0, 3 + self.d))))
         for t in range(len(todo)):
             rows = allp[allp[:, 0] == t]
             order = np.lexsort((rows[:, 2], rows[:, 1]))[:k_rows]
             mmin = min(0.0, float(rows[:, 1].min(initial=0.0)))
             out.append((mmin, rows[order, 2].astype(np.intp), rows[order, 3:]))
-        return out
+        return out, XC, col
 
     # ---- the dual bound ---------------------------------------------------------------------------
     def dual_bound(self, loss: Any, y: np.ndarray, beta: float, v0: np.ndarray, *,
