@@ -332,6 +332,7 @@ def part_mnist(args, v1):
                                 residual="least-squares residual y - X w_ls", mode="bracket (no beta)",
                                 budgets_s=budgets), "runs": {}}
     curves = {}
+    name = args.mnist_out or "global_oracle_mnist"
     for N, budget in zip(sizes, budgets):
         X, r = mnist_problem(N)
         o = global_max_correlation(X, r, time_limit=budget, num_threads=args.threads)
@@ -346,7 +347,7 @@ def part_mnist(args, v1):
         print(f"mnist N={N} n={X.shape[0]}: {o.status} [{o.lower:.6g}, {o.upper:.6g}] gap={o.gap:.3g} "
               f"nodes={o.nodes} ({o.nodes / o.seconds:.1f}/s) batch={o.stats.get('batch')} "
               f"split={ {k: round(v, 1) for k, v in o.stats.items() if k.startswith('seconds_')} }", flush=True)
-        write("global_oracle_mnist.json", out)
+        write(f"{name}.json", out)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for k, (N, h) in enumerate(curves.items()):
@@ -357,7 +358,7 @@ def part_mnist(args, v1):
     ax.set_title("Global oracle on real MNIST 28x28 (k=3, LS residual)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "global_oracle_mnist.png", dpi=120)
+    fig.savefig(OUT / f"{name}.png", dpi=120)
 
 
 def main():
@@ -371,6 +372,9 @@ def main():
     ap.add_argument("--sizes", type=str, default="1,5,20")
     ap.add_argument("--mnist-sizes", type=str, default="50,150,600")
     ap.add_argument("--mnist-budgets", type=str, default="600,600,600")
+    ap.add_argument("--mnist-out", type=str, default=None,
+                    help="mnist: name of the JSON/PNG written to benchmarks/results (default global_oracle_mnist); "
+                         "separate names let sizes run as separate processes")
     args = ap.parse_args()
     import torch
 
