@@ -195,20 +195,31 @@ class TwoLayerConvNet(nn.Module):
         blob = read_network_file(path, _FORMAT, "network")
         cfg = _check_config(blob.get("config"), path)
         sd = _check_state_dict(blob.get("state_dict"), cfg, path)
-        meta_json = blob.get("metadata_json", "{}")
-        try:
-            meta = json.loads(meta_json) if isinstance(meta_json, str) else None
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise DataFormatError(f"{path}: metadata_json must be a JSON object (a dict); got {str(meta_json)[:80]!r}")
+        meta = _read_metadata(blob, path)
+        return cls._from_checked(cfg, sd).to(dev), meta
+
+    @classmethod
+    def _from_checked(cls, cfg: dict[str, Any], sd: dict[str, torch.Tensor]) -> TwoLayerConvNet:
+        """The net of a checked ``config`` and ``state_dict`` (:func:`_check_config`, :func:`_check_state_dict`)."""
         net = cls(cfg["in_channels"], cfg["width"], cfg["kernel_size"], residual=cfg["residual"],
                   residual_channel=cfg["residual_channel"], dtype=sd["conv1.weight"].dtype)
         net.load_state_dict(sd)
-        return net.to(dev), meta
+        return net
 
     def extra_repr(self) -> str:
         return f"width={self.width}, kernel_size={self.kernel_size}, residual={self.residual}"
+
+
+def _read_metadata(blob: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``metadata_json`` of a network file as a dict (a JSON object), or DataFormatError."""
+    meta_json = blob.get("metadata_json", "{}")
+    try:
+        meta = json.loads(meta_json) if isinstance(meta_json, str) else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{path}: metadata_json must be a JSON object (a dict); got {str(meta_json)[:80]!r}")
+    return meta
 
 
 def _check_config(cfg: Any, path: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from convexdual.errors import DataFormatError
-from convexdual.nets import TwoLayerConvNet, _check_config, _check_state_dict
+from convexdual.nets import TwoLayerConvNet, _check_config, _check_state_dict, _read_metadata
 
 __all__ = ["StackedConvNet", "StackedTrainResult", "train_stacked", "stacked_objective_torch"]
 
@@ -172,17 +172,8 @@ class StackedConvNet(nn.Module):
             sd = _check_state_dict(entry.get("state_dict"), cfg, where)
             if i > 0 and cfg["in_channels"] != 1:
                 raise DataFormatError(f"{where}: takes {cfg['in_channels']} channels but the block before outputs one")
-            b = TwoLayerConvNet(cfg["in_channels"], cfg["width"], cfg["kernel_size"], residual=cfg["residual"],
-                                residual_channel=cfg["residual_channel"], dtype=sd["conv1.weight"].dtype)
-            b.load_state_dict(sd)
-            blocks.append(b)
-        meta_json = blob.get("metadata_json", "{}")
-        try:
-            meta = json.loads(meta_json) if isinstance(meta_json, str) else None
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise DataFormatError(f"{path}: metadata_json must be a JSON object (a dict)")
+            blocks.append(TwoLayerConvNet._from_checked(cfg, sd))
+        meta = _read_metadata(blob, path)
         try:
             net = cls(blocks)
         except (TypeError, ValueError) as exc:
