@@ -202,7 +202,7 @@ def part_digits(args, v1):
             ok = np.isfinite(h[:, 2]) & (h[:, 2] > 0)
             gap = (h[ok, 2] - h[ok, 3]) / h[ok, 2]
             ax.plot(h[ok, 0], np.maximum(gap, 1e-9), color=f"C{k}", ls=ls, label=f"N={N} (n={64 * N}) {tag}")
-    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_xlabel(f"seconds (wall clock, {args.threads} torch thread, shared machine)")
     ax.set_ylabel("certified relative gap (upper - lower) / upper on M*")
     ax.set_yscale("log")
     ax.set_title("Global oracle, 8x8 digits, LS residual: new (v2) vs old (34d7b50)", fontsize=10)
@@ -300,7 +300,7 @@ def part_certify(args, v1):
             ok = np.isfinite(h[:, 2])
             ax.plot(h[ok, 0], h[ok, 2] / beta, "C0", ls=ls, label=f"certified upper / beta ({tag})")
     ax.axhline(1.0, color="k", lw=0.8, label="beta (proof needs upper <= beta (1+1e-6))")
-    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_xlabel(f"seconds (wall clock, {args.threads} torch thread, shared machine)")
     ax.set_ylabel("max_u |r^T relu(X u)| / beta")
     ax.set_yscale("log")
     ax.set_title("Certify the column-generation optimum, 20 digits 8x8 (n=1280): new vs old", fontsize=10)
@@ -353,7 +353,7 @@ def part_mnist(args, v1):
     for k, (N, h) in enumerate(curves.items()):
         ok = np.isfinite(h[:, 2]) & (h[:, 2] > 0)
         ax.plot(h[ok, 0], (h[ok, 2] - h[ok, 3]) / h[ok, 2], f"C{k}", label=f"N={N} (n={784 * N})")
-    ax.set_xlabel(f"seconds (CPU, {args.threads} torch thread, shared machine)")
+    ax.set_xlabel(f"seconds (wall clock, {args.threads} torch thread, shared machine)")
     ax.set_ylabel("certified relative gap (upper - lower) / upper on M*")
     ax.set_title("Global oracle on real MNIST 28x28 (k=3, LS residual)", fontsize=10)
     ax.legend(fontsize=8)
