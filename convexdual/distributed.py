@@ -259,8 +259,10 @@ def shard_bounds(num_images: int, world: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def shard_images(comm: Comm, *arrays: Any) -> tuple:
-    """This rank's block of images of each array (first dimension), by :func:`shard_bounds`."""
+def shard_images(comm: Comm | None, *arrays: Any) -> tuple:
+    """This rank's block of images of each array (first dimension), by :func:`shard_bounds`
+    (``comm`` None or :data:`SINGLE`: one process, every image)."""
+    comm = SINGLE if comm is None else comm
     n = len(arrays[0])
     a, b = shard_bounds(n, comm.world)[comm.rank]
     return tuple(x[a:b] for x in arrays)

@@ -203,15 +203,15 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
     active = pool[np.argsort(mp, kind="stable")[:cap]]
     if start is not None and len(start):
         active = np.union1d(active, np.asarray(start, dtype=np.intp))
-    active = np.unique(active)
     for _ in range(max_rounds):
         Aa = rows.take(active)
         lam, _ = nnls(Aa.T, -c, maxiter=50 * Aa.shape[0])
         proj = c + Aa.T @ lam
         mp = Ap @ proj
-        both = comm.broadcast_same(np.concatenate([lam, mp]))  # rank 0's: one path for every rank
-        lam, mp = both[:lam.size], both[lam.size:]
-        proj = c + Aa.T @ lam
+        if comm.distributed:  # rank 0's multipliers and pool values: one path for every rank
+            both = comm.broadcast_same(np.concatenate([lam, mp]))
+            lam, mp = both[:lam.size], both[lam.size:]
+            proj = c + Aa.T @ lam
         mp[np.isin(pool, active)] = np.inf
         viol = np.flatnonzero(mp < -tol)
         kept = active[lam > 0]

@@ -262,6 +262,7 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
     from convexdual.mri.prepare import PrepOptions, SliceCache, build_cache, to_examples
     from convexdual.nets import TwoLayerConvNet, primal_objective
     from convexdual.patterns import SignPatterns, data_key, unique_gates
+    from convexdual.distributed import shard_images
     from convexdual.train import train_primal
 
     tag = f"R{R:g}"
@@ -331,8 +332,8 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                                                 slices_per_batch=args.batch_slices, lr=args.lr, seed=args.seed,
                                                 device=args.device, time_limit=args.primal_time_limit)
                 else:
-                    xs, ys = _shard(comm, x, y)
-                    test = _shard(comm, xt, yt) if comm is None or len(xt) >= comm.world else None
+                    xs, ys = shard_images(comm, x, y)
+                    test = shard_images(comm, xt, yt) if comm is None or len(xt) >= comm.world else None
                     pr = train_primal(xs, ys, width=args.width, kernel_size=7, beta=beta, residual=True,
                                       epochs=args.epochs, batch_size=2 * args.batch_slices, lr=args.lr, seed=args.seed,
                                       device=args.device, eval_every=eval_every, test=test,
@@ -363,7 +364,7 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
                 if getattr(backend, "sharded", False):
                     from convexdual.distributed import build_sharded_problem
 
-                    problem = build_sharded_problem(*_shard(comm, x, y), 7, beta, comm=comm, gates=pats.gates,
+                    problem = build_sharded_problem(*shard_images(comm, x, y), 7, beta, comm=comm, gates=pats.gates,
                                                     residual=True)
                 else:
                     logger.warning("dual solver %r does not shard over ranks: every rank solves the whole program "
@@ -432,15 +433,6 @@ def run_acceleration(args: argparse.Namespace, R: float, train_files: list[Path]
         out["figures"].append(str(figs.filter_response_figure(args.out / f"dual_filters_{tag}.png", res.W, res.Z, 7,
                                                               title, details=details).name))
     return out
-
-
-def _shard(comm: Any, *arrays: np.ndarray) -> tuple:
-    """This rank's block of examples of each array under torchrun (all of them in one process)."""
-    if comm is None:
-        return arrays
-    from convexdual.distributed import shard_images
-
-    return shard_images(comm, *arrays)
 
 
 def _machine_first(comm: Any, make):

@@ -140,8 +140,6 @@ def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[s
 
 def _shard(*arrays: np.ndarray) -> tuple:
     """This rank's block of images of each array under torchrun (all of them in one process)."""
-    if _COMM is None:
-        return arrays
     from convexdual.distributed import shard_images
 
     return shard_images(_COMM, *arrays)
