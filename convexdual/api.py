@@ -116,7 +116,7 @@ def _zero_result(problem: DualProblem, name: str) -> SolveResult | None:
     if np.isfinite(problem.loss.dual_bound) and problem.engine.comm.max(float(np.abs(v0).max(initial=0.0))) > \
             problem.loss.dual_bound:
         return None
-    scan = problem.engine.scan(v0, threshold=problem.beta, limit=1, tag="dual")
+    scan = problem.engine.scan(v0, threshold=problem.beta, limit=1, first=True, tag="dual")
     if scan.found:
         return None
     Wz = np.zeros((problem.P, problem.d))

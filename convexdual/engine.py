@@ -551,7 +551,7 @@ class PatternEngine:
     # ---- the scan ---------------------------------------------------------------------------------
     def scan(self, v: np.ndarray | None = None, *, C: np.ndarray | None = None, threshold: float | None = None,
              exclude: Iterable[tuple[int, float]] = (), limit: int | None = None, tag: str = "dual",
-             exact_max: bool = False, progress: bool = False) -> ScanResult:
+             exact_max: bool = False, first: bool = False, progress: bool = False) -> ScanResult:
         """Dual constraints ``||Proj_{K_i}(s X^T D_i v)||`` over every pattern and both signs.
 
         Args:
@@ -563,6 +563,11 @@ class PatternEngine:
             limit: most groups to report (None: all above ``threshold``).
             exact_max: with a ``threshold``, also compute the maximum exactly (a pattern is skipped
                 only when its bound is at most both the best so far and the threshold level).
+            first: with a ``threshold`` and a ``limit``: stop as soon as ``limit`` groups above the
+                threshold are found, in the order of their unconstrained norms ``||X^T D_i v||``, instead
+                of finding the ``limit`` largest (every pattern whose bound exceeds the k-th found is
+                then projected). ``max_value`` covers the patterns left unscanned by their unconstrained
+                norms (a valid, loose bound). A scan that finds fewer than ``limit`` is complete.
             tag: key prefix of the remembered projection rows. Scans at nearby dual points (a
                 solver's rounds, then the certificate) share "dual": the rows that were active at
                 the last point make the superset-cone bound nearly exact at the next one.
@@ -581,12 +586,16 @@ class PatternEngine:
         arg = None
         kth = -np.inf
         lim = None if limit is None else int(limit)
+        if first and (threshold is None or lim is None):
+            raise ValueError("scan(first=True) needs a threshold and a limit (it stops once it has `limit` groups)")
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(order), desc="dual-constraint scan", leave=False, dynamic_ncols=True)
         def current_stop() -> float:
+            if first:
+                return threshold
             stop = best if threshold is None else max(threshold, kth)
             return min(stop, best) if (exact_max and threshold is not None) else stop
 
@@ -638,7 +647,10 @@ class PatternEngine:
                 # is its own projection; otherwise the cone of its k most violated rows bounds it
                 screens, XC, col = self._screen(C, todo, k_rows)
                 lams = self._block_multipliers(C, todo, screens)
-                for (i, s), (mmin, top, A), lam in zip(todo, screens, lams):
+                for t_, ((i, s), (mmin, top, A), lam) in enumerate(zip(todo, screens, lams)):
+                    if first and len(found) >= lim:  # enough: the rest is bounded by its unconstrained norm
+                        bound_rest = max(bound_rest, max(float(cn[j]) for j, _ in todo[t_:]))
+                        break
                     c = s * C[i]
                     tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
                     key = (tag, i, s)
@@ -659,6 +671,11 @@ class PatternEngine:
                     record(i, s, val, proj)
                 if bar is not None:
                     bar.update(len(idx))
+                if first and len(found) >= lim:
+                    if pos < len(order):
+                        bound_rest = max(bound_rest, float(cn[order[pos]]))
+                        pruned += 2 * (len(order) - pos)
+                    break
         finally:
             if bar is not None:
                 bar.close()

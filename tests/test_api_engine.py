@@ -84,19 +84,35 @@ def test_engine_matches_explicit_references(tiny):
     # exact maximum by projecting every pattern, both signs, with a dense NNLS written here
     from scipy.optimize import nnls
 
-    best = 0.0
+    exact = {}
     for i in range(len(M)):
         A = np.where(M[i], 1.0, -1.0)[:, None] * X
-        for c in (C[i], -C[i]):
+        for s, c in ((1.0, C[i]), (-1.0, -C[i])):
             lam, _ = nnls(A.T, -c, maxiter=5000)
-            best = max(best, float(np.linalg.norm(c + A.T @ lam)))
+            exact[(i, s)] = float(np.linalg.norm(c + A.T @ lam))
+    best = max(exact.values())
     res = eng.scan(v)
     assert res.max_value == pytest.approx(best, rel=1e-9)
     assert res.pruned > 0 or res.projections == 2 * len(M)
     # a scan with a threshold reports every group above it, and only those
     thr = 0.5 * best
     found = eng.scan(v, threshold=thr).found
-    assert all(f[0] > thr for f in found) and len(found) >= 1
+    above = {g for g, val in exact.items() if val > thr * (1 + 1e-9)}
+    assert above and above <= {(i, s) for _, i, s, _ in found}
+    assert all(f[0] > thr for f in found)
+    # first=True stops at `limit` groups above the threshold (any of them, exact values), and its
+    # max_value still bounds the maximum; with a limit it cannot reach, the scan is complete
+    for limit in (1, 3):
+        res = eng.scan(v, threshold=thr, limit=limit, first=True)
+        assert len(res.found) == min(limit, len(above))
+        for val, i, s, _ in res.found:
+            assert val == pytest.approx(exact[(i, s)], rel=1e-9) and val > thr
+        assert res.max_value >= best * (1 - 1e-9)
+    res = eng.scan(v, threshold=thr, limit=10**6, first=True)
+    assert {(i, s) for _, i, s, _ in res.found} >= above
+    assert res.max_value >= best * (1 - 1e-9)
+    with pytest.raises(ValueError, match="threshold and a limit"):
+        eng.scan(v, first=True)
 
 
 def test_unit_scales_survive_residual_networks(tiny):

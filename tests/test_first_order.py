@@ -210,6 +210,16 @@ def test_active_set_at_20_digits_matches_plain_clarabel(digits20_problem):
     _conforms(cd.solve(digits20_problem, solver="active_set"), ref.objective)
 
 
+def test_active_set_first_found_entering_reaches_clarabels_optimum(small_problem, small_solution):
+    # entering="first": rounds stop their scans at the first violators (in the order of their
+    # unconstrained norms); the last scan is complete, so the certificate is the same
+    r = cd.solve(small_problem, solver="active_set", options=ActiveSetOptions(entering="first", groups_per_round=2,
+                                                                            init_groups=2))
+    _conforms(r, small_solution.objective)
+    with pytest.raises(ValueError, match="entering must be"):
+        ActiveSetOptions(entering="best")
+
+
 def test_active_set_warm_start_float32(small_problem, small_solution):
     # float32 is the precision of the gated warm start; the polish and certificate stay float64
     r = cd.solve(small_problem, solver="active_set", options=ActiveSetOptions(warm_start=True, dtype="float32"))
