@@ -174,9 +174,10 @@ class _RowSet:
 
 
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
-                     max_rounds: int, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(Proj_K(c), ids of the rows with a positive multiplier)`` for the cone of ``rows`` (the one
-    lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`).
+                     max_rounds: int, values: np.ndarray | None = None, stop: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(Proj_K(c), ids of the rows with a positive multiplier, exact)`` for the cone of ``rows``
+    (the one lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`).
 
     NNLS on a working set of rows; the rows with a zero multiplier leave it (``proj`` stays the
     projection onto the cone of the rows kept) and violated rows join it (the distance then rises
@@ -188,13 +189,18 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
     values); every round one broadcast (the multipliers and the pool's values, rank 0's), so
     every rank takes the same decisions. ``values``: ``rows.matvec(c)`` when the caller has it (the
     scan's screening computed it for a whole block in one product), saving the first pass.
+
+    Every iterate ``c + A_S^T lam`` (``lam >= 0``, any row subset ``S``) has a norm >= ``||Proj_K(c)||``
+    (Moreau: ``||Proj_K(c)|| = min_{lam >= 0} ||c + A^T lam||``). ``stop``: return as soon as that
+    bound is ``<= stop`` (``exact`` False: the first element is then such an iterate, not the
+    projection); a caller that only needs to know that the value is below ``stop`` saves the rest.
     """
     comm = rows.comm
     cap = 4 * rows.A.shape[1]
     pool_k = min(rows.total, 16 * cap)
     pool, lowest = rows.candidates(rows.matvec(c) if values is None else values, pool_k, extra=start)
     if lowest >= -tol:
-        return c, np.empty(0, dtype=np.intp)
+        return c, np.empty(0, dtype=np.intp), True
     if start is not None and len(start):
         pool = np.union1d(pool, np.asarray(start, dtype=np.intp))
     pool = np.unique(pool)
@@ -215,6 +221,9 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
         mp[np.isin(pool, active)] = np.inf
         viol = np.flatnonzero(mp < -tol)
         kept = active[lam > 0]
+        if stop is not None and float(np.linalg.norm(proj)) + 1e-12 * (float(np.linalg.norm(c)) + float(
+                np.linalg.norm(proj))) <= stop:
+            return proj, kept, False  # the same proj on every rank (rank 0's lam): the same decision
         if viol.size:
             sel = pool[viol[np.argsort(mp[viol], kind="stable")[:cap]]]
             active = np.union1d(kept, sel)
@@ -223,7 +232,7 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
         m[rows.local(pool)] = np.inf
         new, _ = rows.candidates(m, pool_k, below=-tol)
         if new.size == 0:
-            return proj, kept
+            return proj, kept, True
         An = rows.take(new)
         mv = comm.broadcast_same(An @ proj)
         sel = new[np.argsort(mv, kind="stable")[:cap]]
@@ -234,7 +243,7 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
     Aall = rows.take(every)
     lam, _ = nnls(Aall.T, -c, maxiter=50 * Aall.shape[0])
     lam = comm.broadcast_same(lam)
-    return c + Aall.T @ lam, np.flatnonzero(lam > 0)
+    return c + Aall.T @ lam, np.flatnonzero(lam > 0), True
 
 
 def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = None, rel_tol: float = 1e-12,
@@ -271,7 +280,7 @@ def cone_projection(A: np.ndarray, c: np.ndarray, *, signs: np.ndarray | None = 
     else:
         amax = float(np.sqrt(np.einsum("ij,ij->i", A, A).max(initial=0.0))) if A.size else 0.0
     tol = rel_tol * amax * float(np.linalg.norm(c))
-    proj, act = _lazy_projection(_RowSet(A, flip), c, tol, rows, max_rounds)
+    proj, act, _ = _lazy_projection(_RowSet(A, flip), c, tol, rows, max_rounds)
     nrm = float(np.linalg.norm(proj))
     return (nrm, proj, act) if return_rows else (nrm, proj)
 
@@ -496,17 +505,26 @@ class PatternEngine:
         with that key and give :meth:`relaxed_norm` its superset cone. ``xc``: ``X_nz c`` on this
         rank's nonzero rows when the caller has it (saves one pass over the rows).
         """
+        nrm, proj, act, _ = self._project(i, c, key, rel_tol, rows, xc, None)
+        return nrm, proj, act
+
+    def _project(self, i: int, c: np.ndarray, key: Any, rel_tol: float, rows: np.ndarray | None,
+                 xc: np.ndarray | None, stop: float | None) -> tuple[float, np.ndarray, np.ndarray, bool]:
+        """:meth:`project`, or with ``stop`` possibly only an upper bound ``<= stop`` on its norm
+        (last element False; see :func:`_lazy_projection`)."""
         self.num_projections += 1
         start = rows if rows is not None else self._rows.get(key) if key is not None else None
         c = np.asarray(c, dtype=np.float64)
         tol = rel_tol * self.xmax * float(np.linalg.norm(c))
         rs = self.rows(i)
         values = None if xc is None else np.where(rs.flip, xc, -xc)
-        proj, act = _lazy_projection(rs, c, tol, start, 200, values)
+        proj, act, exact = _lazy_projection(rs, c, tol, start, 200, values, stop)
         nrm = float(np.linalg.norm(proj))
         if key is not None and act.size:
             self._rows[key] = act
-        return nrm, (np.array(proj) if proj is c else proj), act
+        if not exact:  # rounding of c + A^T lam: ~d u (||c|| + ||A^T lam||) <= ~d u (2 ||c|| + nrm)
+            nrm = nrm + 1e-12 * (float(np.linalg.norm(c)) + nrm)
+        return nrm, (np.array(proj) if proj is c else proj), act, exact
 
     def relaxed_norm(self, i: int, c: np.ndarray, key: Any) -> float:
         """An upper bound on ``||Proj_{K_i}(c)||``: the projection onto the cone of the remembered rows
@@ -666,8 +684,12 @@ class PatternEngine:
                         bound_rest = max(bound_rest, ub)
                         pruned += 1
                         continue
-                    val, proj, _ = self.project(i, c, key=key, rows=top, xc=s * XC[col[i]])
+                    val, proj, _, exact = self._project(i, c, key, 1e-13, top, s * XC[col[i]], current_stop())
                     nproj += 1
+                    if not exact:  # bounded below the level that matters: pruned, not projected to the end
+                        bound_rest = max(bound_rest, val)
+                        pruned += 1
+                        continue
                     record(i, s, val, proj)
                 if bar is not None:
                     bar.update(len(idx))

@@ -263,7 +263,11 @@ class ActiveSetSolver(IterativeSolver):
 
     def _fresh(self, s: SimpleNamespace) -> None:
         v_rank, s.warm_info = self._identify(s.problem, s.o, s.data)
-        _, entering = self._check(s.data, s.op, v_rank, set(), 0.0, s.o.init_groups, s.o.entering == "first")
+        # "largest": the init_groups largest values; "first": the first groups found above beta (a
+        # threshold of 0 would let groups with values ~0 in)
+        first = s.o.entering == "first"
+        _, entering = self._check(s.data, s.op, v_rank, set(), s.beta * (1.0 + s.o.group_tol) if first else 0.0,
+                                  s.o.init_groups, first)
         for _, i, sg, proj in entering[: s.o.init_groups]:
             self._enter(s, i, sg, proj)
 

@@ -42,6 +42,38 @@ def test_cone_projection_with_more_rows_than_its_pool(seed):
     assert act.size and np.abs(A[act] @ proj).max() <= 1e-8 * np.abs(A).max() * np.linalg.norm(c)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_projection_stopped_at_a_level_returns_a_bound_between_the_value_and_the_level(seed):
+    """With ``stop`` the lazy loop may end before the exact projection; it then returns an iterate
+    ``c + A_S^T lam`` whose norm lies between the exact value (CVXPY/Clarabel) and ``stop``; above the
+    exact value the loop always goes to the end."""
+    from convexdual.engine import _lazy_projection, _RowSet
+
+    rng = np.random.default_rng(seed)
+    d, n = 6, 3000
+    e = np.ones(d) / np.sqrt(d)
+    centres = rng.standard_normal((10, d)) + 3 * e  # a cone with interior
+    A = centres[rng.integers(0, 10, n)] + 0.3 * rng.standard_normal((n, d))
+    c = rng.standard_normal(d) - 0.5 * e  # violates 1,000-3,000 rows; projection 0.3-0.8 ||c||
+    assert (A @ c < 0).sum() > 16 * 4 * d
+    w = cp.Variable(d)
+    cp.Problem(cp.Minimize(cp.sum_squares(w - c)), [A @ w >= 0]).solve(solver="CLARABEL")
+    exact = float(np.linalg.norm(w.value))
+    tol = 1e-12 * np.abs(A).max() * np.linalg.norm(c)
+    stopped = 0
+    for level in (1.01 * exact, 1.5 * exact, 0.5 * np.linalg.norm(c) + exact):
+        proj, _, is_exact = _lazy_projection(_RowSet(A, None), c, tol, None, 200, stop=level)
+        nrm = float(np.linalg.norm(proj))
+        if is_exact:
+            assert nrm == pytest.approx(exact, rel=1e-6)
+        else:
+            stopped += 1
+            assert exact * (1 - 1e-6) <= nrm <= level
+    assert stopped >= 1  # the early exit is taken on these instances
+    proj, _, is_exact = _lazy_projection(_RowSet(A, None), c, tol, None, 200, stop=0.99 * exact)
+    assert is_exact and float(np.linalg.norm(proj)) == pytest.approx(exact, rel=1e-6)
+
+
 def test_dual_bound_is_below_optimum_for_any_candidate(small_problem, small_solution):
     """The bound of a candidate ``v`` equals an independent computation (CVXPY cone projections on a
     loop-built patch matrix, masks from the gates) and stays below the optimum. Candidates are the
