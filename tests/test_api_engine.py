@@ -133,3 +133,48 @@ def test_short_reprs_never_dump_arrays(tiny):
         text = repr(obj)
         assert len(text) < 400 and "array(" not in text and "[[" not in text, type(obj).__name__
     assert "sampled" in repr(res.certificate) and f"P={prob.P}" in repr(prob)
+
+
+def test_scan_lockstep_projections_match_one_at_a_time(monkeypatch):
+    # n well above the projection pool (16 x 4 d rows), so projections make passes over every row,
+    # which the scan answers for 16 of them at once with one product: every exact value equals
+    # the one computed alone (dense NNLS on all the cone's rows)
+    from scipy.optimize import nnls
+    from sklearn.datasets import load_digits
+
+    import convexdual.engine as E
+
+    x = load_digits().images[:30, None] / 16.0  # n = 1,920 rows, d = 9
+    X = patch_matrix(x, 3)
+    gates = np.random.default_rng(1).standard_normal((24, 9))
+    eng = PatternEngine(x, 3, gates)
+    v = np.random.default_rng(2).standard_normal(X.shape[0])
+    C = eng.adjoint(v)
+    passes = []
+    real = E._projection_steps
+
+    def counting(*a, **k):
+        gen = real(*a, **k)
+        w = next(gen)
+        try:
+            while True:
+                passes.append(1)
+                w = gen.send((yield w))
+        except StopIteration as done:
+            return done.value
+
+    monkeypatch.setattr(E, "_projection_steps", counting)
+    exact = {}
+    for i in range(len(gates)):
+        A = np.where((X @ gates[i] >= 0)[:, None], X, -X)
+        for s in (1.0, -1.0):
+            lam, _ = nnls(A.T, -s * C[i], maxiter=20000)
+            exact[(i, s)] = float(np.linalg.norm(s * C[i] + A.T @ lam))
+    thr = 1e-3 * max(exact.values())
+    res = eng.scan(C=C, threshold=thr, limit=10**6, tag="t")  # every group above thr, exactly
+    assert passes, "no projection needed a pass over every row: the lockstep product was not exercised"
+    got = {(i, s): val for val, i, s, _ in res.found}
+    assert set(got) == {g for g, val in exact.items() if val > thr}
+    for g, val in got.items():
+        assert val == pytest.approx(exact[g], rel=1e-8, abs=1e-10)
+    assert res.max_value == pytest.approx(max(exact.values()), rel=1e-8)
