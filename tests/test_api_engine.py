@@ -155,8 +155,8 @@ def test_scan_lockstep_projections_match_one_at_a_time(monkeypatch):
 
     def counting(*a, **k):
         gen = real(*a, **k)
-        w = next(gen)
         try:
+            w = next(gen)
             while True:
                 passes.append(1)
                 w = gen.send((yield w))
