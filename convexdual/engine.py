@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass
-from collections.abc import Generator
 from typing import Any, Iterable
 
 import numpy as np
@@ -43,9 +42,6 @@ __all__ = ["PatternEngine", "ScanResult", "DualBound", "cone_projection", "cone_
            "MemoryBudgetError", "default_memory_limit_mb", "check_memory"]
 
 logger = logging.getLogger(__name__)
-
-
-_LOCKSTEP = 16  # projections advanced together by a scan (their passes over the rows: one product)
 
 
 class MemoryBudgetError(MemoryError, ValueError):
@@ -180,19 +176,6 @@ class _RowSet:
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
                      max_rounds: int, values: np.ndarray | None = None, stop: float | None = None
                      ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One projection on its own (:func:`_projection_steps`, every pass over the rows a matvec)."""
-    steps = _projection_steps(rows, c, tol, start, max_rounds, values, stop)
-    try:
-        w = next(steps)
-        while True:
-            w = steps.send(rows.matvec(w))
-    except StopIteration as done:
-        return done.value
-
-
-def _projection_steps(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None, max_rounds: int,
-                      values: np.ndarray | None = None, stop: Any = None
-                      ) -> Generator[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, bool]]:
     """``(Proj_K(c), ids of the rows with a positive multiplier, exact)`` for the cone of ``rows``
     (the one lazy-row loop of :func:`cone_projection` and :meth:`PatternEngine.project`).
 
@@ -211,19 +194,11 @@ def _projection_steps(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarra
     (Moreau: ``||Proj_K(c)|| = min_{lam >= 0} ||c + A^T lam||``). ``stop``: return as soon as that
     bound is ``<= stop`` (``exact`` False: the first element is then such an iterate, not the
     projection); a caller that only needs to know that the value is below ``stop`` saves the rest.
-    ``stop`` may be a callable (read every round: a scan's level rises as it goes).
-
-    ``_projection_steps`` is the loop itself, as a generator: it yields ``w`` whenever it needs a
-    pass over every row and is sent back ``rows.matvec(w)``; its return value is the result.
-    ``_lazy_projection`` drives one with matvecs; :meth:`PatternEngine.scan` drives a batch of them
-    in lockstep, so the passes of many projections are one product ``X @ W`` (one read of ``X``).
     """
     comm = rows.comm
     cap = 4 * rows.A.shape[1]
     pool_k = min(rows.total, 16 * cap)
-    if values is None:
-        values = yield c
-    pool, lowest = rows.candidates(values, pool_k, extra=start)
+    pool, lowest = rows.candidates(rows.matvec(c) if values is None else values, pool_k, extra=start)
     if lowest >= -tol:
         return c, np.empty(0, dtype=np.intp), True
     if start is not None and len(start):
@@ -246,15 +221,14 @@ def _projection_steps(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarra
         mp[np.isin(pool, active)] = np.inf
         viol = np.flatnonzero(mp < -tol)
         kept = active[lam > 0]
-        level = stop() if callable(stop) else stop
-        if level is not None and float(np.linalg.norm(proj)) + 1e-12 * (float(np.linalg.norm(c)) + float(
-                np.linalg.norm(proj))) <= level:
+        if stop is not None and float(np.linalg.norm(proj)) + 1e-12 * (float(np.linalg.norm(c)) + float(
+                np.linalg.norm(proj))) <= stop:
             return proj, kept, False  # the same proj on every rank (rank 0's lam): the same decision
         if viol.size:
             sel = pool[viol[np.argsort(mp[viol], kind="stable")[:cap]]]
             active = np.union1d(kept, sel)
             continue
-        m = yield proj  # the pool is clean: check every row (m = rows.matvec(proj))
+        m = rows.matvec(proj)  # the pool is clean: check every row
         m[rows.local(pool)] = np.inf
         new, _ = rows.candidates(m, pool_k, below=-tol)
         if new.size == 0:
@@ -426,7 +400,9 @@ class PatternEngine:
 
     def rows(self, i: int) -> _RowSet:
         """The cone rows ``(2 D_i - I) x_j`` (nonzero rows) of pattern ``i`` over every rank."""
-        return _RowSet(self.Xnz, self._flip(i), self.comm, self.row_offset, self.num_rows)
+        m = self.mask(i)
+        return _RowSet(self.Xnz, m if self.nz.size == self.n else m[self.nz], self.comm, self.row_offset,
+                       self.num_rows)
 
     def cone_rows_many(self, groups: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """The signed cone rows ``(2 D_i - I) x_j`` of the global nonzero-row ``ids`` of each
@@ -535,57 +511,20 @@ class PatternEngine:
     def _project(self, i: int, c: np.ndarray, key: Any, rel_tol: float, rows: np.ndarray | None,
                  xc: np.ndarray | None, stop: float | None) -> tuple[float, np.ndarray, np.ndarray, bool]:
         """:meth:`project`, or with ``stop`` possibly only an upper bound ``<= stop`` on its norm
-        (last element False; see :func:`_projection_steps`)."""
-        return self._project_many([(i, c, key, rows, xc, self._flip(i))], stop, rel_tol)[0]
-
-    def _flip(self, i: int) -> np.ndarray:
-        """Pattern ``i``'s mask on this rank's nonzero rows (True: the cone row is ``+x_j``). Always
-        :meth:`mask`: the screen's block product may round a near-tie ``x_j^T g_i`` differently."""
-        m = self.mask(i)
-        return m if self.nz.size == self.n else m[self.nz]
-
-    def _project_many(self, items: list[tuple[int, np.ndarray, Any, np.ndarray | None, np.ndarray | None,
-                                              np.ndarray]], stop: Any, rel_tol: float = 1e-13
-                      ) -> list[tuple[float, np.ndarray, np.ndarray, bool]]:
-        """Several projections in lockstep: ``items`` are ``(pattern, c, key, start rows, X_nz c or None,
-        mask on this rank's nonzero rows)``; whenever projections need a pass over every row, their
-        passes are one product ``X_nz @ [w_1 ... w_k]`` (one read of the rows for all of them).
-        Several ranks: every rank advances the projections in the same order, so their collectives
-        match. Returns per item ``(norm, proj, active rows, exact)`` as :meth:`_project`."""
-        steps, rowsets, results = [], [], [None] * len(items)
-        for i, c, key, rows, xc, flip in items:
-            self.num_projections += 1
-            start = rows if rows is not None else self._rows.get(key) if key is not None else None
-            c = np.asarray(c, dtype=np.float64)
-            tol = rel_tol * self.xmax * float(np.linalg.norm(c))
-            rs = _RowSet(self.Xnz, flip, self.comm, self.row_offset, self.num_rows)
-            rowsets.append(rs)
-            steps.append(_projection_steps(rs, c, tol, start, 200, None if xc is None else np.where(flip, xc, -xc),
-                                           stop))
-        waiting: dict[int, np.ndarray] = {}
-
-        def advance(t: int, m: np.ndarray | None) -> None:
-            try:
-                waiting[t] = next(steps[t]) if m is None else steps[t].send(m)
-            except StopIteration as done:
-                results[t] = done.value
-
-        for t in range(len(items)):
-            advance(t, None)
-        while waiting:
-            ts = sorted(waiting)
-            Z = self.Xnz @ np.stack([waiting.pop(t) for t in ts], axis=1)  # (rows, k): one read of X_nz
-            for j, t in enumerate(ts):
-                advance(t, np.where(rowsets[t].flip, Z[:, j], -Z[:, j]))
-        out = []
-        for (i, c, key, _, _, _), (proj, act, exact) in zip(items, results):
-            nrm = float(np.linalg.norm(proj))
-            if key is not None and act.size:
-                self._rows[key] = act
-            if not exact:  # rounding of c + A^T lam: ~d u (||c|| + ||A^T lam||) <= ~d u (2 ||c|| + nrm)
-                nrm = nrm + 1e-12 * (float(np.linalg.norm(c)) + nrm)
-            out.append((nrm, (np.array(proj) if proj is c else proj), act, exact))
-        return out
+        (last element False; see :func:`_lazy_projection`)."""
+        self.num_projections += 1
+        start = rows if rows is not None else self._rows.get(key) if key is not None else None
+        c = np.asarray(c, dtype=np.float64)
+        tol = rel_tol * self.xmax * float(np.linalg.norm(c))
+        rs = self.rows(i)
+        values = None if xc is None else np.where(rs.flip, xc, -xc)
+        proj, act, exact = _lazy_projection(rs, c, tol, start, 200, values, stop)
+        nrm = float(np.linalg.norm(proj))
+        if key is not None and act.size:
+            self._rows[key] = act
+        if not exact:  # rounding of c + A^T lam: ~d u (||c|| + ||A^T lam||) <= ~d u (2 ||c|| + nrm)
+            nrm = nrm + 1e-12 * (float(np.linalg.norm(c)) + nrm)
+        return nrm, (np.array(proj) if proj is c else proj), act, exact
 
     def relaxed_norm(self, i: int, c: np.ndarray, key: Any) -> float:
         """An upper bound on ``||Proj_{K_i}(c)||``: the projection onto the cone of the remembered rows
@@ -726,37 +665,32 @@ class PatternEngine:
                 # is its own projection; otherwise the cone of its k most violated rows bounds it
                 screens, XC, col = self._screen(C, todo, k_rows)
                 lams = self._block_multipliers(C, todo, screens)
-                # then, by sub-batches, exact projections in lockstep (their passes over the rows are
-                # one product); between sub-batches a first-found scan checks whether it has enough
-                for b0 in range(0, len(todo), _LOCKSTEP):
+                for t_, ((i, s), (mmin, top, A), lam) in enumerate(zip(todo, screens, lams)):
                     if first and len(found) >= lim:  # enough: the rest is bounded by its unconstrained norm
-                        bound_rest = max(bound_rest, max(float(cn[j]) for j, _ in todo[b0:]))
+                        bound_rest = max(bound_rest, max(float(cn[j]) for j, _ in todo[t_:]))
                         break
-                    need = []
-                    for (i, s), (mmin, top, A), lam in zip(todo[b0:b0 + _LOCKSTEP], screens[b0:b0 + _LOCKSTEP],
-                                                           lams[b0:b0 + _LOCKSTEP]):
-                        c = s * C[i]
-                        key = (tag, i, s)
-                        if lam is None:
-                            nproj += 1
-                            self._rows.pop(key, None)
-                            record(i, s, float(np.linalg.norm(c)), np.array(c))
-                            continue
-                        ub = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
-                        if lam.any():
-                            self._rows[key] = top[lam > 0]
-                        if ub <= current_stop():
-                            bound_rest = max(bound_rest, ub)
-                            pruned += 1
-                            continue
-                        need.append((i, c, key, top, s * XC[col[i]], self._flip(i)))
-                    for (i, c, key, _, _, _), (val, proj, _, exact) in zip(need, self._project_many(need, current_stop)):
+                    c = s * C[i]
+                    tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
+                    key = (tag, i, s)
+                    if lam is None:
                         nproj += 1
-                        if not exact:  # bounded below the level that matters: pruned, not projected to the end
-                            bound_rest = max(bound_rest, val)
-                            pruned += 1
-                            continue
-                        record(i, key[2], val, proj)
+                        self._rows.pop(key, None)
+                        record(i, s, float(np.linalg.norm(c)), np.array(c))
+                        continue
+                    ub = float(np.linalg.norm(c + A.T @ lam)) * (1.0 + 1e-12)
+                    if lam.any():
+                        self._rows[key] = top[lam > 0]
+                    if ub <= current_stop():
+                        bound_rest = max(bound_rest, ub)
+                        pruned += 1
+                        continue
+                    val, proj, _, exact = self._project(i, c, key, 1e-13, top, s * XC[col[i]], current_stop())
+                    nproj += 1
+                    if not exact:  # bounded below the level that matters: pruned, not projected to the end
+                        bound_rest = max(bound_rest, val)
+                        pruned += 1
+                        continue
+                    record(i, s, val, proj)
                 if bar is not None:
                     bar.update(len(idx))
                 if first and len(found) >= lim:
