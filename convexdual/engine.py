@@ -173,6 +173,13 @@ class _RowSet:
         return self.candidates(m, k, below)[0]
 
 
+def _iterate_bound(c: np.ndarray, w: np.ndarray) -> float:
+    """A float upper bound on ``||Proj_K c||`` from an iterate ``w = c + A_S^T lam`` (``lam >= 0``):
+    ``||w||`` plus the rounding of ``c + A^T lam``, ~``d u (||c|| + ||A^T lam||) <= ~d u (2 ||c|| + ||w||)``."""
+    nw = float(np.linalg.norm(w))
+    return nw + 1e-12 * (float(np.linalg.norm(c)) + nw)
+
+
 def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray | None,
                      max_rounds: int, values: np.ndarray | None = None, stop: float | None = None
                      ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -221,8 +228,7 @@ def _lazy_projection(rows: _RowSet, c: np.ndarray, tol: float, start: np.ndarray
         mp[np.isin(pool, active)] = np.inf
         viol = np.flatnonzero(mp < -tol)
         kept = active[lam > 0]
-        if stop is not None and float(np.linalg.norm(proj)) + 1e-12 * (float(np.linalg.norm(c)) + float(
-                np.linalg.norm(proj))) <= stop:
+        if stop is not None and _iterate_bound(c, proj) <= stop:
             return proj, kept, False  # the same proj on every rank (rank 0's lam): the same decision
         if viol.size:
             sel = pool[viol[np.argsort(mp[viol], kind="stable")[:cap]]]
@@ -519,11 +525,9 @@ class PatternEngine:
         rs = self.rows(i)
         values = None if xc is None else np.where(rs.flip, xc, -xc)
         proj, act, exact = _lazy_projection(rs, c, tol, start, 200, values, stop)
-        nrm = float(np.linalg.norm(proj))
+        nrm = float(np.linalg.norm(proj)) if exact else _iterate_bound(c, proj)
         if key is not None and act.size:
             self._rows[key] = act
-        if not exact:  # rounding of c + A^T lam: ~d u (||c|| + ||A^T lam||) <= ~d u (2 ||c|| + nrm)
-            nrm = nrm + 1e-12 * (float(np.linalg.norm(c)) + nrm)
         return nrm, (np.array(proj) if proj is c else proj), act, exact
 
     def relaxed_norm(self, i: int, c: np.ndarray, key: Any) -> float:
@@ -670,7 +674,6 @@ class PatternEngine:
                         bound_rest = max(bound_rest, max(float(cn[j]) for j, _ in todo[t_:]))
                         break
                     c = s * C[i]
-                    tol = 1e-13 * self.xmax * float(np.linalg.norm(c))
                     key = (tag, i, s)
                     if lam is None:
                         nproj += 1
