@@ -220,6 +220,38 @@ def test_active_set_first_found_entering_reaches_clarabels_optimum(small_problem
         ActiveSetOptions(entering="best")
 
 
+def _stalling_clarabel(monkeypatch, spoil):
+    """Make every restricted Clarabel solve report InsufficientProgress, with its solution spoiled
+    by ``spoil(x)`` (what a stalled interior point leaves: a point near, not at, the optimum)."""
+    from types import SimpleNamespace
+
+    import convexdual.solvers.active_set as mod
+
+    real = mod.solve_program
+
+    def stalled(prog, values, native, verbose=False):
+        sol = real(prog, values, native, verbose)
+        return SimpleNamespace(status="InsufficientProgress", x=spoil(np.asarray(sol.x, dtype=np.float64)),
+                               iterations=sol.iterations)
+
+    monkeypatch.setattr(mod, "solve_program", stalled)
+
+
+def test_active_set_goes_on_from_a_stalled_restricted_solve(small_problem, small_solution, monkeypatch):
+    # Clarabel's InsufficientProgress (seen on real MNIST, n = 470,400, at a gap ~1e-11): the round
+    # goes on with the last iterate, and the exact polish + certificate decide, so the run still
+    # reaches Clarabel's optimum and says so only with a certified gap
+    rng = np.random.default_rng(0)
+    _stalling_clarabel(monkeypatch, lambda x: x * (1 + 1e-9 * rng.standard_normal(x.shape)))
+    _conforms(cd.solve(small_problem, solver="active_set"), small_solution.objective)
+
+
+def test_active_set_stops_on_a_restricted_solve_without_a_point(small_problem, monkeypatch):
+    _stalling_clarabel(monkeypatch, lambda x: np.full_like(x, np.nan))
+    r = cd.solve(small_problem, solver="active_set")
+    assert r.status is Status.NUMERICAL_ERROR and "InsufficientProgress" in r.message
+
+
 def test_active_set_warm_start_float32(small_problem, small_solution):
     # float32 is the precision of the gated warm start; the polish and certificate stay float64
     r = cd.solve(small_problem, solver="active_set", options=ActiveSetOptions(warm_start=True, dtype="float32"))

@@ -74,13 +74,14 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
 
     problem = cd.build_problem(data.noisy, data.clean, 3, beta, num_patterns=8, seed=args.seed)
     # a checkpoint after every round in the cache folder, keyed by the problem's fingerprint and
-    # the generation settings: with --resume an interrupted run goes on after its last round
+    # the settings that shape the trajectory (not --cg-rounds: rounds run in the same order whatever the
+    # limit): with --resume an interrupted run goes on after its last round, also under a larger limit
     ckpt = None
     if getattr(args, "out", None) is not None:
         from convexdual.checkpoint import problem_fingerprint
 
-        tag = C.sha256_digest("convexdual-mnist-generation-v1", problem_fingerprint(problem), int(args.cg_rounds),
-                              int(args.cg_per_round), int(args.seed), str(args.solver),
+        tag = C.sha256_digest("convexdual-mnist-generation-v2", problem_fingerprint(problem), int(args.cg_per_round),
+                              int(args.seed), str(args.solver),
                               None if args.solver_time_limit is None else float(args.solver_time_limit))[:32]
         ckpt = C.cache_root(args) / "units" / "generation" / f"{tag}.npz"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +98,12 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
            if r.get("status") == "optimal"]
     res = gen.result
     c = res.certificate
+    # a solver that failed leaves no objective to report (its last iterate is not a solution)
+    obj = float(res.objective) if res.status.has_solution else None
     return {"rounds": rounds, "converged": bool(gen.converged), "message": gen.message,
             "seconds": time.perf_counter() - t0, "final_patterns": int(len(gen.patterns)),
-            "status": res.status.value, "objective": float(res.objective),
-            "excess_over_primal": (float(res.objective) - primal_objective) / abs(primal_objective),
+            "status": res.status.value, "objective": obj,
+            "excess_over_primal": None if obj is None else (obj - primal_objective) / abs(primal_objective),
             "certificate": None if c is None else {"relative_gap": c.relative_gap, "max_violation": c.max_violation,
                                                    "ok": c.ok, "scope": c.scope},
             "patterns_needed": {str(t): patterns_needed(pts, primal_objective, t) for t in (1e-6, 0.01, 0.05)}}
