@@ -117,8 +117,14 @@ class _RowSet:
         ids = np.asarray(ids, dtype=np.intp)
         if not self.comm.distributed:
             return ids
-        loc = ids - self.offset
-        return loc[(loc >= 0) & (loc < self.A.shape[0])]
+        return self.held(ids)[1]
+
+    def held(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(k, loc)``: the positions ``k`` in ``ids`` of the global ids this rank holds, and
+        their positions ``loc`` in this rank's rows."""
+        loc = np.asarray(ids, dtype=np.intp) - self.offset
+        k = np.flatnonzero((loc >= 0) & (loc < self.A.shape[0]))
+        return k, loc[k]
 
     def _share(self, pack: np.ndarray, max_len: int | None = None) -> np.ndarray:
         """Gather ``[value, id, row]`` records from every rank and keep their rows."""
@@ -417,13 +423,10 @@ class PatternEngine:
             return [self.rows(i).take(ids) for i, ids in groups]
         packs = []
         for k, (i, ids) in enumerate(groups):
-            ids = np.asarray(ids, dtype=np.intp)
-            loc = ids - self.row_offset
-            mine = np.flatnonzero((loc >= 0) & (loc < self.Xnz.shape[0]))
-            m = self.mask(int(i))
-            m = m if self.nz.size == self.n else m[self.nz]
-            A = np.where(m[loc[mine], None], self.Xnz[loc[mine]], -self.Xnz[loc[mine]])
-            packs.append(np.hstack([np.full((mine.size, 1), k, dtype=np.float64), mine[:, None].astype(np.float64), A]))
+            rs = self.rows(int(i))
+            pos, loc = rs.held(ids)
+            packs.append(np.hstack([np.full((pos.size, 1), k, dtype=np.float64), pos[:, None].astype(np.float64),
+                                    rs._rows(loc)]))
         allp = np.concatenate(self.comm.gather(np.concatenate(packs) if packs else np.zeros((0, 2 + self.d))))
         out = [np.empty((len(ids), self.d)) for _, ids in groups]
         for row in allp:
