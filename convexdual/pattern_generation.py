@@ -277,7 +277,18 @@ def generate_patterns(
     glob: dict[str, Any] = {}
     result: SolveResult | None = None
     prob = _with_patterns(problem, S)
-    for t in range(len(rounds), int(opts.max_rounds)):
+    # a checkpoint whose last round added nothing holds a finished run: resuming it runs no round
+    # (another round would search with another seed and could go on where the run had stopped)
+    finished = bool(rounds) and int(rounds[-1].get("added", 1)) == 0
+    if finished:
+        last = rounds[-1]
+        if opts.oracle == "global" and "oracle_verdict" in last:
+            converged = proved = last["oracle_verdict"] == "feasible" and last.get("status") == "optimal"
+        else:
+            converged = True
+        message = (f"resumed a finished run: round {last['round']} added no pattern (max ratio "
+                   f"{float(last['max_ratio']):.6g}{'' if proved else '; a search, not a proof'})")
+    for t in range(len(rounds), int(opts.max_rounds) if not finished else 0):
         prob = _with_patterns(problem, S)
         ts = time.perf_counter()
         result = solve(prob, solver=name, options=solver_options)
@@ -329,10 +340,12 @@ def generate_patterns(
             break
     else:
         message = message or f"max_rounds={opts.max_rounds} reached with violators still found"
-    if result is None:  # resumed at or beyond max_rounds: solve once over the loaded set
+    if result is None:  # resumed a finished run, or at or beyond max_rounds: solve once over the loaded set
         prob = _with_patterns(problem, S)
         result = solve(prob, solver=name, options=solver_options)
         message = message or "no round left to run (resumed at max_rounds); solved over the loaded patterns"
+        if proved and not result.status.is_optimal:
+            converged = proved = False
     elif not converged and prob.P != S.num_patterns and result.status.has_solution:
         # the last round added patterns: solve once more so the result matches S
         prob = _with_patterns(problem, S)

@@ -69,6 +69,14 @@ def test_checkpoint_and_resume(tiny, tmp_path):
         same(a, b)
     assert np.array_equal(resumed.patterns.gates, full.patterns.gates)
     assert resumed.result.objective == pytest.approx(full.result.objective, rel=1e-9)
+    # the checkpoint now holds a finished run: resuming it runs no further round (one would search
+    # with another seed), it solves once over the loaded set and says so
+    again = generate_patterns(start, solver="clarabel",
+                              options=GenerationOptions(**{**opts.__dict__, "resume_from": str(ck), "max_rounds": 99}))
+    assert again.converged and "resumed a finished run" in again.message
+    assert len(again.rounds) == len(full.rounds) and np.array_equal(again.patterns.gates, full.patterns.gates)
+    assert again.result.status.is_optimal
+    assert again.result.objective == pytest.approx(full.result.objective, rel=1e-9)
 
 
 def test_bad_options_are_refused(tiny):
