@@ -12,12 +12,13 @@ Writes report.json, summary.md and PNG figures into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from convexdual._io import atomic_write_json, atomic_write_text
 
 __all__ = ["add_parser", "run_demo"]
 
@@ -152,7 +153,7 @@ def run_demo(out: Path, *, num_train: int = 20, num_test: int = 24, sigma: float
         result.network.save(out / "convex_net.pt", metadata={"beta": beta, "objective": result.objective})
     report["certify_command"] = (f"convexdual certify --net {out}/adam_net.pt --data {out}/train.npz "
                                  f"--beta {beta!r} --out {out}/certificate.json")
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    atomic_write_json(out / "report.json", report)
     _figures(out, report, clean_test, noisy_test, den_adam, den_cvx, adam, result, cert, problem)
     _summary(out, report)
     _say(f"done in {report['seconds']:.1f}s; report in {out}/ (report.json, summary.md, *.png)")
@@ -348,4 +349,4 @@ def _summary(out: Path, r: dict[str, Any]) -> None:
         "",
         f"    {r['certify_command']}",
     ]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

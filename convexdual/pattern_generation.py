@@ -150,11 +150,10 @@ def _with_patterns(problem: DualProblem, patterns: SignPatterns) -> DualProblem:
 
 
 def _save(path: str, patterns: SignPatterns, rounds: list[dict[str, Any]]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp.npz")
-    np.savez(tmp, gates=patterns.gates, rounds=np.array(json.dumps(rounds)))
-    tmp.replace(p)
+    from convexdual._io import atomic_save_npz
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npz(path, gates=patterns.gates, rounds=np.array(json.dumps(rounds)))
 
 
 def _add_cells(prob: DualProblem, S: SignPatterns, gates: list[np.ndarray], limit: int

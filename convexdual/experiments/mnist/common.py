@@ -626,7 +626,9 @@ def write_outputs(out: Path, stem: str, experiment: str, args: argparse.Namespac
     write_json(out / f"{stem}.json", {"experiment": experiment, "smoke": bool(args.smoke), "solver": args.solver,
                                       "settings": {k: v for k, v in vars(args).items() if k != "func"}, **fields})
     lines = [f"# {experiment} ({'smoke' if args.smoke else 'full'})", ""] + lines
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    from convexdual._io import atomic_write_text
+
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
