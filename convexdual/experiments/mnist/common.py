@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,6 @@ def resolve_sizes(args: argparse.Namespace, full: dict[str, Any], smoke: dict[st
     return argparse.Namespace(**out)
 
 
-#: the torchrun group of this run (None: one process); set by :func:`run_experiment`
-_COMM: Any = None
 
 
 def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[str, Any], body) -> int:
@@ -125,24 +123,24 @@ def run_experiment(args: argparse.Namespace, full: dict[str, Any], smoke: dict[s
     duals on images sharded over the ranks (:func:`run_primal`, :func:`run_dual`). Every rank then
     holds the same records and writes the same files, atomically (so the outputs are those of one
     process; each rank's copy is complete on its own machine)."""
-    global _COMM
     from convexdual.distributed import in_torchrun, init_from_env
 
     args = resolve_sizes(args, full, smoke)
-    _COMM = init_from_env(device=str(getattr(args, "device", "cpu"))) if in_torchrun() else None
+    # the torchrun group (None: one process) rides on args to load_data, and from there on Data
+    args.comm = init_from_env(device=str(getattr(args, "device", "cpu"))) if in_torchrun() else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if _COMM is not None:
-        _COMM.barrier()  # an --overwrite clean-up on any rank ends before anything is written
+    if args.comm is not None:
+        args.comm.barrier()  # an --overwrite clean-up on any rank ends before anything is written
     with torch_threads(args.threads):
         return body(args, out)
 
 
-def _shard(*arrays: np.ndarray) -> tuple:
+def _shard(comm: Any, *arrays: np.ndarray) -> tuple:
     """This rank's block of images of each array under torchrun (all of them in one process)."""
     from convexdual.distributed import shard_images
 
-    return shard_images(_COMM, *arrays)
+    return shard_images(comm, *arrays)
 
 
 def main(module, argv: list[str] | None = None) -> int:
@@ -185,6 +183,8 @@ class Data:
     noise: str
     level: float
     source: str
+    #: the torchrun group the heavy steps share this data over (None: one process)
+    comm: Any = field(default=None, compare=False, repr=False)
 
     @property
     def pixels(self) -> int:
@@ -204,7 +204,7 @@ def load_data(args: argparse.Namespace, noise: str, level: float, seed: int) -> 
     split = load_denoising_images(args.data, args.num_train, args.num_test, upsample=args.upsample, seed=seed)
     return Data(noisy=add_noise(split.train, noise, level, seed=seed + 1), clean=split.train,
                 noisy_test=add_noise(split.test, noise, level, seed=seed + 2), clean_test=split.test,
-                noise=noise, level=float(level), source=split.source)
+                noise=noise, level=float(level), source=split.source, comm=getattr(args, "comm", None))
 
 
 def reference_beta(noisy: np.ndarray, clean: np.ndarray, kernel_size: int, frac: float, *, num_gates: int = 256,
@@ -252,11 +252,12 @@ def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, b
         raise ValueError(f"primal dtype must be 'float32' or 'float64', got {dtype!r}")
     t0 = time.perf_counter()
     k = max(1, min(int(history_test), len(data.noisy_test)))
-    noisy, clean = _shard(data.noisy, data.clean)
-    test = _shard(data.noisy_test[:k], data.clean_test[:k]) if _COMM is None or k >= _COMM.world else None
+    comm = data.comm
+    noisy, clean = _shard(comm, data.noisy, data.clean)
+    test = _shard(comm, data.noisy_test[:k], data.clean_test[:k]) if comm is None or k >= comm.world else None
     res = train_primal(noisy, clean, width=width, kernel_size=3, beta=beta, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, device=device, eval_every=eval_every,
-                       test=test, dtype=tdtype, comm=_COMM)
+                       test=test, dtype=tdtype, comm=comm)
     net = res.network.to("cpu").to(torch.float64)
     train_s = time.perf_counter() - t0
     rec = {
@@ -385,10 +386,11 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
     problem = cd.build_problem(data.noisy, data.clean, 3, beta, patterns=patterns)
     if solver.lower() == "auto":
         solver = choose_solver(problem)[0].name
-    if _COMM is not None and solver.lower() in SOLVERS and getattr(get_solver(solver), "sharded", False):
+    if data.comm is not None and solver.lower() in SOLVERS and getattr(get_solver(solver), "sharded", False):
         from convexdual.distributed import build_sharded_problem
 
-        problem = build_sharded_problem(*_shard(data.noisy, data.clean), 3, beta, comm=_COMM, gates=patterns.gates)
+        problem = build_sharded_problem(*_shard(data.comm, data.noisy, data.clean), 3, beta, comm=data.comm,
+                                        gates=patterns.gates)
     rec: dict[str, Any] = {"label": label, "solver": solver, "P": int(problem.P),
                            "pattern_source": patterns.source}
     if solver.lower() not in SOLVERS:
@@ -526,7 +528,7 @@ def setup_matplotlib():
 
 #: settings that never change the numbers of a unit (left out of its settings hash)
 UNIT_IGNORED_SETTINGS = frozenset({"out", "resume", "cache_dir", "threads", "func", "quiet", "verbose", "progress", "command",
-                                   "experiment"})
+                                   "experiment", "comm"})
 
 
 def unit_settings(settings: argparse.Namespace | dict[str, Any] | None,
@@ -624,7 +626,8 @@ def write_outputs(out: Path, stem: str, experiment: str, args: argparse.Namespac
     ``lines``; the same text is printed.
     """
     write_json(out / f"{stem}.json", {"experiment": experiment, "smoke": bool(args.smoke), "solver": args.solver,
-                                      "settings": {k: v for k, v in vars(args).items() if k != "func"}, **fields})
+                                      "settings": {k: v for k, v in vars(args).items() if k not in ("func", "comm")},
+                                      **fields})
     lines = [f"# {experiment} ({'smoke' if args.smoke else 'full'})", ""] + lines
     from convexdual._io import atomic_write_text
 

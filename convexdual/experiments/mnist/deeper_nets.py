@@ -27,6 +27,7 @@ the stacked nets under ``--out/nets`` and ``summary.md``; finished pieces are re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,7 @@ def _greedy(args, out: Path, data: C.Data, beta: float, sigma: float, P: int) ->
     for b in range(1, int(args.blocks) + 1):
         if b > 1:
             prev = blocks[-1]
-            cur = C.Data(noisy=prev.predict(cur.noisy), clean=data.clean, noisy_test=prev.predict(cur.noisy_test),
-                         clean_test=data.clean_test, noise=data.noise, level=data.level, source=data.source)
+            cur = dataclasses.replace(cur, noisy=prev.predict(cur.noisy), noisy_test=prev.predict(cur.noisy_test))
             cur_beta = C.reference_beta(cur.noisy, cur.clean, 3, args.beta_frac)
         pats = cd.sample_patterns(cur.noisy, 3, P, seed=args.seed + b - 1)
         rec, net = C.run_dual(cur, cur_beta, pats, args.solver, label=f"greedy block {b}, {len(pats)} sampled",
