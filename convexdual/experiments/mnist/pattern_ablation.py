@@ -110,9 +110,10 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
 
 
 def _figure(units: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> Path:
-    """Dual optimum / primal objective (log, the primal at 1) and train / test loss (log) vs patterns."""
-    fig, axes = pl.new_figure(1, 3, size=(15, 5.2))
-    axes = axes[0]
+    """Dual optimum / primal objective (log, the primal at 1), its excess over the primal in % (symlog,
+    with the 0 / 1 / 5% levels of "patterns needed"), and train / test loss (log) vs patterns."""
+    fig, grid = pl.new_figure(2, 2, size=(14, 10))
+    axes, ex = (grid[0][0], grid[1][0], grid[1][1]), grid[0][1]
     for j, u in enumerate(units):
         pts = [p for p in u["points"] if "objective" in p]
         xs = [p["num_requested"] for p in pts]
@@ -120,11 +121,15 @@ def _figure(units: list[dict[str, Any]], args: argparse.Namespace, path: Path) -
         lab = f"sigma {u['sigma']:g} (beta = {u['beta']:.3g})"
         axes[0].plot(xs, [p["objective"] / p_obj for p in pts], "o-", color=col,
                      label=f"dual optimum over the sampled patterns, {lab}")
+        ex.plot(xs, [100 * (p["objective"] - p_obj) / abs(p_obj) for p in pts], "o-", color=col,
+                label=f"sampled, sigma {u['sigma']:g}")
         g = u.get("generation")
         if g and g["rounds"]:
-            gr = [r for r in g["rounds"] if r.get("objective") is not None]
+            gr = [r for r in g["rounds"] if r.get("objective") is not None and r.get("status") == "optimal"]
             axes[0].plot([r["patterns"] for r in gr], [r["objective"] / p_obj for r in gr], "s:", color=col,
                          ms=4, label=f"column generation (certified per round), sigma {u['sigma']:g}")
+            ex.plot([r["patterns"] for r in gr], [100 * (r["objective"] - p_obj) / abs(p_obj) for r in gr], "s:",
+                    color=col, ms=4, label=f"column generation, sigma {u['sigma']:g}")
         bad = [p for p in pts if not (p.get("status") == "optimal" and (p.get("certificate") or {}).get("ok"))]
         if bad:
             axes[0].plot([p["num_requested"] for p in bad], [p["objective"] / p_obj for p in bad], "x", ms=10,
@@ -142,7 +147,16 @@ def _figure(units: list[dict[str, Any]], args: argparse.Namespace, path: Path) -
         ax.set_yscale("log")
         ax.set_ylabel(lab)
         ax.set_title(title, fontsize=9)
-    for ax in axes:
+    for level, ls in ((0.0, "--"), (1.0, ":"), (5.0, ":")):
+        ex.axhline(level, color="k", ls=ls, lw=1)
+    ex.set_yscale("symlog", linthresh=1.0)
+    lo, hi = ex.get_ylim()
+    ticks = [t for t in (-50, -10, -5, -1, -0.5, 0, 1, 5, 10, 50, 100, 500, 1000) if lo <= t <= hi]
+    ex.set_yticks(ticks, [f"{t:+g}%" if t else "0" for t in ticks])
+    ex.set_ylabel("(dual optimum - primal objective) / primal, % (symlog)")
+    ex.set_title("excess of the certified optimum of (4) over the primal (lines at 0, 1, 5%: 'patterns needed')",
+                 fontsize=9)
+    for ax in (*axes, ex):
         ax.set_xscale("log")
         ax.set_xlabel("sign patterns (sampled: requested, nested sets; generation: in S)")
         ax.legend(fontsize=7)
