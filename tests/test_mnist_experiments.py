@@ -112,6 +112,17 @@ def test_pattern_ablation_smoke(tmp_path):
     # nested pattern sets: the certified optimum can only go down as patterns are added
     assert all(b <= a * (1 + 1e-6) for a, b in zip(objs, objs[1:]))
     assert all(p["certificate"]["relative_gap"] < 1e-6 for p in u["points"])
+    # column generation from 8 sampled patterns: certified per round, never worse as S grows, and
+    # its final recovered net's loss term (per pixel x pixels) cannot exceed the objective (2)
+    g = u["generation"]
+    assert g["rounds"] and all(r["status"] == "optimal" for r in g["rounds"])
+    gobj = [r["objective"] for r in g["rounds"]]
+    assert all(b <= a * (1 + 1e-7) for a, b in zip(gobj, gobj[1:]))
+    assert g["status"] == "optimal" and g["objective"] <= gobj[-1] * (1 + 1e-7)
+    pixels = int(np.prod(u["data"]["train_shape"]))
+    assert 0 < g["train_loss"] * pixels <= g["objective"] * (1 + 1e-9) and g["test_loss"] > 0
+    assert g["excess_over_primal"] == pytest.approx((g["objective"] - u["primal"]["objective"])
+                                                    / u["primal"]["objective"], rel=1e-12)
 
 
 def test_patterns_needed():

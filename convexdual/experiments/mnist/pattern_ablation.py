@@ -100,7 +100,13 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
     c = res.certificate
     # a solver that failed leaves no objective to report (its last iterate is not a solution)
     obj = float(res.objective) if res.status.has_solution else None
-    return {"rounds": rounds, "converged": bool(gen.converged), "message": gen.message,
+    losses = {}
+    if res.network is not None and res.status.has_solution:  # the recovered net of the final solve
+        net = res.network.to("cpu")
+        losses = {"train_loss": C.per_pixel_loss(net.predict(data.noisy), data.clean),
+                  "test_loss": C.per_pixel_loss(net.predict(data.noisy_test), data.clean_test),
+                  "num_neurons": int(res.num_groups)}
+    return {"rounds": rounds, "converged": bool(gen.converged), "message": gen.message, **losses,
             "seconds": time.perf_counter() - t0, "final_patterns": int(len(gen.patterns)),
             "status": res.status.value, "objective": obj,
             "excess_over_primal": None if obj is None else (obj - primal_objective) / abs(primal_objective),
@@ -136,6 +142,10 @@ def _figure(units: list[dict[str, Any]], args: argparse.Namespace, path: Path) -
                          color="k", label=f"not certified optimal ({len(bad)} points), sigma {u['sigma']:g}")
         for ax, key in zip(axes[1:], ("train_loss", "test_loss")):
             ax.plot(xs, [p.get(key) for p in pts], "o-", color=col, label=f"recovered dual net, {lab}")
+            if g and g.get(key) is not None:
+                ax.plot([g["final_patterns"]], [g[key]], "s", color=col, ms=8, mfc="none",
+                        label=f"column generation's final net ({g['final_patterns']} patterns, {g['status']}), "
+                              f"sigma {u['sigma']:g}: {g[key]:.4g}")
             ax.axhline(u["primal"][key], color=col, ls="--", label=f"primal ({u['primal']['width']} filters), "
                                                                        f"sigma {u['sigma']:g}: {u['primal'][key]:.4g}")
     axes[0].axhline(1.0, color="k", ls="--", lw=1, label="primal objective (Adam)")
@@ -204,6 +214,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
               + "; ".join(f"sigma {u['sigma']:g}: " + (
                   f"{u['generation']['final_patterns']} patterns after {len(u['generation']['rounds'])} rounds, "
                   f"{u['generation']['status']}, {C.fmt(u['generation']['excess_over_primal'], '+.2%')} vs primal, "
+                  f"train / test loss {C.fmt(u['generation'].get('train_loss'))} / "
+                  f"{C.fmt(u['generation'].get('test_loss'))}, "
                   f"needed " + ", ".join(str(v) for v in u['generation']['patterns_needed'].values())
                   + f" ({u['generation']['message']})" if u.get("generation") else "not run") for u in units),
               "", "Figure: pattern_ablation.png"]
