@@ -141,7 +141,7 @@ class PatternGenerationResult:
         last = self.rounds[-1] if self.rounds else {}
         return (f"pattern generation: {'converged' if self.converged else 'NOT converged'} after "
                 f"{len(self.rounds)} round(s), {self.num_patterns} patterns, objective "
-                f"{self.result.objective:.10g}, last max ratio {last.get('max_ratio', float('nan')):.6g} "
+                f"{self.result.objective:.10g}, last max ratio {last.get('max_ratio', float('nan')):.9g} "
                 f"({self.seconds:.1f} s): {self.message}")
 
 
@@ -286,7 +286,7 @@ def generate_patterns(
         else:
             converged = True
         message = (f"resumed a finished run: round {last['round']} added no pattern (max ratio "
-                   f"{float(last['max_ratio']):.6g}{'' if proved else '; a search, not a proof'})")
+                   f"{float(last['max_ratio']):.9g}{'' if proved else '; a search, not a proof'})")
     for t in range(len(rounds), int(opts.max_rounds) if not finished else 0):
         prob = _with_patterns(problem, S)
         ts = time.perf_counter()
@@ -319,7 +319,7 @@ def generate_patterns(
                 S, added = _add_cells(prob, S, [np.asarray(orc.argmax)], 1)
         rec, glob = _round_record(prob, result, search, orc, r, t, added, solve_s, search_s, time.perf_counter() - t0)
         rounds.append(rec)
-        logger.info("generation round %d: P=%d objective %.10g max ratio %.6g, +%d patterns",
+        logger.info("generation round %d: P=%d objective %.10g max ratio %.9g, +%d patterns",
                     t, prob.P, result.objective, search.max_ratio, added)
         if callback is not None:
             callback(rec)
@@ -332,7 +332,7 @@ def generate_patterns(
         if added == 0:
             converged = True
             message = (f"no descent neuron outside S found in {search.num_starts} starts and "
-                       f"{search.num_gates} gates (max ratio {search.max_ratio:.6g}; a search, not a proof)")
+                       f"{search.num_gates} gates (max ratio {search.max_ratio:.9g}; a search, not a proof)")
             break
         if opts.time_limit is not None and time.perf_counter() - t0 > opts.time_limit:
             message = f"time limit {opts.time_limit} s reached after round {t}"
