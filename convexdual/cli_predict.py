@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                         "noisy images")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--device", default="cpu", help="where to run: cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: as many as keep the hidden activations within 256 MB)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +95,7 @@ def run(args) -> int:
     metrics_file = out.with_suffix(".json")
     prepare_output_file(metrics_file, overwrite=getattr(args, "overwrite", False), option="metrics file")
     device = check_device(args.device)
-    if isinstance(args.batch_size, bool) or args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     net, meta = cd.TwoLayerConvNet.load(args.net, device=device)
     noisy_raw, clean_raw = read_inputs(args.data)

@@ -17,6 +17,21 @@ __all__ = ["TwoLayerConvNet", "primal_objective"]
 
 _FORMAT = "convexdual.TwoLayerConvNet/1"
 
+#: bytes of hidden activations (``images x H x W x width``) one forward pass may hold; the
+#: default number of images per pass is derived from it (a dense net of 16,000 filters on 28x28
+#: digits holds 100 MB per image, so 256 images at once would need 26 GB)
+ACTIVATION_BUDGET_BYTES = 2**28
+
+
+def images_per_pass(batch_size: Any, width: int, pixels: int, itemsize: int) -> int:
+    """``batch_size`` checked (an int >= 1), or for ``None`` the most images whose hidden
+    activations fit :data:`ACTIVATION_BUDGET_BYTES` (at least 1)."""
+    if batch_size is None:
+        return max(1, ACTIVATION_BUDGET_BYTES // max(1, int(width) * int(pixels) * int(itemsize)))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 or None (sized to memory), got {batch_size!r}")
+    return int(batch_size)
+
 
 def read_network_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
     """The dict of a convexdual network file (``torch.load(weights_only=True)``: tensors, numbers and
@@ -106,19 +121,20 @@ class TwoLayerConvNet(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict(self, images: Any, *, batch_size: int = 256, device: torch.device | str | None = None) -> np.ndarray:
+    def predict(self, images: Any, *, batch_size: int | None = None,
+                device: torch.device | str | None = None) -> np.ndarray:
         """Batched inference on numpy/torch images ``(N, [C,] H, W)``; returns numpy ``(N, H, W)``.
 
         Args:
             images: inputs, ``(N, H, W)`` (one channel) or ``(N, C, H, W)``.
-            batch_size: images per forward pass (>= 1).
+            batch_size: images per forward pass (>= 1); None: as many as keep the hidden
+                activations within :data:`ACTIVATION_BUDGET_BYTES` (256 MB).
             device: where to run ("cpu", "cuda", ...); default: where the weights are. The
                 module is moved there (checked first: "cuda" on a CPU-only torch is a ValueError).
         """
         from convexdual._validation import as_images, check_device
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        images_per_pass(batch_size, 1, 1, 1)  # a bad batch_size fails before any work
         p = next(self.parameters())
         dev = check_device(device) if device is not None else p.device
         x = as_images(images, "images")
@@ -126,6 +142,7 @@ class TwoLayerConvNet(nn.Module):
             raise ValueError(f"images have {x.shape[1]} channel(s) but the network takes {self.in_channels}: "
                              f"give (N, {self.in_channels}, H, W)" + (" or (N, H, W)" if self.in_channels == 1 else ""))
         module = self.to(dev) if dev != p.device else self
+        batch_size = images_per_pass(batch_size, self.width, x.shape[2] * x.shape[3], p.element_size())
         outs = []
         for s in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(x[s : s + batch_size]).to(dev, p.dtype)
@@ -277,7 +294,7 @@ def _check_state_dict(sd: Any, cfg: dict[str, Any], path: Path) -> dict[str, tor
 
 
 def primal_objective(net: TwoLayerConvNet, inputs: Any, targets: Any, beta: float, loss: Any = "squared",
-                     *, batch_size: int = 256, huber_delta: float | None = None, comm: Any = None) -> float:
+                     *, batch_size: int | None = None, huber_delta: float | None = None, comm: Any = None) -> float:
     """Objective (2) of a network on data: ``sum L(f(x_n) - y_n) + beta/2 sum(||u_j||^2 + v_j^2)``.
 
     Computed in float64 through the network itself (a check independent of the

@@ -100,26 +100,30 @@ class StackedConvNet(nn.Module):
         return outs
 
     @torch.no_grad()
-    def predict_blocks(self, images: Any, *, batch_size: int = 256) -> list[np.ndarray]:
-        """Numpy ``(N, H, W)`` output of every block on ``images`` ``(N, [C,] H, W)``, batched."""
+    def predict_blocks(self, images: Any, *, batch_size: int | None = None) -> list[np.ndarray]:
+        """Numpy ``(N, H, W)`` output of every block on ``images`` ``(N, [C,] H, W)``, batched
+        (``batch_size`` None: sized to the widest block, :func:`convexdual.nets.images_per_pass`)."""
         from convexdual._validation import as_images
+        from convexdual.nets import images_per_pass
 
         x = as_images(images, "images")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"images have {x.shape[1]} channel(s) but the network takes {self.in_channels}")
         p = next(self.parameters())
+        batch_size = images_per_pass(batch_size, max(b.width for b in self.blocks), x.shape[2] * x.shape[3],
+                                     p.element_size())
         outs: list[list[np.ndarray]] = [[] for _ in self.blocks]
-        for s in range(0, x.shape[0], int(batch_size)):
+        for s in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(x[s : s + batch_size]).to(p.device, p.dtype)
             for i, o in enumerate(self.intermediates(xb)):
                 outs[i].append(o[:, 0].double().cpu().numpy())
         return [np.concatenate(o) for o in outs]
 
-    def predict(self, images: Any, *, batch_size: int = 256) -> np.ndarray:
+    def predict(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
         """Numpy ``(N, H, W)`` output of the whole net."""
         return self.predict_blocks(images, batch_size=batch_size)[-1]
 
-    def block_inputs(self, images: Any, *, batch_size: int = 256) -> list[np.ndarray]:
+    def block_inputs(self, images: Any, *, batch_size: int | None = None) -> list[np.ndarray]:
         """What each block sees: ``images`` for block 1, block ``b-1``'s output ``(N, 1, H, W)`` for block ``b``."""
         from convexdual._validation import as_images
 

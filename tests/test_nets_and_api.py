@@ -242,3 +242,31 @@ def test_readme_python_api_block_runs(tmp_path, monkeypatch, digits_small, capsy
     exec(compile(block, "README.md", "exec"), {"noisy": noisy, "clean": clean, "noisy_test": noisy})
     assert (tmp_path / "net.pt").is_file()
     assert "SolveResult(solver='active_set', status='optimal'" in capsys.readouterr().out  # cd.solve(problem): auto
+
+
+def test_predict_sizes_its_passes_to_the_hidden_activations(monkeypatch):
+    # a dense recovered net (adam_hinge at the paper's size: 16,000 filters on 28x28 digits) needs
+    # 100 MB of activations per image; the default batch is sized to a budget, not a fixed count
+    import convexdual.nets as nets
+
+    assert nets.images_per_pass(None, 16_000, 784, 8) == 2  # 2**28 bytes / 100.4 MB per image
+    assert nets.images_per_pass(None, 10**9, 784, 8) == 1 and nets.images_per_pass(7, 10**9, 784, 8) == 7
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1 or None"):
+        nets.images_per_pass(0, 1, 1, 1)
+    rng = np.random.default_rng(0)
+    net = cd.TwoLayerConvNet.from_filters(rng.standard_normal((40, 9)), rng.standard_normal(40), 1, 3)
+    x = rng.standard_normal((10, 6, 6))
+    ref = np.stack([net.predict(x[i : i + 1], batch_size=1)[0] for i in range(10)])
+    calls = []
+    real = net.forward
+    monkeypatch.setattr(net, "forward", lambda t: calls.append(t.shape[0]) or real(t))
+    # 3 images' activations (3 x 36 x 40 x 8 bytes) fit the budget, 4 do not
+    monkeypatch.setattr(nets, "ACTIVATION_BUDGET_BYTES", 3 * 36 * 40 * 8 + 1)
+    np.testing.assert_allclose(net.predict(x), ref, rtol=0, atol=1e-12)
+    assert calls == [3, 3, 3, 1]
+    calls.clear()
+    from convexdual.stacked import StackedConvNet
+
+    stacked = StackedConvNet([net, net])
+    stacked.predict(x)
+    assert len(calls) == 2 * 4  # both blocks, in passes of 3 images
