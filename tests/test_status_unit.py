@@ -96,6 +96,20 @@ def test_finalize_polishes_only_infeasible_points_and_only_when_certifying(small
     clean_raw = dataclasses.replace(raw, W=pol.W, Z=pol.Z, objective=pol.objective, message="")
     again = finalize(prob, clean_raw)
     assert "projected" not in again.message and np.array_equal(again.W, pol.W)
+    # a point far outside its cones (a first-order iterate stopped early) is reported as it is,
+    # not projected group by group (hours at the paper's size, and it could not certify)
+    far = W.copy()
+    far[i] = raw.W[i] + 0.3 * np.linalg.norm(raw.W[i]) * np.random.default_rng(1).standard_normal(W.shape[1])
+    assert prob.cone_violation(far, raw.Z) > 1e-3
+    calls = []
+    real = prob.engine.polish
+    prob.engine.polish = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        out_far = finalize(prob, dataclasses.replace(raw, W=far, objective=prob.objective(far, raw.Z)))
+    finally:
+        del prob.engine.polish
+    assert not calls and "projected" not in out_far.message and not out_far.certificate.ok
+    assert out_far.status is not Status.OPTIMAL and np.array_equal(out_far.W, far)
 
 
 def test_a_clearly_negative_gap_is_never_certified(small):
