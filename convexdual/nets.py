@@ -134,15 +134,14 @@ class TwoLayerConvNet(nn.Module):
         """
         from convexdual._validation import as_images, check_device
 
-        images_per_pass(batch_size, 1, 1, 1)  # a bad batch_size fails before any work
         p = next(self.parameters())
         dev = check_device(device) if device is not None else p.device
         x = as_images(images, "images")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"images have {x.shape[1]} channel(s) but the network takes {self.in_channels}: "
                              f"give (N, {self.in_channels}, H, W)" + (" or (N, H, W)" if self.in_channels == 1 else ""))
-        module = self.to(dev) if dev != p.device else self
         batch_size = images_per_pass(batch_size, self.width, x.shape[2] * x.shape[3], p.element_size())
+        module = self.to(dev) if dev != p.device else self
         outs = []
         for s in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(x[s : s + batch_size]).to(dev, p.dtype)

@@ -33,7 +33,7 @@ from convexdual.patches import conv_adjoint, conv_forward
 
 __all__ = [
     "Data", "add_common_arguments", "load_data", "reference_beta", "run_primal", "run_dual",
-    "augment_with_net", "per_pixel_loss", "resolve_sizes", "torch_threads", "write_json", "setup_matplotlib", "UnitCache", "pick_solver",
+    "augment_with_net", "per_pixel_loss", "net_losses", "resolve_sizes", "torch_threads", "write_json", "setup_matplotlib", "UnitCache", "pick_solver",
     "run_experiment", "main", "train_unit", "dual_pair", "write_outputs", "SolveCache", "solve_cache",
 ]
 
@@ -227,6 +227,12 @@ def reference_beta(noisy: np.ndarray, clean: np.ndarray, kernel_size: int, frac:
     return float(frac) * best
 
 
+def net_losses(net: Any, data: Data) -> dict[str, float]:
+    """``{"train_loss", "test_loss"}`` of a network on ``data`` (per pixel, :func:`per_pixel_loss`)."""
+    return {"train_loss": per_pixel_loss(net.predict(data.noisy), data.clean),
+            "test_loss": per_pixel_loss(net.predict(data.noisy_test), data.clean_test)}
+
+
 def per_pixel_loss(pred: np.ndarray, target: np.ndarray) -> float:
     """The paper's unit: ``1/2 mean((pred - target)^2)`` over samples and pixels."""
     r = np.asarray(pred, dtype=np.float64) - np.asarray(target, dtype=np.float64)
@@ -265,8 +271,7 @@ def run_primal(data: Data, *, width: int, beta: float, epochs: int, lr: float, b
         "dtype": str(dtype), "status": res.status, "seconds": time.perf_counter() - t0, "train_seconds": train_s,
         "objective": float(cd.primal_objective(net, data.noisy[:, None], data.clean, beta, "squared")),
         "objective_training_precision": float(res.objective),
-        "train_loss": per_pixel_loss(net.predict(data.noisy), data.clean),
-        "test_loss": per_pixel_loss(net.predict(data.noisy_test), data.clean_test),
+        **net_losses(net, data),
         "history": [dict(h) for h in res.history], "history_test_images": int(k),
         "distinct_patterns": int(len(cd.patterns_from_gates(data.noisy, 3, net.filters()[0]))),
     }
@@ -434,8 +439,7 @@ def run_dual(data: Data, beta: float, patterns: cd.SignPatterns, solver: str, *,
             problem.loss.value(problem.predict(res.W, res.Z) - problem.y))) / data.pixels
     if net is not None:
         net = net.to("cpu")
-        rec["train_loss"] = per_pixel_loss(net.predict(data.noisy), data.clean)
-        rec["test_loss"] = per_pixel_loss(net.predict(data.noisy_test), data.clean_test)
+        rec.update(net_losses(net, data))
         rec["network_objective"] = float(cd.primal_objective(net, data.noisy[:, None], data.clean, beta,
                                                              problem.loss))
     if res.history:

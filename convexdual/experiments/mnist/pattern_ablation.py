@@ -102,10 +102,7 @@ def _generation(args: argparse.Namespace, data: C.Data, beta: float, primal_obje
     obj = float(res.objective) if res.status.has_solution else None
     losses = {}
     if res.network is not None and res.status.has_solution:  # the recovered net of the final solve
-        net = res.network.to("cpu")
-        losses = {"train_loss": C.per_pixel_loss(net.predict(data.noisy), data.clean),
-                  "test_loss": C.per_pixel_loss(net.predict(data.noisy_test), data.clean_test),
-                  "num_neurons": int(res.num_groups)}
+        losses = {**C.net_losses(res.network.to("cpu"), data), "num_neurons": int(res.num_groups)}
     return {"rounds": rounds, "converged": bool(gen.converged), "message": gen.message, **losses,
             "seconds": time.perf_counter() - t0, "final_patterns": int(len(gen.patterns)),
             "status": res.status.value, "objective": obj,
