@@ -220,6 +220,61 @@ class PatternOperator:
             acc.addmm_(Mb.T, Xb * rb[:, None])
         return yhat, acc
 
+    def hinge_gradient(self, W: Any, Z: Any, y: Any, hinge: float, images: Any
+                       ) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+        """The minibatch gradient of the paper's hinge-penalised (4), in one pass over the rows.
+
+        On the patch rows of ``images`` (image indices), with ``V = W - Z`` and the cone
+        residuals ``a_i = (2 D_i - I) X w_i``, ``b_i = (2 D_i - I) X z_i``, the function
+
+            1/2 ||sum_i D_i X v_i - y||^2 + hinge * sum_i sum_rows (relu(-a_i) + relu(-b_i))
+
+        is differentiated in ``W`` and ``Z`` without autograd and without keeping a
+        ``rows x P`` matrix (numba: fused per row block; torch: image chunks within the budget).
+
+        Args:
+            W, Z: ``(P, d)`` weights.
+            y: ``(n,)`` targets of all rows (the rows of ``images`` are read).
+            hinge: weight of the penalty (>= 0).
+            images: indices of the images of the minibatch.
+
+        Returns:
+            ``(yhat, penalty, grad_W, grad_Z)``: the model on those rows (in the order of
+            ``images``), the value of the hinge term, and the two ``(P, d)`` gradients.
+        """
+        W = self._vec(W, (self.P, self.d), "W")
+        Z = self._vec(Z, (self.P, self.d), "Z")
+        y = self._vec(y, (self.n,), "y")
+        idx = [int(i) for i in np.asarray(images, dtype=np.int64).reshape(-1)]
+        if not idx or min(idx) < 0 or max(idx) >= self.N:
+            raise ValueError(f"images must be a nonempty list of indices in [0, {self.N}); got {len(idx)} "
+                             f"indices in [{min(idx, default=0)}, {max(idx, default=0)}]")
+        if not (float(hinge) >= 0):
+            raise ValueError(f"hinge must be >= 0, got {hinge}")
+        hw = self.H * self.W
+        Xb = torch.cat([self.patches(i, i + 1) for i in idx])
+        yb = torch.cat([y[i * hw:(i + 1) * hw] for i in idx])
+        if self.backend == "numba":
+            return self._numba_hinge(Xb, yb, W, Z, float(hinge))
+        yhat = torch.empty(len(yb), device=self.device, dtype=self.dtype)
+        gW = torch.zeros(self.P, self.d, device=self.device, dtype=self.dtype)
+        gZ = torch.zeros_like(gW)
+        penalty = torch.zeros((), device=self.device, dtype=self.dtype)
+        rows = max(hw, int(self.memory_budget // max(1, self.P * self.itemsize * 6)))
+        for s in range(0, len(yb), rows):
+            X = Xb[s:s + rows]
+            M = (X @ self.gates.T >= 0).to(self.dtype)
+            S = 2 * M - 1
+            XW, XZ = X @ W.T, X @ Z.T
+            yh = ((XW - XZ) * M).sum(1)
+            yhat[s:s + rows] = yh
+            MR = M * (yh - yb[s:s + rows])[:, None]
+            AW, AZ = S * XW, S * XZ
+            penalty += hinge * (torch.relu(-AW).sum() + torch.relu(-AZ).sum())
+            gW.addmm_((MR - hinge * S * (AW < 0)).T, X)
+            gZ.addmm_((-MR - hinge * S * (AZ < 0)).T, X)
+        return yhat, float(penalty), gW, gZ
+
     # ------------------------------------------------------------------ groups
     def group_values(self, gate_index: Any, V: Any) -> torch.Tensor:
         """``(D_i X v, sign rows)`` helper: ``(2 D_i - I) X v`` for chosen groups.
@@ -299,6 +354,37 @@ class PatternOperator:
             yhat[sl] = yb[:m]
         grad = torch.from_numpy(out.sum(0).T.copy()).to(self.device)
         return torch.from_numpy(yhat).to(self.device), grad
+
+    def _numba_hinge(self, Xb: torch.Tensor, yb: torch.Tensor, W: torch.Tensor, Z: torch.Tensor,
+                     hinge: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+        import numba
+
+        if self._kernels is None:
+            self._kernels = build_kernels(self.d, 4)
+        if self.num_threads is not None:
+            numba.set_num_threads(int(self.num_threads))
+        T = numba.get_num_threads()
+        npdt = np.float32 if self.dtype == torch.float32 else np.float64
+        m = Xb.shape[0]
+        pad = (-m) % 4
+        X = np.zeros((m + pad, self.d), npdt)
+        X[:m] = Xb.numpy()
+        yv = np.zeros(m + pad, npdt)
+        yv[:m] = yb.numpy()
+        wgt = np.zeros(m + pad, npdt)
+        wgt[:m] = 1
+
+        def cols(A: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(A.numpy().T, dtype=npdt)
+
+        outW = np.zeros((T, self.d, self.P), npdt)
+        outZ = np.zeros_like(outW)
+        yhat = np.zeros(m + pad, npdt)
+        hval = np.zeros(T, npdt)
+        self._kernels["fused_hinge"](X, cols(self.gates), cols(W - Z), cols(W), cols(Z), yv, wgt, npdt(hinge),
+                                     outW, outZ, yhat, hval)
+        grad = [torch.from_numpy(o.sum(0).T.copy()) for o in (outW, outZ)]
+        return torch.from_numpy(yhat[:m]), float(hval.sum()), grad[0], grad[1]
 
     def describe(self) -> dict[str, Any]:
         return {"n": self.n, "P": self.P, "d": self.d, "backend": self.backend, "device": str(self.device),

@@ -61,6 +61,12 @@ class AdamHingeOptions(TorchSolverOptions):
             raise ValueError("batch_size must be >= 1, lr > 0 and hinge >= 0")
 
 
+def _norm_gradient(W: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``sum_i ||w_i||``: ``w_i / ||w_i||``, and 0 (a subgradient) at ``w_i = 0``."""
+    norms = W.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, W / norms.clamp_min(torch.finfo(W.dtype).tiny), torch.zeros_like(W))
+
+
 class AdamHingeSolver(IterativeSolver):
     """Minibatch Adam on the hinge-penalised program (4) (the paper's approach)."""
 
@@ -72,7 +78,7 @@ class AdamHingeSolver(IterativeSolver):
     def _setup(self, problem: DualProblem, o: AdamHingeOptions) -> SimpleNamespace:
         dt = torch_dtype(o.dtype)
         op = PatternOperator.from_problem(problem, device=o.device, dtype=dt, memory_budget_mb=o.memory_budget_mb,
-                                          backend="torch")
+                                          backend=o.backend)
         gen = torch.Generator(device="cpu").manual_seed(int(o.seed))
         W = (o.init_scale * torch.randn(problem.P, problem.d, generator=gen, dtype=torch.float64)).to(op.device, dt)
         Z = (o.init_scale * torch.randn(problem.P, problem.d, generator=gen, dtype=torch.float64)).to(op.device, dt)
@@ -100,17 +106,10 @@ class AdamHingeSolver(IterativeSolver):
         for b in range(0, N, o.batch_size):
             imgs = perm[b:b + o.batch_size]
             scale = N / len(imgs)
-            Xb = torch.cat([op.patches(i, i + 1) for i in imgs])
-            yb = torch.cat([s.y[i * hw:(i + 1) * hw] for i in imgs])
-            Mb = (Xb @ op.gates.T >= 0).to(dt)
-            Sb = 2 * Mb - 1
-            XW, XZ = Xb @ W.T, Xb @ Z.T
-            r = ((XW - XZ) * Mb).sum(1) - yb
-            loss = (scale * (0.5 * (r * r).sum() + o.hinge * (torch.relu(-Sb * XW).sum()
-                                                              + torch.relu(-Sb * XZ).sum()))
-                    + problem.beta * (W.norm(dim=1).sum() + Z.norm(dim=1).sum()))
-            s.opt.zero_grad()
-            loss.backward()
+            # data + hinge terms: one fused pass (PatternOperator.hinge_gradient), no rows x P tensors
+            _, _, gW, gZ = op.hinge_gradient(W.detach(), Z.detach(), s.y, o.hinge, imgs)
+            W.grad = scale * gW + problem.beta * _norm_gradient(W.detach())
+            Z.grad = scale * gZ + problem.beta * _norm_gradient(Z.detach())
             s.opt.step()
         if not ((ep + 1) % o.check_every == 0 or ep + 1 == o.max_iter):
             return Step()

@@ -57,6 +57,71 @@ def test_operator_rejects_bad_input(small_problem):
         op.forward(np.zeros((3, 3)))
 
 
+def _hinge_autograd(p, W, Z, lam, images):
+    """The minibatch hinge-penalised loss of (4) differentiated by torch autograd on explicit masks."""
+    hw = p.image_shape[0] * p.image_shape[1]
+    rows = np.concatenate([np.arange(i * hw, (i + 1) * hw) for i in images])
+    X, y = torch.as_tensor(p.X[rows]), torch.as_tensor(p.y[rows])
+    M = (X @ torch.as_tensor(p.patterns.gates).T >= 0).double()
+    S = 2 * M - 1
+    W = torch.tensor(W, requires_grad=True)
+    Z = torch.tensor(Z, requires_grad=True)
+    yhat = ((X @ W.T - X @ Z.T) * M).sum(1)
+    pen = lam * (torch.relu(-S * (X @ W.T)).sum() + torch.relu(-S * (X @ Z.T)).sum())
+    (0.5 * ((yhat - y) ** 2).sum() + pen).backward()
+    return yhat.detach().numpy(), float(pen.detach()), W.grad.numpy(), Z.grad.numpy()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_hinge_gradient_matches_autograd(small_problem, backend, dtype, tol):
+    p = small_problem
+    rng = np.random.default_rng(4)
+    # weights of both signs on every row, so that both branches of every hinge are taken
+    W, Z = rng.standard_normal((p.P, p.d)), rng.standard_normal((p.P, p.d))
+    images = [p.num_images - 1, 0, 1] if p.num_images > 2 else [0]
+    op = PatternOperator.from_problem(p, backend=backend, dtype=dtype, memory_budget_mb=0.01)
+    ref = _hinge_autograd(p, W, Z, 0.7, images)
+    got = op.hinge_gradient(W, Z, p.y, 0.7, images)
+    assert 0 < ref[1]  # some rows violate their cones
+    for a, b in zip(got, ref):
+        a = np.asarray(a.double().numpy() if torch.is_tensor(a) else a)
+        assert np.allclose(a, b, rtol=0, atol=tol * max(1.0, np.abs(b).max())), (backend, dtype)
+    with pytest.raises(ValueError, match="images"):
+        op.hinge_gradient(W, Z, p.y, 0.7, [p.num_images])
+    with pytest.raises(ValueError, match="hinge"):
+        op.hinge_gradient(W, Z, p.y, -1.0, [0])
+    with pytest.raises(ValueError, match="shape"):
+        op.hinge_gradient(W[:1], Z, p.y, 0.7, [0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_hinge_follows_the_autograd_reference(small_problem, backend):
+    """Two epochs of the solver equal Adam on the autograd loss, minibatch by minibatch."""
+    p = small_problem
+    o = AdamHingeOptions(max_iter=2, batch_size=2, check_every=2, seed=5, lr=3e-2, hinge=0.5, backend=backend)
+    r = cd.solve(p, solver="adam_hinge", options=o, certify=False, recover=False)
+    gen = torch.Generator().manual_seed(5)
+    W = (o.init_scale * torch.randn(p.P, p.d, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    Z = (o.init_scale * torch.randn(p.P, p.d, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    opt = torch.optim.Adam([W, Z], lr=o.lr)
+    for _ in range(2):
+        perm = torch.randperm(p.num_images, generator=gen).tolist()
+        for b in range(0, p.num_images, o.batch_size):
+            imgs = perm[b:b + o.batch_size]
+            _, _, gW, gZ = _hinge_autograd(p, W.detach().numpy(), Z.detach().numpy(), o.hinge, imgs)
+            with torch.no_grad():
+                Wn, Zn = W.detach().clone().requires_grad_(True), Z.detach().clone().requires_grad_(True)
+            (Wn.norm(dim=1).sum() + Zn.norm(dim=1).sum()).backward()
+            scale = p.num_images / len(imgs)
+            W.grad = scale * torch.as_tensor(gW) + p.beta * Wn.grad
+            Z.grad = scale * torch.as_tensor(gZ) + p.beta * Zn.grad
+            opt.step()
+    assert np.allclose(r.W, W.detach().numpy(), rtol=0, atol=1e-10)
+    assert np.allclose(r.Z, Z.detach().numpy(), rtol=0, atol=1e-10)
+    assert np.abs(r.W).max() > 10 * o.init_scale  # the run moved
+
+
 def test_group_soft_threshold_is_the_prox():
     V = torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=torch.float64)
     out = group_soft_threshold(V, 1.0)
