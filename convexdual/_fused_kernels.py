@@ -163,6 +163,39 @@ def _src(d: int, R: int) -> str:
         for k in ks:
             a(f"{ind}{acc}{k}[i] += " + " + ".join(f"c{r} * x{r}_{k}" for r in rs))
     a("        hval[t] = HV.sum()")
+    a("")
+    # violation: per pattern the largest cone violation max_j relu(-(2 D_i - I) x_j^T w_i), for W and Z
+    a("@njit(parallel=True, fastmath=True, error_model='numpy', cache=CACHE)")
+    a("def violation(X, GT, WT, ZT, out):")
+    a("    n = X.shape[0]; P = GT.shape[1]; T = out.shape[0]")
+    a("    zero = X[0, 0] * 0")
+    a("    nb = (n + R - 1) // R")
+    a("    per = (nb + T - 1) // T")
+    a("    for t in prange(T):")
+    a("        OW = out[t, 0]")
+    a("        OZ = out[t, 1]")
+    for k in ks:
+        a(f"        G{k} = GT[{k}]")
+        a(f"        W{k} = WT[{k}]")
+        a(f"        Z{k} = ZT[{k}]")
+    a("        for bj in range(t * per, min(nb, (t + 1) * per)):")
+    a("            j = bj * R")
+    for r in rs:
+        for k in ks:
+            a(f"            x{r}_{k} = X[j + {r}, {k}]")
+    a("            for i in range(P):")
+    ind = "                "
+    a(f"{ind}vw = OW[i]")
+    a(f"{ind}vz = OZ[i]")
+    for r in rs:
+        a(f"{ind}s{r} = " + " + ".join(f"x{r}_{k} * G{k}[i]" for k in ks))
+        a(f"{ind}aw{r} = " + " + ".join(f"x{r}_{k} * W{k}[i]" for k in ks))
+        a(f"{ind}az{r} = " + " + ".join(f"x{r}_{k} * Z{k}[i]" for k in ks))
+        # violated: on the gate's side (s >= 0) a < 0, off it a > 0; the violation is |a| then
+        a(f"{ind}vw = max(vw, -aw{r} if s{r} >= zero else aw{r})")
+        a(f"{ind}vz = max(vz, -az{r} if s{r} >= zero else az{r})")
+    a(f"{ind}OW[i] = vw")
+    a(f"{ind}OZ[i] = vz")
     src = "\n".join(L)
     return src.replace("def fused_sq(X, GT, VT, y, out, yhat):", "def fused_sq(X, GT, VT, y, wgt, out, yhat):")
 
@@ -199,6 +232,8 @@ def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
       ``V = W - Z`` and ``a = (2 D_i - I) X w_i``, the gradients in ``W`` (``out``) and ``Z``
       (``outz``) of ``1/2 ||wgt^(1/2) (yhat - y)||^2 + lam sum wgt relu(-a)`` (and the same for ``Z``),
       the hinge value summed into ``hval[t]`` per thread.
+    * ``violation(X, GT, WT, ZT, out (T,2,P))``: ``out[t, 0, i] = max(out[t, 0, i], max_j
+      -(2 D_i - I) x_j^T w_i)`` over the thread's rows (``out[t, 1]`` for ``Z``); start from zeros.
     """
     import hashlib
     import importlib.util as iu
@@ -225,7 +260,7 @@ def build_kernels(d: int, R: int = 4) -> dict[str, Callable[..., Any]]:
             sys.modules[name] = mod  # numba's cache re-imports the module by name
             spec.loader.exec_module(mod)  # type: ignore[union-attr]
         return {"forward": mod.forward, "adjoint": mod.adjoint, "fused_sq": mod.fused_sq,
-                "fused_hinge": mod.fused_hinge}
+                "fused_hinge": mod.fused_hinge, "violation": mod.violation}
     ns: dict[str, Any] = {"np": np, "njit": njit, "prange": prange, "R": int(R), "CACHE": False}
     exec(compile(src, f"<convexdual fused kernels d={d} R={R}>", "exec"), ns)  # noqa: S102
-    return {name: ns[name] for name in ("forward", "adjoint", "fused_sq", "fused_hinge")}
+    return {name: ns[name] for name in ("forward", "adjoint", "fused_sq", "fused_hinge", "violation")}

@@ -825,9 +825,17 @@ class PatternEngine:
         top = max(nw.max(initial=0.0), nzn.max(initial=0.0), float(scale))
         if top == 0.0 or self.xmax == 0.0:
             return 0.0
+        live = [np.flatnonzero(norms > rel_tol * top) for norms in (nw, nzn)]
         worst = 0.0
-        for V, norms in ((W, nw), (Z, nzn)):
-            for i in np.flatnonzero(norms > rel_tol * top):
-                g = self.group_values(int(i), V[i])
-                worst = max(worst, float(np.maximum(-g, 0.0).max(initial=0.0)))
+        if live[0].size + live[1].size > max(64, self.P // 2):  # dense: one operator pass for all groups
+            op = self.op
+            per = op.cone_violations(torch.as_tensor(W, device=op.device),
+                                     torch.as_tensor(Z, device=op.device)).double().cpu().numpy()
+            for k in (0, 1):
+                worst = max(worst, float(per[live[k], k].max(initial=0.0)))
+        else:
+            for V, idx in zip((W, Z), live):
+                for i in idx:
+                    g = self.group_values(int(i), V[i])
+                    worst = max(worst, float(np.maximum(-g, 0.0).max(initial=0.0)))
         return self.comm.max(worst) / (self.xmax * top)

@@ -275,6 +275,39 @@ class PatternOperator:
             gZ.addmm_((-MR - hinge * S * (AZ < 0)).T, X)
         return yhat, float(penalty), gW, gZ
 
+    def cone_violations(self, W: Any, Z: Any) -> torch.Tensor:
+        """Per group the largest violation of its cone over every row, in one pass.
+
+        Returns:
+            ``(P, 2)``: column 0 is ``max_j relu(-((2 D_i - I) X w_i)_j)``, column 1 the same
+            for ``Z`` (0 for a group inside its cone).
+        """
+        W = self._vec(W, (self.P, self.d), "W")
+        Z = self._vec(Z, (self.P, self.d), "Z")
+        if self.backend == "numba":
+            import numba
+
+            if self._kernels is None:
+                self._kernels = build_kernels(self.d, 4)
+            if self.num_threads is not None:
+                numba.set_num_threads(int(self.num_threads))
+            npdt = np.float32 if self.dtype == torch.float32 else np.float64
+            out = np.zeros((numba.get_num_threads(), 2, self.P), npdt)
+            cols = [np.ascontiguousarray(A.cpu().numpy().T, dtype=npdt) for A in (self.gates, W, Z)]
+            for _, Xb, _, _ in self._padded_blocks(npdt):
+                self._kernels["violation"](Xb, *cols, out)
+            return torch.from_numpy(out.max(0).T.copy()).to(self.device)
+        out = torch.zeros(self.P, 2, device=self.device, dtype=self.dtype)
+        rows = max(self.H * self.W, int(self.memory_budget // max(1, self.P * self.itemsize * 4)))
+        for s, e in self.batches():
+            Xb = self.patches(s, e)
+            for c in range(0, Xb.shape[0], rows):
+                X = Xb[c:c + rows]
+                S = torch.where(X @ self.gates.T >= 0, 1.0, -1.0).to(self.dtype)
+                for k, V in enumerate((W, Z)):
+                    out[:, k] = torch.maximum(out[:, k], (-S * (X @ V.T)).amax(0))
+        return out
+
     # ------------------------------------------------------------------ groups
     def group_values(self, gate_index: Any, V: Any) -> torch.Tensor:
         """``(D_i X v, sign rows)`` helper: ``(2 D_i - I) X v`` for chosen groups.
@@ -324,18 +357,7 @@ class PatternOperator:
         rn = None if r is None else r.cpu().numpy()
         yn = None if y is None else y.cpu().numpy()
         wn = None if w is None else w.cpu().numpy()
-        # numba batches: bounded by the budget for the patch rows (R-padded)
-        rows_per_image = hw
-        b = int(max(1, min(self.N, self.memory_budget // max(1, rows_per_image * self.d * self.itemsize * 4))))
-        for s in range(0, self.N, b):
-            e = min(self.N, s + b)
-            Xb = self.patches(s, e).cpu().numpy().astype(npdt, copy=False)
-            m = Xb.shape[0]
-            pad = (-m) % 4
-            if pad:
-                Xb = np.concatenate([Xb, np.zeros((pad, self.d), npdt)])
-            Xb = np.ascontiguousarray(Xb)
-            sl = slice(s * hw, e * hw)
+        for sl, Xb, m, pad in self._padded_blocks(npdt):
 
             def padv(v: np.ndarray | None) -> np.ndarray:
                 v = np.zeros(m, npdt) if v is None else v[sl].astype(npdt, copy=False)
@@ -354,6 +376,20 @@ class PatternOperator:
             yhat[sl] = yb[:m]
         grad = torch.from_numpy(out.sum(0).T.copy()).to(self.device)
         return torch.from_numpy(yhat).to(self.device), grad
+
+    def _padded_blocks(self, npdt: Any) -> Any:
+        """Image batches for the numba kernels, bounded by the budget for the patch rows:
+        ``(row slice, X block padded with zero rows to a multiple of 4, rows, padding)``."""
+        hw = self.H * self.W
+        b = int(max(1, min(self.N, self.memory_budget // max(1, hw * self.d * self.itemsize * 4))))
+        for s in range(0, self.N, b):
+            e = min(self.N, s + b)
+            Xb = self.patches(s, e).cpu().numpy().astype(npdt, copy=False)
+            m = Xb.shape[0]
+            pad = (-m) % 4
+            if pad:
+                Xb = np.concatenate([Xb, np.zeros((pad, self.d), npdt)])
+            yield slice(s * hw, e * hw), np.ascontiguousarray(Xb), m, pad
 
     def _numba_hinge(self, Xb: torch.Tensor, yb: torch.Tensor, W: torch.Tensor, Z: torch.Tensor,
                      hinge: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:

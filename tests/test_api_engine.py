@@ -115,6 +115,32 @@ def test_engine_matches_explicit_references(tiny):
         eng.scan(v, first=True)
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_cone_violation_dense_and_sparse_paths_match_the_patch_matrix(backend):
+    # 100 patterns: with every group live the engine takes one operator pass; with three, one group at a time
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 1, 7, 7))
+    gates = rng.standard_normal((100, 9))
+    X = patch_matrix(x, 3)
+    S = np.where(X @ gates.T >= 0, 1.0, -1.0)
+    eng = PatternEngine(x, 3, gates, backend=backend)
+    xmax = np.linalg.norm(X, axis=1).max()
+    for live in (100, 3):
+        W, Z = rng.standard_normal((100, 9)), rng.standard_normal((100, 9))
+        W[live:], Z[live:] = 0.0, 0.0
+        Z[1] = 0.0
+        for a, b in ((1.0, 1.0), (10.0, 1.0), (1.0, 10.0)):  # either side's violation the largest
+            Wa, Zb = a * W, b * Z
+            top = max(np.linalg.norm(Wa, axis=1).max(), np.linalg.norm(Zb, axis=1).max())
+            ref = max(np.maximum(-(S * (X @ Wa.T)), 0).max(), np.maximum(-(S * (X @ Zb.T)), 0).max()) / (xmax * top)
+            assert ref > 0
+            assert eng.cone_violation(Wa, Zb) == pytest.approx(ref, rel=1e-12)
+        # the groups inside their cones (their projections) give 0
+        Wp = np.array([eng.project(i, W[i])[1] if np.any(W[i]) else W[i] for i in range(100)])
+        Zp = np.array([eng.project(i, Z[i])[1] if np.any(Z[i]) else Z[i] for i in range(100)])
+        assert eng.cone_violation(Wp, Zp) <= 1e-12
+
+
 def test_unit_scales_survive_residual_networks(tiny):
     noisy, clean, pats, beta = tiny
     ref = cd.solve(cd.build_problem(noisy, clean, 3, beta, patterns=pats, residual=True), "clarabel")
