@@ -109,7 +109,8 @@ class _RowSet:
         m = self.A @ w
         return m if self.flip is None else np.where(self.flip, m, -m)
 
-    def _rows(self, idx: np.ndarray) -> np.ndarray:
+    def signed_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The signed rows at this rank's local positions ``idx``, ``(len(idx), d)``."""
         return self.A[idx] if self.flip is None else np.where(self.flip[idx, None], self.A[idx], -self.A[idx])
 
     def local(self, ids: np.ndarray) -> np.ndarray:
@@ -138,12 +139,12 @@ class _RowSet:
         seen yet are gathered from their ranks)."""
         ids = np.asarray(ids, dtype=np.intp)
         if not self.comm.distributed:
-            return self._rows(ids)
+            return self.signed_rows(ids)
         missing = np.array([i for i in ids.tolist() if i not in self._seen], dtype=np.intp)
         if missing.size:  # the same on every rank: _seen is filled by collectives only
             loc = self.local(missing)
             self._share(np.hstack([np.zeros((loc.size, 1)), (loc + self.offset)[:, None].astype(np.float64),
-                                   self._rows(loc)]))
+                                   self.signed_rows(loc)]))
         return np.stack([self._seen[int(i)] for i in ids]) if ids.size else np.zeros((0, self.A.shape[1]))
 
     def candidates(self, m: np.ndarray, k: int, below: float | None = None,
@@ -163,11 +164,11 @@ class _RowSet:
             cand = np.arange(m.size)
         if cand.size > k:
             cand = cand[np.argpartition(m[cand], k - 1)[:k]]
-        pack = [np.hstack([m[cand][:, None], (cand + self.offset)[:, None].astype(np.float64), self._rows(cand)])]
+        pack = [np.hstack([m[cand][:, None], (cand + self.offset)[:, None].astype(np.float64), self.signed_rows(cand)])]
         if extra is not None and len(extra):
             loc = np.setdiff1d(self.local(extra), cand)
             pack.append(np.hstack([np.full((loc.size, 1), np.inf), (loc + self.offset)[:, None].astype(np.float64),
-                                   self._rows(loc)]))
+                                   self.signed_rows(loc)]))
         allp = self._share(np.concatenate(pack), k + (0 if extra is None else len(extra)))
         allp = allp[np.isfinite(allp[:, 0])]
         lowest = min(0.0, float(allp[:, 0].min(initial=0.0)))
@@ -426,7 +427,7 @@ class PatternEngine:
             rs = self.rows(int(i))
             pos, loc = rs.held(ids)
             packs.append(np.hstack([np.full((pos.size, 1), k, dtype=np.float64), pos[:, None].astype(np.float64),
-                                    rs._rows(loc)]))
+                                    rs.signed_rows(loc)]))
         allp = np.concatenate(self.comm.gather(np.concatenate(packs) if packs else np.zeros((0, 2 + self.d))))
         out = [np.empty((len(ids), self.d)) for _, ids in groups]
         for row in allp:

@@ -283,6 +283,9 @@ def generate_patterns(
         last = rounds[-1]
         if opts.oracle == "global" and "oracle_verdict" in last:
             converged = proved = last["oracle_verdict"] == "feasible" and last.get("status") == "optimal"
+            # the oracle's numbers of that round (its lower bound holds for (2) whatever S is)
+            glob = {k: last[k] for k in ("oracle_status", "oracle_verdict", "oracle_upper", "oracle_lower",
+                                         "oracle_nodes", "oracle_seconds", "global_lower_bound") if k in last}
         else:
             converged = True
         message = (f"resumed a finished run: round {last['round']} added no pattern (max ratio "
@@ -345,6 +348,8 @@ def generate_patterns(
         message = message or "no round left to run (resumed at max_rounds); solved over the loaded patterns"
         if proved and not result.status.is_optimal:
             converged = proved = False
+        if "global_lower_bound" in glob:
+            glob["global_gap"] = float(result.objective) - float(glob["global_lower_bound"])
     elif not converged and prob.P != S.num_patterns and result.status.has_solution:
         # the last round added patterns: solve once more so the result matches S
         prob = _with_patterns(problem, S)

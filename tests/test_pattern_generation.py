@@ -103,13 +103,23 @@ def test_cli_solve_patterns_generate(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("search", [dict(num_starts=32, num_gates=256), dict(num_starts=0, num_gates=1)])
-def test_global_oracle_generation_proves_the_enumerated_global_optimum(tiny, search):
+def test_global_oracle_generation_proves_the_enumerated_global_optimum(tiny, search, tmp_path):
     """oracle="global": column generation ends with a *proved* global optimum of (2), equal to the
     enumerated one; with a near-useless search the oracle's descent neurons do the pricing."""
     noisy, clean, beta, pats, exact = tiny
     start = cd.build_problem(noisy, clean, 3, beta, num_patterns=2, seed=0)
+    ck = tmp_path / "gen.npz"
     g = generate_patterns(start, solver="clarabel",
-                          options=GenerationOptions(oracle="global", oracle_time_limit=30, **search))
+                          options=GenerationOptions(oracle="global", oracle_time_limit=30, checkpoint_path=str(ck),
+                                                    **search))
+    # resuming the finished run keeps the proof and the oracle's certified global bound
+    again = generate_patterns(start, solver="clarabel",
+                              options=GenerationOptions(oracle="global", oracle_time_limit=30, resume_from=str(ck),
+                                                        **search))
+    assert again.info["proved_global"] and "resumed a finished run" in again.message
+    assert again.info["global_lower_bound"] == g.info["global_lower_bound"]
+    assert again.info["global_gap"] == pytest.approx(g.info["global_gap"], abs=1e-6 * g.result.objective)
+    assert again.info["oracle_verdict"] == "feasible"
     assert g.converged and g.info["proved_global"] and g.result.status.is_optimal
     assert g.message.startswith("converged: certified global optimum of (2) (proved by the branch-and-bound oracle")
     assert g.result.objective == pytest.approx(exact.objective, rel=1e-6)
