@@ -4,6 +4,13 @@ Parts (``--part``):
 * ``pass``: memory bandwidth (numpy/torch copy) and seconds per full fused pass
   (forward + adjoint) at the paper's MNIST scale (600 x 28x28, k = 3, P = 8,000;
   random data), for the numba and torch backends. The bound is one read of n*P float32.
+* ``hinge``: one minibatch gradient of ``adam_hinge`` at the paper's size (25 images of
+  28x28, k = 3, P = 8,000; random data), float64 and float32: autograd on dense ``rows x P``
+  masks (the step before the fused kernel, written out here as the reference), the torch path
+  of ``PatternOperator.hinge_gradient`` (chunked) and its numba kernel; and the cone
+  violation of 16,000 dense groups over all 600 images, one group at a time (the engine's
+  loop for sparse iterates) against one ``cone_violations`` pass. Each measurement runs in its
+  own process, so its peak resident memory is its own. JSON + PNG.
 * ``solvers``: on identical instances in one run (5 digits / P = 20 and 20 digits 8x8 /
   P = 100; k = 3, sigma 0.5, beta = 0.02 beta_max): plain Clarabel (CVXPY; its optimum is
   the reference), clarabel-ws, active_set, fista (gated relaxation: a lower-bound method),
@@ -12,6 +19,7 @@ Parts (``--part``):
   suboptimality; JSON + PNG (see :mod:`bench_solvers`).
 
 Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_first_order.py --part pass --rows-fraction 1
+       OPENBLAS_NUM_THREADS=1 python benchmarks/bench_first_order.py --part hinge
        OPENBLAS_NUM_THREADS=1 python benchmarks/bench_first_order.py --part solvers
 """
 
@@ -70,9 +78,123 @@ def full_pass(frac: int, threads: int) -> dict:
     return out
 
 
+HINGE_METHODS = ("autograd", "torch", "numba")
+
+
+def _hinge_case(method: str, dtype: str) -> dict:
+    """One measurement (in a child process): seconds of one minibatch gradient and peak RSS."""
+    import resource
+
+    from convexdual.operators import PatternOperator
+
+    torch.set_num_threads(1)
+    dt = getattr(torch, dtype)
+    rng = np.random.default_rng(0)
+    N, H, P, b = 600, 28, 8000, 25
+    x = rng.standard_normal((N, 1, H, H))
+    gates = rng.standard_normal((P, 9))
+    W, Z = 1e-2 * rng.standard_normal((P, 9)), 1e-2 * rng.standard_normal((P, 9))
+    y = torch.as_tensor(rng.standard_normal(N * H * H), dtype=dt)
+    images = list(range(b))
+    out: dict = {"method": method, "dtype": dtype, "images": b, "P": P}
+    if method == "violation_per_group":
+        from convexdual.engine import PatternEngine
+
+        eng = PatternEngine(x, 3, gates, backend="numba")
+        eng.cone_violation(W[:1], Z[:1])  # warm up; then time 200 of the 16,000 groups and scale
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t = time.perf_counter()
+        for i in range(100):
+            for V in (W, Z):
+                eng.group_values(i, V[i]).min()
+        sec = (time.perf_counter() - t) * P / 100
+        out.update(seconds=sec, measured="200 of 16,000 groups, scaled")
+    elif method == "violation_pass":
+        op = PatternOperator(x, 3, gates, dtype=dt, backend="numba")
+        op.cone_violations(W[:8].repeat(P // 8, 0), Z[:8].repeat(P // 8, 0))  # compile / warm up
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t = time.perf_counter()
+        op.cone_violations(W, Z)
+        out.update(seconds=time.perf_counter() - t)
+    else:
+        op = PatternOperator(x, 3, gates, dtype=dt, backend="numba" if method == "numba" else "torch")
+        Wt, Zt = torch.as_tensor(W, dtype=dt), torch.as_tensor(Z, dtype=dt)
+        if method == "numba":
+            op.hinge_gradient(Wt, Zt, y, 1.0, images[:1])  # compile / warm up
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t = time.perf_counter()
+        if method == "autograd":
+            Wg, Zg = Wt.clone().requires_grad_(True), Zt.clone().requires_grad_(True)
+            Xb = torch.cat([op.patches(i, i + 1) for i in images])
+            M = (Xb @ op.gates.T >= 0).to(dt)
+            S = 2 * M - 1
+            XW, XZ = Xb @ Wg.T, Xb @ Zg.T
+            r = ((XW - XZ) * M).sum(1) - y[:len(Xb)]
+            (0.5 * (r * r).sum() + torch.relu(-S * XW).sum() + torch.relu(-S * XZ).sum()).backward()
+        else:
+            op.hinge_gradient(Wt, Zt, y, 1.0, images)
+        out.update(seconds=time.perf_counter() - t)
+    out.update(peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+               rss_before_gb=base)
+    return out
+
+
+def hinge_part() -> dict:
+    import subprocess
+    import sys
+
+    rows = []
+    cases = [(m, d) for d in ("float64", "float32") for m in HINGE_METHODS]
+    cases += [("violation_per_group", "float64"), ("violation_pass", "float64")]
+    for method, dtype in cases:
+        cmd = [sys.executable, __file__, "--part", "hinge-case", "--method", method, "--dtype", dtype]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    by = {(r["method"], r["dtype"]): r for r in rows}
+    ratios = {f"{d}_autograd_over_{m}": by[("autograd", d)]["seconds"] / by[(m, d)]["seconds"]
+              for d in ("float64", "float32") for m in ("torch", "numba")}
+    ratios["violation_per_group_over_pass"] = (by[("violation_per_group", "float64")]["seconds"]
+                                               / by[("violation_pass", "float64")]["seconds"])
+    return {"cases": rows, "ratios": ratios, "threads": 1,
+            "note": "one minibatch of 25 images (19,600 rows) x 8,000 patterns; the violation over all "
+                    "600 images (470,400 rows) for 16,000 groups. Random data; one thread; the machine may "
+                    "be shared (ratios of one run are what to read)"}
+
+
+def plot_hinge(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    rows = res["cases"]
+    labels = [f"{r['method']}\n{r['dtype']}" for r in rows]
+    xs = np.arange(len(rows))
+    axes[0].bar(xs, [r["seconds"] for r in rows], color="C0")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("seconds (log)")
+    axes[0].set_title("one adam_hinge minibatch gradient / one violation check")
+    axes[1].bar(xs, [r["peak_rss_gb"] for r in rows], color="C1")
+    axes[1].set_ylabel("peak resident memory (GB)")
+    axes[1].set_title("peak memory of the measuring process")
+    for ax in axes:
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, fontsize=7)
+    fig.tight_layout()
+    from convexdual.plotting import save
+
+    save(fig, path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["pass", "solvers"], default="pass")
+    ap.add_argument("--part", choices=["pass", "solvers", "hinge", "hinge-case"], default="pass")
+    ap.add_argument("--method", default="numba", help="(hinge-case) " + ", ".join(HINGE_METHODS)
+                    + ", violation_per_group, violation_pass")
+    ap.add_argument("--dtype", default="float64", help="(hinge-case) float64 or float32")
     ap.add_argument("--rows-fraction", type=int, default=1, help="run 600/F images and scale the time by F")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--adam-seconds", type=float, default=60.0, help="time budget of each Adam baseline (main instance)")
@@ -80,6 +202,17 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.part == "hinge-case":
+        print(json.dumps(_hinge_case(a.method, a.dtype)))
+        return
+    if a.part == "hinge":
+        from convexdual._io import atomic_write_json
+
+        res = hinge_part()
+        atomic_write_json(OUT / "hinge_gradient.json", res, indent=2)
+        plot_hinge(res, OUT / "hinge_gradient.png")
+        print(json.dumps(res["ratios"], indent=2))
+        return
     if a.part == "pass":
         bw = bandwidth()
         fp = full_pass(a.rows_fraction, a.threads)
