@@ -170,7 +170,7 @@ def plot_hinge(res: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rows = res["cases"]
-    labels = [f"{r['method']}\n{r['dtype']}" for r in rows]
+    labels = [r["method"].replace("_", "\n") + "\n" + r["dtype"] for r in rows]
     xs = np.arange(len(rows))
     axes[0].bar(xs, [r["seconds"] for r in rows], color="C0")
     axes[0].set_yscale("log")
