@@ -285,17 +285,11 @@ class PatternOperator:
         W = self._vec(W, (self.P, self.d), "W")
         Z = self._vec(Z, (self.P, self.d), "Z")
         if self.backend == "numba":
-            import numba
-
-            if self._kernels is None:
-                self._kernels = build_kernels(self.d, 4)
-            if self.num_threads is not None:
-                numba.set_num_threads(int(self.num_threads))
-            npdt = np.float32 if self.dtype == torch.float32 else np.float64
-            out = np.zeros((numba.get_num_threads(), 2, self.P), npdt)
+            kernels, T, npdt = self._numba_setup()
+            out = np.zeros((T, 2, self.P), npdt)
             cols = [np.ascontiguousarray(A.cpu().numpy().T, dtype=npdt) for A in (self.gates, W, Z)]
             for _, Xb, _, _ in self._padded_blocks(npdt):
-                self._kernels["violation"](Xb, *cols, out)
+                kernels["violation"](Xb, *cols, out)
             return torch.from_numpy(out.max(0).T.copy()).to(self.device)
         out = torch.zeros(self.P, 2, device=self.device, dtype=self.dtype)
         rows = max(self.H * self.W, int(self.memory_budget // max(1, self.P * self.itemsize * 4)))
@@ -339,16 +333,19 @@ class PatternOperator:
         return best
 
     # ------------------------------------------------------------------ numba path
-    def _numba(self, kind: str, V: torch.Tensor | None, *, r: torch.Tensor | None = None,
-               y: torch.Tensor | None = None, w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _numba_setup(self) -> tuple[dict[str, Any], int, Any]:
+        """``(kernels, threads, numpy dtype)`` of the numba path (kernels compiled or loaded once)."""
         import numba
 
         if self._kernels is None:
             self._kernels = build_kernels(self.d, 4)
         if self.num_threads is not None:
             numba.set_num_threads(int(self.num_threads))
-        T = numba.get_num_threads()
-        npdt = np.float32 if self.dtype == torch.float32 else np.float64
+        return self._kernels, numba.get_num_threads(), (np.float32 if self.dtype == torch.float32 else np.float64)
+
+    def _numba(self, kind: str, V: torch.Tensor | None, *, r: torch.Tensor | None = None,
+               y: torch.Tensor | None = None, w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        kernels, T, npdt = self._numba_setup()
         GT = np.ascontiguousarray(self.gates.cpu().numpy().T, dtype=npdt)
         VT = None if V is None else np.ascontiguousarray(V.cpu().numpy().T, dtype=npdt)
         out = np.zeros((T, self.d, self.P), dtype=npdt)
@@ -365,14 +362,14 @@ class PatternOperator:
 
             yb = np.empty(m + pad, dtype=npdt)
             if kind == "forward":
-                self._kernels["forward"](Xb, GT, VT, out, yb)
+                kernels["forward"](Xb, GT, VT, out, yb)
             elif kind == "adjoint":
-                self._kernels["adjoint"](Xb, GT, padv(rn), out)
+                kernels["adjoint"](Xb, GT, padv(rn), out)
             else:
                 wb = padv(wn) if wn is not None else np.ones(m + pad, npdt)
                 if pad:
                     wb[m:] = 0
-                self._kernels["fused_sq"](Xb, GT, VT, padv(yn), wb, out, yb)
+                kernels["fused_sq"](Xb, GT, VT, padv(yn), wb, out, yb)
             yhat[sl] = yb[:m]
         grad = torch.from_numpy(out.sum(0).T.copy()).to(self.device)
         return torch.from_numpy(yhat).to(self.device), grad
@@ -393,14 +390,7 @@ class PatternOperator:
 
     def _numba_hinge(self, Xb: torch.Tensor, yb: torch.Tensor, W: torch.Tensor, Z: torch.Tensor,
                      hinge: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
-        import numba
-
-        if self._kernels is None:
-            self._kernels = build_kernels(self.d, 4)
-        if self.num_threads is not None:
-            numba.set_num_threads(int(self.num_threads))
-        T = numba.get_num_threads()
-        npdt = np.float32 if self.dtype == torch.float32 else np.float64
+        kernels, T, npdt = self._numba_setup()
         m = Xb.shape[0]
         pad = (-m) % 4
         X = np.zeros((m + pad, self.d), npdt)
@@ -417,7 +407,7 @@ class PatternOperator:
         outZ = np.zeros_like(outW)
         yhat = np.zeros(m + pad, npdt)
         hval = np.zeros(T, npdt)
-        self._kernels["fused_hinge"](X, cols(self.gates), cols(W - Z), cols(W), cols(Z), yv, wgt, npdt(hinge),
+        kernels["fused_hinge"](X, cols(self.gates), cols(W - Z), cols(W), cols(Z), yv, wgt, npdt(hinge),
                                      outW, outZ, yhat, hval)
         grad = [torch.from_numpy(o.sum(0).T.copy()) for o in (outW, outZ)]
         return torch.from_numpy(yhat[:m]), float(hval.sum()), grad[0], grad[1]
