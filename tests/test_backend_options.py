@@ -83,3 +83,17 @@ def test_verbose_is_honoured(tiny, solver, capfd):
     cd.solve(tiny, solver=solver, options={"verbose": True})
     loud = capfd.readouterr()
     assert len(loud.out + loud.err) > len(quiet.out + quiet.err) + 100
+
+
+def test_thread_limit_covers_torch_and_numba_and_is_restored():
+    import torch
+
+    from convexdual._threads import torch_threads
+
+    numba = pytest.importorskip("numba")
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
+    with torch_threads(None):
+        assert (torch.get_num_threads(), numba.get_num_threads()) == before
