@@ -270,3 +270,32 @@ def test_predict_sizes_its_passes_to_the_hidden_activations(monkeypatch):
     stacked = StackedConvNet([net, net])
     stacked.predict(x)
     assert len(calls) == 2 * 4  # both blocks, in passes of 3 images
+
+
+@pytest.mark.parametrize("channels,residual,dtype,tol", [(1, False, "float64", 1e-12), (2, True, "float64", 1e-12),
+                                                         (1, True, "float32", 1e-5)])
+def test_wide_nets_predict_through_the_fused_operator_with_the_same_outputs(monkeypatch, channels, residual, dtype,
+                                                                            tol):
+    import torch
+
+    import convexdual.nets as nets
+    from convexdual._fused_kernels import numba_available
+
+    if not numba_available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    dt = getattr(torch, dtype)
+    net = cd.TwoLayerConvNet.from_filters(rng.standard_normal((nets.FUSED_MIN_WIDTH + 5, channels * 9)),
+                                          rng.standard_normal(nets.FUSED_MIN_WIDTH + 5), channels, 3,
+                                          residual=residual, dtype=dt)
+    x = rng.standard_normal((80, channels, 24, 24))
+    with torch.no_grad():  # the module itself: torch's convolutions
+        ref = net(torch.as_tensor(x, dtype=dt))[:, 0].double().numpy()
+    fused = []
+    real = net._predict_fused
+    monkeypatch.setattr(net, "_predict_fused", lambda *a: fused.append(1) or real(*a))
+    got = net.predict(x)
+    assert fused == [1]  # wide enough and large enough: the fused path ran
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
+    np.testing.assert_allclose(net.predict(x, batch_size=7), ref, rtol=0, atol=tol * np.abs(ref).max())
+    assert fused == [1]  # an explicit batch size keeps torch's convolutions
