@@ -104,16 +104,20 @@ def _src(d: int, R: int) -> str:
         a(f"            rr{r} = rvec[j + {r}]")
     phase2("            ")
     a("")
+    def residual_rows() -> None:
+        # the row-block loop of the fused gradients: yhat and the weighted residual rr = (yhat - y) wgt
+        a("        for bj in range(t * per, min(nb, (t + 1) * per)):")
+        a("            j = bj * R")
+        phase1("            ", True)
+        for r in rs:
+            a(f"            yhat[j + {r}] = yh{r}")
+            a(f"            rr{r} = (yh{r} - y[j + {r}]) * wgt[j + {r}]")
+
     header("fused_sq", "X, GT, VT, y, out, yhat")
     for k in ks:
         a(f"        V{k} = VT[{k}]")
         a(f"        A{k} = out[t, {k}]")
-    a("        for bj in range(t * per, min(nb, (t + 1) * per)):")
-    a("            j = bj * R")
-    phase1("            ", True)
-    for r in rs:
-        a(f"            yhat[j + {r}] = yh{r}")
-        a(f"            rr{r} = (yh{r} - y[j + {r}]) * wgt[j + {r}]")
+    residual_rows()
     phase2("            ")
     a("")
     # fused_hinge: the minibatch gradient of the paper's hinge-penalised (4), for W and Z at once
@@ -126,12 +130,8 @@ def _src(d: int, R: int) -> str:
         a(f"        Z{k} = ZT[{k}]")
         a(f"        AW{k} = out[t, {k}]")
         a(f"        AZ{k} = outz[t, {k}]")
-    a("        for bj in range(t * per, min(nb, (t + 1) * per)):")
-    a("            j = bj * R")
-    phase1("            ", True)
+    residual_rows()
     for r in rs:
-        a(f"            yhat[j + {r}] = yh{r}")
-        a(f"            rr{r} = (yh{r} - y[j + {r}]) * wgt[j + {r}]")
         a(f"            lw{r} = lam * wgt[j + {r}]")
     ind = "                "
     # per weight (W: +1 on the data residual, Z: -1) two sweeps over the patterns, shaped like

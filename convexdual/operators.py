@@ -50,6 +50,16 @@ def unfold_patches(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(b * H * W, C * k * k)
 
 
+def _pad_rows(a: np.ndarray, npdt: Any) -> np.ndarray:
+    """``a`` in ``npdt``, C-contiguous, with zero rows appended up to a multiple of 4 (the numba
+    kernels' register block; a zero row adds nothing to any of their sums)."""
+    pad = (-a.shape[0]) % 4
+    a = a.astype(npdt, copy=False)
+    if pad:
+        a = np.concatenate([a, np.zeros((pad,) + a.shape[1:], npdt)])
+    return np.ascontiguousarray(a)
+
+
 class PatternOperator:
     """``A V = sum_i D_i X v_i`` and ``A^T r = (X^T D_i r)_i`` without the patch matrix.
 
@@ -242,8 +252,8 @@ class PatternOperator:
             ``(yhat, penalty, grad_W, grad_Z)``: the model on those rows (in the order of
             ``images``), the value of the hinge term, and the two ``(P, d)`` gradients.
         """
-        W = self._vec(W, (self.P, self.d), "W")
-        Z = self._vec(Z, (self.P, self.d), "Z")
+        W = self._vec(W, (self.P, self.d), "W").detach()  # values only: the gradient is computed here
+        Z = self._vec(Z, (self.P, self.d), "Z").detach()
         y = self._vec(y, (self.n,), "y")
         idx = [int(i) for i in np.asarray(images, dtype=np.int64).reshape(-1)]
         if not idx or min(idx) < 0 or max(idx) >= self.N:
@@ -381,34 +391,24 @@ class PatternOperator:
         b = int(max(1, min(self.N, self.memory_budget // max(1, hw * self.d * self.itemsize * 4))))
         for s in range(0, self.N, b):
             e = min(self.N, s + b)
-            Xb = self.patches(s, e).cpu().numpy().astype(npdt, copy=False)
-            m = Xb.shape[0]
-            pad = (-m) % 4
-            if pad:
-                Xb = np.concatenate([Xb, np.zeros((pad, self.d), npdt)])
-            yield slice(s * hw, e * hw), np.ascontiguousarray(Xb), m, pad
+            Xb = self.patches(s, e).cpu().numpy()
+            yield slice(s * hw, e * hw), _pad_rows(Xb, npdt), Xb.shape[0], (-Xb.shape[0]) % 4
 
     def _numba_hinge(self, Xb: torch.Tensor, yb: torch.Tensor, W: torch.Tensor, Z: torch.Tensor,
                      hinge: float) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
         kernels, T, npdt = self._numba_setup()
         m = Xb.shape[0]
-        pad = (-m) % 4
-        X = np.zeros((m + pad, self.d), npdt)
-        X[:m] = Xb.numpy()
-        yv = np.zeros(m + pad, npdt)
-        yv[:m] = yb.numpy()
-        wgt = np.zeros(m + pad, npdt)
-        wgt[:m] = 1
+        X, yv, wgt = _pad_rows(Xb.numpy(), npdt), _pad_rows(yb.numpy(), npdt), _pad_rows(np.ones(m), npdt)
 
         def cols(A: torch.Tensor) -> np.ndarray:
             return np.ascontiguousarray(A.numpy().T, dtype=npdt)
 
         outW = np.zeros((T, self.d, self.P), npdt)
         outZ = np.zeros_like(outW)
-        yhat = np.zeros(m + pad, npdt)
+        yhat = np.zeros(len(X), npdt)
         hval = np.zeros(T, npdt)
         kernels["fused_hinge"](X, cols(self.gates), cols(W - Z), cols(W), cols(Z), yv, wgt, npdt(hinge),
-                                     outW, outZ, yhat, hval)
+                               outW, outZ, yhat, hval)
         grad = [torch.from_numpy(o.sum(0).T.copy()) for o in (outW, outZ)]
         return torch.from_numpy(yhat[:m]), float(hval.sum()), grad[0], grad[1]
 

@@ -101,13 +101,13 @@ class AdamHingeSolver(IterativeSolver):
     def _step(self, s: SimpleNamespace, ep: int, time_left: float | None) -> Step:
         """One epoch of minibatches; every ``check_every`` epochs the exact certificate."""
         o, op, problem, W, Z, dt = s.o, s.op, s.problem, s.W, s.Z, s.dt
-        N, hw = problem.num_images, op.H * op.W
+        N = problem.num_images
         perm = torch.randperm(N, generator=s.gen).tolist()
         for b in range(0, N, o.batch_size):
             imgs = perm[b:b + o.batch_size]
             scale = N / len(imgs)
             # data + hinge terms: one fused pass (PatternOperator.hinge_gradient), no rows x P tensors
-            _, _, gW, gZ = op.hinge_gradient(W.detach(), Z.detach(), s.y, o.hinge, imgs)
+            _, _, gW, gZ = op.hinge_gradient(W, Z, s.y, o.hinge, imgs)
             W.grad = scale * gW + problem.beta * _norm_gradient(W.detach())
             Z.grad = scale * gZ + problem.beta * _norm_gradient(Z.detach())
             s.opt.step()
