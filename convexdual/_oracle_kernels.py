@@ -66,7 +66,10 @@ def vertex_kernel():
             h = lin
             for k in range(Kb):
                 h += Rg[b, k] * max(a[k], 0.0)
+            hv = np.empty(nv)
+            hv[0] = h
             best = max(h, 0.0) / qw
+            gbest = 0
             qmin = qw
             state = 0
             for g in range(1, nv):
@@ -88,15 +91,70 @@ def vertex_kernel():
                 h = lin
                 for k in range(Kb):
                     h += Rg[b, k] * max(a[k], 0.0)
+                hv[g] = h
                 v = max(h, 0.0) / qw
                 if v > best:
                     best = v
+                    gbest = g
                 if qw < qmin:
                     qmin = qw
+            qmin = qmin - (nv + d + 4) * 2.0 ** -53 * q_abs
+            # other directions q: towards the maximising corner (that corner's own ratio
+            # becomes h / ||w||); the same corner values hv, only q^T w changes
+            st = gbest ^ (gbest >> 1)
+            vs = np.empty(d)
+            for j in range(d):
+                vs[j] = lo[b, j]
+            for t in range(m):
+                if (st >> t) & 1:
+                    vs[J[t]] = hi[b, J[t]]
+            nvs = 0.0
+            nq = 0.0
+            for j in range(d):
+                nvs += vs[j] * vs[j]
+                nq += q[b, j] * q[b, j]
+            nvs = np.sqrt(nvs)
+            nq = np.sqrt(nq)
+            qq = np.empty(d)
+            for mix in (0.5, 1.0):
+                nn = 0.0
+                for j in range(d):
+                    qq[j] = (1.0 - mix) * q[b, j] / nq + mix * vs[j] / nvs
+                    nn += qq[j] * qq[j]
+                nn = np.sqrt(nn)
+                qa = 0.0
+                for j in range(d):
+                    qq[j] = qq[j] / nn * (1.0 - 8 * d * 2.0 ** -53)
+                    qa += abs(qq[j])
+                qw = 0.0
+                for j in range(d):
+                    qw += qq[j] * lo[b, j]
+                v2 = max(hv[0], 0.0) / qw
+                qm2 = qw
+                state = 0
+                for g in range(1, nv):
+                    t = 0
+                    while not (g >> t) & 1:
+                        t += 1
+                    state ^= 1 << t
+                    jj = J[t]
+                    step = hi[b, jj] - lo[b, jj]
+                    if not (state >> t) & 1:
+                        step = -step
+                    qw += qq[jj] * step
+                    v = max(hv[g], 0.0) / qw
+                    if v > v2:
+                        v2 = v
+                    if qw < qm2:
+                        qm2 = qw
+                qm2 = qm2 - (nv + d + 4) * 2.0 ** -53 * qa
+                if qm2 >= 0.5 and (v2 < best or qmin < 0.5):
+                    best = v2
+                    qmin = qm2
             # every |w_j| <= 1: each activation went through at most nv + d roundings of
             # magnitude <= u ||x_k||_1, the row sum adds Kb more, the linear term nv + d
             out_err[b] = (nv + 2 * d + Kb + 8) * 2.0 ** -53 * (s_abs + c_abs)
-            out_qmin[b] = qmin - (nv + d + 4) * 2.0 ** -53 * q_abs
+            out_qmin[b] = qmin
             out_val[b] = best
 
     return corner_bound
