@@ -258,7 +258,7 @@ def part_certify(args, v1):
                                 "(seed 1), k=3, beta = 0.02 beta_max over 100 sampled patterns",
                                 convex_optimum="generate_patterns (clarabel-ws, descent-search pricing)",
                                 oracle_call="beta*(1+1e-6), eps=2.5e-7 (as generate_patterns(oracle='global'))",
-                                budget_new_s=args.long20, budget_v2_s=args.v2_20,
+                                budget_new_s=args.long20, budget_v2_s=args.v2_20, max_open=args.max_open,
                                 budget_old_s=args.old20),
            "n": int(X.shape[0]), "P": int(prob.P), "beta": beta, "objective": p,
            "status": res.status.value, "runs": {}}
@@ -269,6 +269,8 @@ def part_certify(args, v1):
         if budget <= 0:
             continue
         G = global_max_correlation if mod is None else mod.global_max_correlation
+        if mod is None:
+            kw = {**kw, "max_open": args.max_open}
         o = G(X, r, beta=beta * (1 + margin), eps=o_eps, time_limit=budget, num_threads=args.threads, **kw)
         e = summary(o)
         e["history"] = [list(h) for h in o.history[:: max(1, len(o.history) // 400)]]
@@ -371,6 +373,8 @@ def main():
     ap.add_argument("--long", type=float, default=120.0, help="digits: bracket / scaled budget")
     ap.add_argument("--long20", type=float, default=600.0, help="certify: budget of the new method")
     ap.add_argument("--old20", type=float, default=120.0, help="certify: budget of the old method")
+    ap.add_argument("--max-open", type=int, default=12_000_000,
+                    help="certify: open regions allowed (new and v2; ~190 bytes each)")
     ap.add_argument("--v2-20", type=float, default=120.0,
                     help="certify: budget of v2 (the same oracle without the corner bound)")
     ap.add_argument("--short", type=float, default=60.0)

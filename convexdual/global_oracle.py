@@ -42,6 +42,14 @@ Upper bound of a region (all linear, then one exact cone-support computation):
   ``mu >= 0``, which is a valid upper bound for *any* ``tau``
   (``c^T w = (c-z)^T w + z^T w <= ||c - z||``) and equals the exact support at the optimal ``tau``.
 
+Corner bound (``corners``, on by default for ``2 <= d <= 11``): with the undecided
+``r_p > 0`` rows kept exact and the others linear as above, the upper function ``h`` is
+convex on the face, and ``h(w)^+ / (q^T w)`` (``||q|| <= 1``, ``q^T w > 0`` on the box) is
+quasi-convex, so its maximum over the box is at one of the ``2^(d-1)`` corners and bounds
+``g`` on ``K_B`` intersected with the ball (``t <= 1/||w|| <= 1/(q^T w)``).  The region's
+bound is the smaller of the two (``_Bounder._vertex_bound``; numba kernel in
+``convexdual/_oracle_kernels.py``).
+
 A fully decided region is therefore solved exactly, and its maximiser
 ``Proj_{K_B}(c) / ||.||`` (evaluated as a lower-bound candidate) closes it.
 
