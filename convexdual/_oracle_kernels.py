@@ -25,6 +25,19 @@ _U = 2.0 ** -53
 def vertex_kernel():
     from numba import njit, prange
 
+    @njit(cache=True, inline="always")
+    def gray_step(g, state, J, lo_b, hi_b):
+        """Corner ``g`` of the Gray walk: ``(t, new state, coordinate, signed step)``."""
+        t = 0
+        while not (g >> t) & 1:
+            t += 1
+        state ^= 1 << t
+        jj = J[t]
+        step = hi_b[jj] - lo_b[jj]
+        if not (state >> t) & 1:
+            step = -step
+        return t, state, jj, step
+
     @njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
     def corner_bound(X, P, cnt, Rg, lo, hi, face, c, q, out_val, out_err, out_qmin):
         B = P.shape[0]
@@ -73,17 +86,11 @@ def vertex_kernel():
             qmin = qw
             state = 0
             for g in range(1, nv):
-                t = 0
-                while not (g >> t) & 1:
-                    t += 1
-                state ^= 1 << t
-                jj = J[t]
-                step = hi[b, jj] - lo[b, jj]
-                if (state >> t) & 1:
+                t, state, jj, step = gray_step(g, state, J, lo[b], hi[b])
+                if step >= 0.0:
                     for k in range(Kb):
                         a[k] += D[t, k]
                 else:
-                    step = -step
                     for k in range(Kb):
                         a[k] -= D[t, k]
                 lin += c[b, jj] * step
@@ -133,14 +140,7 @@ def vertex_kernel():
                 qm2 = qw
                 state = 0
                 for g in range(1, nv):
-                    t = 0
-                    while not (g >> t) & 1:
-                        t += 1
-                    state ^= 1 << t
-                    jj = J[t]
-                    step = hi[b, jj] - lo[b, jj]
-                    if not (state >> t) & 1:
-                        step = -step
+                    t, state, jj, step = gray_step(g, state, J, lo[b], hi[b])
                     qw += qq[jj] * step
                     v = max(hv[g], 0.0) / qw
                     if v > v2:

@@ -253,6 +253,27 @@ def _cone_support(c, lo, hi, onehot, fs):
     return val, err, w
 
 
+def _pack_rows(mask, R):
+    """Gather the rows of each region: ``mask`` (n, B) -> ``(P, Rg, (b_idx, p_idx, slot))``.
+
+    Region ``b``'s ``K_b`` selected rows go to ``P[b, :K_b]`` (row indices) and
+    ``Rg[b, :K_b]`` (their ``R``); ``K = max_b K_b``, padding has index 0 and ``R = 0``, so
+    every later pass costs ``B K`` instead of ``n B``.
+    """
+    Bs = mask.shape[1]
+    dev = mask.device
+    cnt = mask.sum(0)
+    K = int(cnt.max())
+    b_idx, p_idx = torch.nonzero(mask.T, as_tuple=True)           # sorted by region
+    start = torch.cumsum(cnt, 0) - cnt
+    slot = torch.arange(len(b_idx), device=dev) - start[b_idx]
+    P = torch.zeros((Bs, K), dtype=torch.long, device=dev)
+    P[b_idx, slot] = p_idx
+    Rg = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
+    Rg[b_idx, slot] = R[p_idx, b_idx]
+    return P, Rg, (b_idx, p_idx, slot)
+
+
 class _Bounder:
     """Batched region bounds on a torch device."""
 
@@ -296,16 +317,9 @@ class _Bounder:
         ``lambda in [0, 1]``); the smallest is kept.
         """
         Bs = conc.shape[1]
-        cnt = conc.sum(0)
-        K = int(cnt.max())
         dev = X.device
-        b_idx, p_idx = torch.nonzero(conc.T, as_tuple=True)       # sorted by region
-        start = torch.cumsum(cnt, 0) - cnt
-        slot = torch.arange(len(b_idx), device=dev) - start[b_idx]
-        P = torch.zeros((Bs, K), dtype=torch.long, device=dev)
-        P[b_idx, slot] = p_idx
-        Rg = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
-        Rg[b_idx, slot] = R[p_idx, b_idx]
+        P, Rg, (b_idx, p_idx, slot) = _pack_rows(conc, R)
+        K = P.shape[1]
         Xg = X[P]                                                  # (B', K, d)
         bnd = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
         bnd[b_idx, slot] = torch.maximum(L[p_idx, b_idx].abs(), H[p_idx, b_idx].abs())
@@ -387,15 +401,9 @@ class _Bounder:
         dev = X.device
         d = self.d
         c_lin = coef.T @ X                                                # (B', d)
+        P, Rg, _ = _pack_rows(chord, R)
         cnt = chord.sum(0)
-        K = int(cnt.max())
-        b_idx, p_idx = torch.nonzero(chord.T, as_tuple=True)
-        start = torch.cumsum(cnt, 0) - cnt
-        slot = torch.arange(len(b_idx), device=dev) - start[b_idx]
-        P = torch.zeros((Bs, K), dtype=torch.long, device=dev)
-        P[b_idx, slot] = p_idx
-        Rg = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
-        Rg[b_idx, slot] = R[p_idx, b_idx]
+        K = P.shape[1]
         q = cen / torch.linalg.vector_norm(cen, dim=1, keepdim=True) * (1.0 - 8 * d * _U)
         if self.corners_numba:
             from convexdual._oracle_kernels import corner_bound
