@@ -1,4 +1,4 @@
-"""numba kernel of the global oracle's corner bound (``global_oracle._Bounder._vertex_bound``).
+"""numba kernel of the global oracle's corner bound (``global_oracle._Bounder._corner_bound``).
 
 For each region (a box in a face chart of the cube) it walks the ``2^(d-1)`` corners of the
 box in Gray-code order, so each step changes one coordinate and updates every row's
@@ -22,7 +22,7 @@ _U = 2.0 ** -53
 
 
 @functools.lru_cache(maxsize=None)
-def vertex_kernel():
+def corner_kernel():
     from numba import njit, prange
 
     @njit(cache=True, inline="always")
@@ -166,5 +166,5 @@ def corner_bound(X, P, cnt, Rg, lo, hi, face, c, q):
     out_val = np.empty(B)
     out_err = np.empty(B)
     out_qmin = np.empty(B)
-    vertex_kernel()(X, P, cnt, Rg, lo, hi, face, c, q, out_val, out_err, out_qmin)
+    corner_kernel()(X, P, cnt, Rg, lo, hi, face, c, q, out_val, out_err, out_qmin)
     return out_val, out_err, out_qmin

@@ -47,7 +47,7 @@ Corner bound (``corners``, on by default for ``2 <= d <= 11``): with the undecid
 convex on the face, and ``h(w)^+ / (q^T w)`` (``||q|| <= 1``, ``q^T w > 0`` on the box) is
 quasi-convex, so its maximum over the box is at one of the ``2^(d-1)`` corners and bounds
 ``g`` on ``K_B`` intersected with the ball (``t <= 1/||w|| <= 1/(q^T w)``).  The region's
-bound is the smaller of the two (``_Bounder._vertex_bound``; numba kernel in
+bound is the smaller of the two (``_Bounder._corner_bound``; numba kernel in
 ``convexdual/_oracle_kernels.py``).
 
 A fully decided region is therefore solved exactly, and its maximiser
@@ -254,7 +254,7 @@ def _cone_support(c, lo, hi, onehot, fs):
 
 
 def _pack_rows(mask, R):
-    """Gather the rows of each region: ``mask`` (n, B) -> ``(P, Rg, (b_idx, p_idx, slot))``.
+    """Gather the rows of each region: ``mask`` (n, B) -> ``(P, Rg, cnt, (b_idx, p_idx, slot))``.
 
     Region ``b``'s ``K_b`` selected rows go to ``P[b, :K_b]`` (row indices) and
     ``Rg[b, :K_b]`` (their ``R``); ``K = max_b K_b``, padding has index 0 and ``R = 0``, so
@@ -271,7 +271,7 @@ def _pack_rows(mask, R):
     P[b_idx, slot] = p_idx
     Rg = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
     Rg[b_idx, slot] = R[p_idx, b_idx]
-    return P, Rg, (b_idx, p_idx, slot)
+    return P, Rg, cnt, (b_idx, p_idx, slot)
 
 
 class _Bounder:
@@ -291,7 +291,7 @@ class _Bounder:
         self.gamma_box = 16.0 * (4 * self.d + 16) * _U
         self.corners = bool(corners)
         self.margin = float(margin)
-        self.vstats = [0, 0]
+        self.corner_stats = [0, 0]
         if self.corners:
             # per face i: the 2^(d-1) corners of the chart box as 0/1 selectors of hi over lo
             # for the coordinates j != i (column i stays 0: lo_i = hi_i = s)
@@ -318,7 +318,7 @@ class _Bounder:
         """
         Bs = conc.shape[1]
         dev = X.device
-        P, Rg, (b_idx, p_idx, slot) = _pack_rows(conc, R)
+        P, Rg, _, (b_idx, p_idx, slot) = _pack_rows(conc, R)
         K = P.shape[1]
         Xg = X[P]                                                  # (B', K, d)
         bnd = torch.zeros((Bs, K), dtype=torch.float64, device=dev)
@@ -381,7 +381,7 @@ class _Bounder:
                 break
         return bs, es, ws
 
-    def _vertex_bound(self, X, R, coef, chord, lo, hi, face, cen):
+    def _corner_bound(self, X, R, coef, chord, lo, hi, face, cen):
         """Bound of the regions through the corners of their chart boxes.
 
         With the undecided ``r_p > 0`` rows kept exact (``relu``, convex) and every other row
@@ -401,8 +401,7 @@ class _Bounder:
         dev = X.device
         d = self.d
         c_lin = coef.T @ X                                                # (B', d)
-        P, Rg, _ = _pack_rows(chord, R)
-        cnt = chord.sum(0)
+        P, Rg, cnt, _ = _pack_rows(chord, R)
         K = P.shape[1]
         q = cen / torch.linalg.vector_norm(cen, dim=1, keepdim=True) * (1.0 - 8 * d * _U)
         if self.corners_numba:
@@ -473,7 +472,8 @@ class _Bounder:
         # lambda of the undecided r_p < 0 rows: the box centre's activation (refined below);
         # per row exactly one of {decided, chord, lambda} terms is nonzero, so one product
         cen_on = conc & (mid > 0)
-        c = torch.where(pos | cen_on, R, Ra).T @ X
+        lin_rows = pos | cen_on
+        c = torch.where(lin_rows, R, Ra).T @ X
         kf = (k0 * fs)[:, None]
         c = c + onehot * kf
         has_conc = conc.any(0)
@@ -498,11 +498,11 @@ class _Bounder:
             vneed = (ub > thr) & chord.any(0)
             if bool(vneed.any()):
                 idx = torch.nonzero(vneed).squeeze(1)
-                coef = torch.where(pos | cen_on, R, zero)[:, idx]
-                vb = self._vertex_bound(X, R[:, idx], coef, chord[:, idx], lo[idx], hi[idx],
-                                        face[idx], cen[idx])
-                self.vstats[0] += len(idx)
-                self.vstats[1] += int((vb <= thr).sum())
+                Ri = R[:, idx]
+                vb = self._corner_bound(X, Ri, torch.where(lin_rows[:, idx], Ri, zero), chord[:, idx],
+                                        lo[idx], hi[idx], face[idx], cen[idx])
+                self.corner_stats[0] += len(idx)
+                self.corner_stats[1] += int((vb <= thr).sum())
                 ub = ub.clone()
                 ub[idx] = torch.minimum(ub[idx], vb)
         if self.split_rule == "slack":
@@ -538,10 +538,10 @@ class _Bounder:
 class _OpenSet:
     """Open regions as column arrays ``(lo, hi, face, fsg, sgn, ub)``, best first in batches.
 
-    The regions with the ``pool_batches * batch`` largest bounds are kept in a sorted pool and
+    The regions with the ``M = max(pool_batches * batch, open / 8)`` largest bounds (``M`` set
+    at each refill, so a refill's O(open) cost stays O(1) per batch) are kept in a sorted pool and
     handed out a batch at a time; children go to a pending list.  Everything is merged and
-    re-partitioned only when the pool runs out or ``pool_batches`` batches of children are
-    pending, so a step no longer copies and partitions every open region (that took ~45% of
+    re-partitioned only when the pool runs out or ``M`` children are pending, so a step no longer copies and partitions every open region (that took ~45% of
     the time at ~2 M open regions).  The order is best-first up to that delay; which region
     is bounded when never affects soundness.  ``max_ub`` is exact at every step.
     """
@@ -645,7 +645,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             "auto": 8; None: every region (the behaviour before v2, ~3-6x slower per node
             on n = 1,280 for a small gain per node).
         corners: also bound each region through the corners of its chart box, with the
-            undecided ``r_p > 0`` rows exact (see ``_Bounder._vertex_bound``), and keep the
+            undecided ``r_p > 0`` rows exact (see ``_Bounder._corner_bound``), and keep the
             smaller bound.  "auto": on for ``2 <= d <= 11`` (``2^(d-1)`` corners per region);
             True allows ``d <= 16``.  On the 20-digit 8x8 target it lowered the certified
             upper bound at 120 s from 3.17 beta to 1.69 beta (docs/global_oracle.md).
@@ -863,7 +863,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
     history.append((seconds, nodes, up, best_val))
     stats["seconds_total"] = seconds
     if Xh.shape[0]:
-        stats["corner_regions"], stats["corner_pruned"] = bounder.vstats
+        stats["corner_regions"], stats["corner_pruned"] = bounder.corner_stats
     return OracleResult(upper=float(up), lower=float(best_val), argmax=np.asarray(best_u),
                         sign=int(best_sg), nodes=int(nodes), seconds=float(seconds),
                         status=status, verdict=verdict, beta=beta, eps=eps, margin=float(margin),
