@@ -28,7 +28,12 @@ instance is cached in ``global_oracle_certify_N20.npz``.
 ``mnist`` (``global_oracle_mnist.json``/``.png``): real MNIST 28x28 (bundled mnist-5k,
 ``load_bundled_mnist(N, seed=0)``), noise 0.5, k = 3, n = 784 N rows, least-squares
 residual; bracket mode (no beta): the certified relative gap ``(upper - lower) / upper`` on
-``M*`` at 600 s and 1800 s (when the budget reaches them), nodes and the time split.
+``M*`` at 600 s and 1800 s (when the budget reaches them), nodes and the time split;
+``--mnist-ref-budgets`` also runs v3 (``corner_iters=0``) on the same problem in the same
+process.
+
+In ``certify``, "v3" is the same oracle with ``corner_iters=0`` (the corner bound with the
+box centre's lambdas, before the Frank-Wolfe refinement) and "v2" with ``corners=False``.
 
 Usage: ``python benchmarks/bench_global_oracle.py --part digits|certify|mnist [...]``.
 """
@@ -258,12 +263,14 @@ def part_certify(args, v1):
                                 "(seed 1), k=3, beta = 0.02 beta_max over 100 sampled patterns",
                                 convex_optimum="generate_patterns (clarabel-ws, descent-search pricing)",
                                 oracle_call="beta*(1+1e-6), eps=2.5e-7 (as generate_patterns(oracle='global'))",
-                                budget_new_s=args.long20, budget_v2_s=args.v2_20, max_open=args.max_open,
+                                budget_new_s=args.long20, budget_v3_s=args.v3_20, budget_v2_s=args.v2_20,
+                                max_open=args.max_open,
                                 budget_old_s=args.old20),
            "n": int(X.shape[0]), "P": int(prob.P), "beta": beta, "objective": p,
            "status": res.status.value, "runs": {}}
     curves = {}
     for tag, mod, budget, kw in (("new", None, args.long20, {}),
+                                 ("v3", None, args.v3_20, {"corner_iters": 0}),
                                  ("v2", None, args.v2_20, {"corners": False}),
                                  ("old", v1, args.old20, {})):
         if budget <= 0:
@@ -287,7 +294,7 @@ def part_certify(args, v1):
               f"lower/beta={o.lower / beta:.6f} nodes={o.nodes} ({o.nodes / o.seconds:.0f}/s) "
               f"global gap {e['final']['global_gap_relative']:.3g} rel", flush=True)
         write("global_oracle_certify.json", out)
-    for ref in ("old", "v2"):
+    for ref in ("old", "v2", "v3"):
         if "new" in out["runs"] and ref in out["runs"]:
             ratios = {}
             for t, a in out["runs"][ref]["checkpoints"].items():
@@ -300,7 +307,7 @@ def part_certify(args, v1):
             write("global_oracle_certify.json", out)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for tag, ls in (("new", "-"), ("v2", "--"), ("old", ":")):
+    for tag, ls in (("new", "-"), ("v3", "-."), ("v2", "--"), ("old", ":")):
         if tag in curves:
             h = curves[tag]
             ok = np.isfinite(h[:, 2])
@@ -309,7 +316,7 @@ def part_certify(args, v1):
     ax.set_xlabel(f"seconds (wall clock, {args.threads} torch thread, shared machine)")
     ax.set_ylabel("max_u |r^T relu(X u)| / beta")
     ax.set_yscale("log")
-    ax.set_title("Certify the column-generation optimum, 20 digits 8x8 (n=1280): new vs v2 vs old", fontsize=10)
+    ax.set_title("Certify the column-generation optimum, 20 digits 8x8 (n=1280): new vs v3 / v2 / old", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "global_oracle_certify.png", dpi=120)
@@ -339,21 +346,32 @@ def part_mnist(args, v1):
                                 budgets_s=budgets), "runs": {}}
     curves = {}
     name = args.mnist_out or "global_oracle_mnist"
-    for N, budget in zip(sizes, budgets):
+    refs = [float(b) for b in args.mnist_ref_budgets.split(",")] if args.mnist_ref_budgets else [0.0] * len(sizes)
+    for N, budget, ref_budget in zip(sizes, budgets, refs):
         X, r = mnist_problem(N)
-        o = global_max_correlation(X, r, time_limit=budget, num_threads=args.threads)
-        e = summary(o)
-        e["n"] = int(X.shape[0])
-        e["batch"] = o.stats.get("batch")
-        e["at_600"] = gap_at(o.history, 600) if budget >= 600 else None
-        e["at_1800"] = gap_at(o.history, 1800) if budget >= 1800 else "not run"
-        e["history"] = [list(h) for h in o.history[:: max(1, len(o.history) // 400)]]
-        out["runs"][str(N)] = e
-        curves[N] = np.asarray(o.history, dtype=float)
-        print(f"mnist N={N} n={X.shape[0]}: {o.status} [{o.lower:.6g}, {o.upper:.6g}] gap={o.gap:.3g} "
-              f"nodes={o.nodes} ({o.nodes / o.seconds:.1f}/s) batch={o.stats.get('batch')} "
-              f"split={ {k: round(v, 1) for k, v in o.stats.items() if k.startswith('seconds_')} }", flush=True)
-        write(f"{name}.json", out)
+        for tag, b, kw in (("new", budget, {}), ("v3", ref_budget, {"corner_iters": 0})):
+            if b <= 0:
+                continue
+            o = global_max_correlation(X, r, time_limit=b, num_threads=args.threads, **kw)
+            e = summary(o)
+            e["n"] = int(X.shape[0])
+            e["batch"] = o.stats.get("batch")
+            e["at_600"] = gap_at(o.history, 600) if b >= 600 else None
+            e["at_1800"] = gap_at(o.history, 1800) if b >= 1800 else "not run"
+            e["history"] = [list(h) for h in o.history[:: max(1, len(o.history) // 400)]]
+            key = str(N) if tag == "new" else f"{N}_v3"
+            out["runs"][key] = e
+            if tag == "new":
+                curves[N] = np.asarray(o.history, dtype=float)
+            else:
+                new = out["runs"][str(N)]
+                out["runs"][key]["ratios_new_over_v3"] = {
+                    "rel_gap_at_end": new["rel_gap"] / e["rel_gap"] if e["rel_gap"] > 0 else None,
+                    "nodes": new["nodes"] / max(1, e["nodes"])}
+            print(f"mnist N={N} n={X.shape[0]} {tag}: {o.status} [{o.lower:.6g}, {o.upper:.6g}] gap={o.gap:.3g} "
+                  f"nodes={o.nodes} ({o.nodes / o.seconds:.1f}/s) batch={o.stats.get('batch')} "
+                  f"split={ {k: round(v, 1) for k, v in o.stats.items() if k.startswith('seconds_')} }", flush=True)
+            write(f"{name}.json", out)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for k, (N, h) in enumerate(curves.items()):
@@ -382,6 +400,10 @@ def main():
     ap.add_argument("--sizes", type=str, default="1,5,20")
     ap.add_argument("--mnist-sizes", type=str, default="50,150,600")
     ap.add_argument("--mnist-budgets", type=str, default="600,600,600")
+    ap.add_argument("--mnist-ref-budgets", type=str, default=None,
+                    help="mnist: budgets of the v3 reference (corner_iters=0) per size, same process; 0 skips")
+    ap.add_argument("--v3-20", type=float, default=120.0,
+                    help="certify: budget of v3 (corner bound with the box centre's lambdas, corner_iters=0)")
     ap.add_argument("--mnist-out", type=str, default=None,
                     help="mnist: name of the JSON/PNG written to benchmarks/results (default global_oracle_mnist); "
                          "separate names let sizes run as separate processes")

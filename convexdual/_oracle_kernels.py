@@ -4,9 +4,15 @@ For each region (a box in a face chart of the cube) it walks the ``2^(d-1)`` cor
 box in Gray-code order, so each step changes one coordinate and updates every row's
 activation ``a_k = x_k^T w`` by one addition, and returns
 
-    max_corners  max(h(w), 0) / (q^T w),   h(w) = c^T w + sum_k R_k relu(x_k^T w),
+    max_corners  max(h(w), 0) / (q^T w),
+    h(w) = c^T w + sum_{k: R_k > 0} R_k relu(x_k^T w) + sum_{k: R_k < 0} R_k lam_k x_k^T w,
 
-with a rigorous bound on its floating-point error (the caller adds it).  Compiled lazily
+with a rigorous bound on its floating-point error (the caller adds it).  The ``lam_k`` in
+[0, 1] of the undecided ``R_k < 0`` rows start at the box centre's signs and are then
+optimised by Frank-Wolfe steps on the dual of ``min_lam max_corners`` (the corner values
+of the fixed rows are computed once; each step costs ``O(K d + 2^(d-1) d)``); the value
+for the kept ``lam`` is recomputed from scratch, so the iterations need no rounding
+analysis.  Compiled lazily
 (numba is optional); no ``fastmath`` beyond reassociation and contraction, which the
 ``gamma_k`` error bounds below allow (they hold for any summation order and for fused
 multiply-adds), while NaN/inf semantics stay IEEE.
@@ -38,8 +44,28 @@ def corner_kernel():
             step = -step
         return t, state, jj, step
 
+    @njit(cache=True, inline="always")
+    def ratio_max(hq, Wt, cl, tmp):
+        """``max_g hq[g] - cl^T Wt[:, g]`` and its corner (fast, unchecked rounding); with
+        ``hq = h / q^T w`` and ``Wt = w / q^T w`` this is the largest corner ratio."""
+        nv = hq.shape[0]
+        for g in range(nv):
+            tmp[g] = hq[g]
+        for j in range(cl.shape[0]):
+            cj = cl[j]
+            for g in range(nv):
+                tmp[g] -= cj * Wt[j, g]
+        best = -np.inf
+        gb = 0
+        for g in range(nv):
+            if tmp[g] > best:
+                best = tmp[g]
+                gb = g
+        return best, gb
+
     @njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
-    def corner_bound(X, P, cnt, Rg, lo, hi, face, c, q, out_val, out_err, out_qmin):
+    def corner_bound(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, thr, iters,
+                     out_val, out_err, out_qmin):
         B = P.shape[0]
         d = X.shape[1]
         m = d - 1
@@ -68,22 +94,19 @@ def corner_kernel():
                     jj = J[t]
                     D[t, k] = X[p, jj] * (hi[b, jj] - lo[b, jj])
             lin = 0.0
-            qw = 0.0
             c_abs = 0.0
             q_abs = 0.0
             for j in range(d):
                 lin += c[b, j] * lo[b, j]
-                qw += q[b, j] * lo[b, j]
                 c_abs += abs(c[b, j])
                 q_abs += abs(q[b, j])
+            # numerators h(w_g) of the fixed rows (decided: linear; undecided r > 0: relu)
+            # at the corners in Gray order, one addition per row per corner
+            hv = np.empty(nv)
             h = lin
             for k in range(Kb):
                 h += Rg[b, k] * max(a[k], 0.0)
-            hv = np.empty(nv)
             hv[0] = h
-            best = max(h, 0.0) / qw
-            gbest = 0
-            qmin = qw
             state = 0
             for g in range(1, nv):
                 t, state, jj, step = gray_step(g, state, J, lo[b], hi[b])
@@ -94,31 +117,137 @@ def corner_kernel():
                     for k in range(Kb):
                         a[k] -= D[t, k]
                 lin += c[b, jj] * step
-                qw += q[b, jj] * step
                 h = lin
                 for k in range(Kb):
                     h += Rg[b, k] * max(a[k], 0.0)
                 hv[g] = h
-                v = max(h, 0.0) / qw
+            # the corners themselves (exact: every coordinate is lo or hi) and q^T w_g
+            Wc = np.empty((nv, d))
+            qw = np.empty(nv)
+            qmin = np.inf
+            for g in range(nv):
+                st = g ^ (g >> 1)
+                for j in range(d):
+                    Wc[g, j] = lo[b, j]
+                for t in range(m):
+                    if (st >> t) & 1:
+                        Wc[g, J[t]] = hi[b, J[t]]
+                s = 0.0
+                for j in range(d):
+                    s += q[b, j] * Wc[g, j]
+                qw[g] = s
+                if s < qmin:
+                    qmin = s
+            qmin = qmin - (d + 4) * 2.0 ** -53 * q_abs
+            # undecided r < 0 rows: r relu(x^T w) <= r lam x^T w for any lam in [0, 1]
+            Kn = cntn[b]
+            Xn = np.empty((Kn, d))
+            rn = np.empty(Kn)
+            sn_abs = 0.0
+            for k in range(Kn):
+                p = Pn[b, k]
+                rn[k] = -Rn[b, k]
+                nx = 0.0
+                for j in range(d):
+                    Xn[k, j] = X[p, j]
+                    nx += abs(X[p, j])
+                sn_abs += rn[k] * nx
+            # every |w_j| <= 1: each activation went through at most nv + d roundings of
+            # magnitude <= u ||x_k||_1, the row sums add Kb (Kn) more, the linear terms d + 2
+            err = (nv + 2 * d + Kb + Kn + 8) * 2.0 ** -53 * (s_abs + sn_abs + c_abs)
+            out_err[b] = err
+            out_qmin[b] = qmin
+            if qmin < 0.5:
+                out_val[b] = np.inf
+                continue
+            lam = np.empty(Kn)
+            best_lam = np.empty(Kn)
+            cl = np.zeros(d)
+            for k in range(Kn):
+                s = 0.0
+                for j in range(d):
+                    s += Xn[k, j] * (lo[b, j] + hi[b, j])
+                lam[k] = 1.0 if s > 0.0 else 0.0
+                best_lam[k] = lam[k]
+                if s > 0.0:
+                    for j in range(d):
+                        cl[j] += rn[k] * Xn[k, j]
+            # the FW iterations work on hq = h / q^T w and Wt = w / q^T w (no divisions)
+            hq = np.empty(nv)
+            Wt = np.empty((d, nv))
+            for g in range(nv):
+                hq[g] = hv[g] / qw[g]
+                for j in range(d):
+                    Wt[j, g] = Wc[g, j] / qw[g]
+            tmp = np.empty(nv)
+            best, gmax = ratio_max(hq, Wt, cl, tmp)
+            # min over lam of max over corners (convex, piecewise linear): Frank-Wolfe on
+            # its dual (weights mu on the corners); the best response to mu is
+            # lam_k = 1[x_k^T m > 0], m = sum_g mu_g w_g / qw_g.  Any lam is sound; the
+            # smallest value over the iterates and their running means is kept.
+            if Kn > 0 and iters > 0 and best + 2.0 * err > thr:
+                mv = np.empty(d)
+                for j in range(d):
+                    mv[j] = Wt[j, gmax]
+                accl = np.zeros(Kn)
+                csum = np.zeros(d)
+                cb = np.empty(d)
+                for it in range(iters):
+                    for j in range(d):
+                        cl[j] = 0.0
+                    for k in range(Kn):
+                        s = 0.0
+                        for j in range(d):
+                            s += Xn[k, j] * mv[j]
+                        if s > 0.0:
+                            lam[k] = 1.0
+                            accl[k] += 1.0
+                            for j in range(d):
+                                cl[j] += rn[k] * Xn[k, j]
+                        else:
+                            lam[k] = 0.0
+                    v, g = ratio_max(hq, Wt, cl, tmp)
+                    if v < best:
+                        best = v
+                        for k in range(Kn):
+                            best_lam[k] = lam[k]
+                    for j in range(d):
+                        csum[j] += cl[j]
+                        cb[j] = csum[j] / (it + 1)
+                    vb, gb_ = ratio_max(hq, Wt, cb, tmp)
+                    if vb < best:
+                        best = vb
+                        for k in range(Kn):
+                            best_lam[k] = accl[k] / (it + 1)
+                    if best + 2.0 * err <= thr:
+                        break
+                    gam = 2.0 / (it + 3.0)
+                    for j in range(d):
+                        mv[j] = (1.0 - gam) * mv[j] + gam * Wt[j, g]
+            # the bound for best_lam, recomputed from scratch (its rounding is in err)
+            for j in range(d):
+                cl[j] = 0.0
+            for k in range(Kn):
+                for j in range(d):
+                    cl[j] += rn[k] * best_lam[k] * Xn[k, j]
+            for g in range(nv):
+                s = hv[g]
+                for j in range(d):
+                    s -= cl[j] * Wc[g, j]
+                hv[g] = max(s, 0.0)
+            best = -np.inf
+            gbest = 0
+            for g in range(nv):
+                v = hv[g] / qw[g]
                 if v > best:
                     best = v
                     gbest = g
-                if qw < qmin:
-                    qmin = qw
-            qmin = qmin - (nv + d + 4) * 2.0 ** -53 * q_abs
             # other directions q: towards the maximising corner (that corner's own ratio
             # becomes h / ||w||); the same corner values hv, only q^T w changes
-            st = gbest ^ (gbest >> 1)
-            vs = np.empty(d)
-            for j in range(d):
-                vs[j] = lo[b, j]
-            for t in range(m):
-                if (st >> t) & 1:
-                    vs[J[t]] = hi[b, J[t]]
             nvs = 0.0
             nq = 0.0
             for j in range(d):
-                nvs += vs[j] * vs[j]
+                nvs += Wc[gbest, j] * Wc[gbest, j]
                 nq += q[b, j] * q[b, j]
             nvs = np.sqrt(nvs)
             nq = np.sqrt(nq)
@@ -126,45 +255,46 @@ def corner_kernel():
             for mix in (0.5, 1.0):
                 nn = 0.0
                 for j in range(d):
-                    qq[j] = (1.0 - mix) * q[b, j] / nq + mix * vs[j] / nvs
+                    qq[j] = (1.0 - mix) * q[b, j] / nq + mix * Wc[gbest, j] / nvs
                     nn += qq[j] * qq[j]
                 nn = np.sqrt(nn)
                 qa = 0.0
                 for j in range(d):
                     qq[j] = qq[j] / nn * (1.0 - 8 * d * 2.0 ** -53)
                     qa += abs(qq[j])
-                qw = 0.0
-                for j in range(d):
-                    qw += qq[j] * lo[b, j]
-                v2 = max(hv[0], 0.0) / qw
-                qm2 = qw
-                state = 0
-                for g in range(1, nv):
-                    t, state, jj, step = gray_step(g, state, J, lo[b], hi[b])
-                    qw += qq[jj] * step
-                    v = max(hv[g], 0.0) / qw
+                v2 = -np.inf
+                qm2 = np.inf
+                for g in range(nv):
+                    s = 0.0
+                    for j in range(d):
+                        s += qq[j] * Wc[g, j]
+                    if s < qm2:
+                        qm2 = s
+                    v = hv[g] / s
                     if v > v2:
                         v2 = v
-                    if qw < qm2:
-                        qm2 = qw
-                qm2 = qm2 - (nv + d + 4) * 2.0 ** -53 * qa
-                if qm2 >= 0.5 and (v2 < best or qmin < 0.5):
+                qm2 = qm2 - (d + 4) * 2.0 ** -53 * qa
+                if qm2 >= 0.5 and v2 < best:
                     best = v2
                     qmin = qm2
-            # every |w_j| <= 1: each activation went through at most nv + d roundings of
-            # magnitude <= u ||x_k||_1, the row sum adds Kb more, the linear term nv + d
-            out_err[b] = (nv + 2 * d + Kb + 8) * 2.0 ** -53 * (s_abs + c_abs)
             out_qmin[b] = qmin
             out_val[b] = best
 
     return corner_bound
 
 
-def corner_bound(X, P, cnt, Rg, lo, hi, face, c, q):
-    """``(value, abs error of h, certified min of q^T w)`` per region (numpy float64 in/out)."""
+def corner_bound(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, thr=np.inf, iters=0):
+    """``(value, abs error of h, certified min of q^T w)`` per region (numpy float64 in/out).
+
+    ``P, cnt, Rg``: the undecided ``r > 0`` rows of each region (kept exact); ``Pn, cntn,
+    Rn``: the undecided ``r < 0`` rows (linearised with the optimised lambda, ``iters``
+    Frank-Wolfe steps, stopping early once ``value + 2 err <= thr``); ``c``: the linear
+    term of the decided rows."""
     B = P.shape[0]
     out_val = np.empty(B)
     out_err = np.empty(B)
     out_qmin = np.empty(B)
-    corner_kernel()(X, P, cnt, Rg, lo, hi, face, c, q, out_val, out_err, out_qmin)
+    corner_kernel()(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, float(thr), int(iters),
+                    out_val, out_err, out_qmin)
     return out_val, out_err, out_qmin
+

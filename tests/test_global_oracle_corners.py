@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from convexdual._fused_kernels import numba_available
 from convexdual.global_oracle import _Bounder, _prepare, global_max_correlation
@@ -90,9 +91,96 @@ def test_search_with_and_without_corners_agrees_with_brute_force(corners):
     assert (used > 0) == corners
 
 
+def _corner_lp(Xh, R, lo, hi, i):
+    """Independent reference: ``min_lambda max_corners`` of the corner bound with the box
+    centre's q, as a linear program (HiGHS), and the corner data it was built from."""
+    from scipy.optimize import linprog
+
+    d = Xh.shape[1]
+    cols = [j for j in range(d) if j != i]
+    nv = 2 ** (d - 1)
+    bits = (np.arange(nv)[:, None] >> np.arange(d - 1)[None, :]) & 1
+    V = np.tile(lo, (nv, 1))
+    V[:, cols] = np.where(bits == 1, hi[cols], lo[cols])
+    cen, half = (lo + hi) / 2, (hi - lo) / 2
+    L = Xh @ cen - np.abs(Xh) @ half
+    H = Xh @ cen + np.abs(Xh) @ half
+    neg = (L < 0) & (H > 0) & (R < 0)
+    q = cen / np.linalg.norm(cen)
+    qw = V @ q
+    A = Xh @ V.T
+    hfix = (R[~neg, None] * np.maximum(A[~neg], 0.0)).sum(0) / qw
+    G = (np.abs(R[neg])[:, None] * A[neg] / qw[None, :]).T                 # (nv, K)
+    K = int(neg.sum())
+    lp = linprog(np.r_[np.zeros(K), 1.0], A_ub=np.hstack([-G, -np.ones((nv, 1))]), b_ub=-hfix,
+                 bounds=[(0, 1)] * K + [(None, None)], method="highs")
+    assert lp.status == 0
+    return max(lp.fun, 0.0), float(qw.min())
+
+
+@pytest.mark.parametrize("use_numba", [False, True])
+def test_frank_wolfe_lambdas_reach_the_linear_program(use_numba):
+    """The corner bound's lambdas (Frank-Wolfe, ``corner_iters``) come within 3% of the
+    exact ``min_lambda max_corners`` (an LP solved by HiGHS), and the refinement lowers the
+    bound of the box centre's lambdas (``corner_iters=0``)."""
+    if use_numba and not numba_available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(5)
+    lowered = checked = 0
+    for trial in range(3):
+        d = (5, 7, 9)[trial]
+        X = rng.standard_normal((150, d))
+        r = rng.standard_normal(150)
+        Xh, rh = _prepare(X, r)
+        B = 12
+        lo, hi, face, fs, sg = _boxes(rng, d, B, rng.uniform(0.1, 0.3, B))
+        kw = dict(corners=True, corners_numba=use_numba)
+        # thr = -inf: nothing is pruned, so every region runs all its iterations
+        fw = _bounder(Xh, rh, corner_iters=64, **kw)
+        c0 = _bounder(Xh, rh, corner_iters=0, **kw)
+        R_all = rh[:, None] * sg[None, :]
+        for b in range(B):
+            R = R_all[:, b]
+            cen = 0.5 * (lo[b] + hi[b])
+            und = (np.abs(Xh) @ (0.5 * (hi[b] - lo[b])) > np.abs(Xh @ cen))
+            if not (np.any(und & (R > 0)) and np.any(und & (R < 0))):
+                continue
+            lpv, qmin = _corner_lp(Xh, R, lo[b], hi[b], int(face[b]))
+            if qmin < 0.6:
+                continue
+            Xh_t = torch.as_tensor(Xh)
+            v_fw = _corner_value(fw, Xh_t, R, lo[b], hi[b], face[b])
+            v_0 = _corner_value(c0, Xh_t, R, lo[b], hi[b], face[b])
+            scale = float(np.abs(R).sum())
+            assert v_fw <= lpv * 1.03 + 1e-9 * scale, (trial, b, v_fw, lpv)
+            lowered += int(v_fw < v_0 * (1 - 1e-6))
+            checked += 1
+    assert checked >= 15
+    assert lowered >= checked // 2
+
+
+def _corner_value(bd, X, R, lo, hi, face):
+    """``_Bounder._corner_bound`` of one region (its rounding allowance is ~1e-13 here)."""
+    Rt = torch.as_tensor(R[:, None])
+    lo_t, hi_t = torch.as_tensor(lo[None]), torch.as_tensor(hi[None])
+    cen = 0.5 * (lo_t + hi_t)
+    mid = X @ cen.T
+    rad = X.abs() @ (0.5 * (hi_t - lo_t)).T
+    L, H = mid - rad, mid + rad
+    pos = L >= 0
+    und = (~pos) & (H > 0)
+    zero = torch.zeros((), dtype=torch.float64)
+    v = bd._corner_bound(X, Rt, torch.where(pos, Rt, zero), und & (Rt > 0), und & (Rt < 0),
+                         lo_t, hi_t, torch.as_tensor([int(face)]), cen, -np.inf)
+    return float(v[0])
+
+
 def test_corners_option_validation():
     X, r = INSTANCES[0]
     with pytest.raises(ValueError, match="corners"):
         global_max_correlation(X, r, corners="yes")
+    for bad in (-1, 2.5, True, "many"):
+        with pytest.raises(ValueError, match="corner_iters"):
+            global_max_correlation(X, r, corner_iters=bad)
     with pytest.raises(ValueError, match="corners=True"):
         global_max_correlation(np.ones((3, 20)), np.ones(3), corners=True)
