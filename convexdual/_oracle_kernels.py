@@ -192,20 +192,29 @@ def corner_kernel():
                 accl = np.zeros(Kn)
                 csum = np.zeros(d)
                 cb = np.empty(d)
-                for it in range(iters):
+                # rows as columns, so that the activations x_k^T m vectorise over k
+                XnT = np.empty((d, Kn))
+                for k in range(Kn):
                     for j in range(d):
-                        cl[j] = 0.0
+                        XnT[j, k] = Xn[k, j]
+                act = np.empty(Kn)
+                wl = np.empty(Kn)
+                for it in range(iters):
                     for k in range(Kn):
-                        s = 0.0
-                        for j in range(d):
-                            s += Xn[k, j] * mv[j]
-                        if s > 0.0:
-                            lam[k] = 1.0
-                            accl[k] += 1.0
-                            for j in range(d):
-                                cl[j] += rn[k] * Xn[k, j]
-                        else:
-                            lam[k] = 0.0
+                        act[k] = 0.0
+                    for j in range(d):
+                        mj = mv[j]
+                        for k in range(Kn):
+                            act[k] += XnT[j, k] * mj
+                    for k in range(Kn):
+                        lam[k] = 1.0 if act[k] > 0.0 else 0.0
+                        accl[k] += lam[k]
+                        wl[k] = rn[k] * lam[k]
+                    for j in range(d):
+                        sj = 0.0
+                        for k in range(Kn):
+                            sj += wl[k] * XnT[j, k]
+                        cl[j] = sj
                     v, g = ratio_max(hq, Wt, cl, tmp)
                     if v < best:
                         best = v
