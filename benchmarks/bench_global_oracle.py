@@ -124,7 +124,12 @@ def upper_at(history, t):
 
 
 def settings(args, **extra):
-    return {"eps": 1e-6, "torch_threads": args.threads, "device": "cpu",
+    import torch
+
+    dev = getattr(args, "device", "cpu")
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        extra = {"gpu": torch.cuda.get_device_name(torch.device(dev)), **extra}
+    return {"eps": 1e-6, "torch_threads": args.threads, "device": dev,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "loadavg_start": os.getloadavg(), "old_method": f"git {V1_COMMIT}", **extra}
 
@@ -265,11 +270,14 @@ def part_certify(args, v1):
                                 oracle_call="beta*(1+1e-6), eps=2.5e-7 (as generate_patterns(oracle='global'))",
                                 budget_new_s=args.long20, budget_v3_s=args.v3_20, budget_v2_s=args.v2_20,
                                 max_open=args.max_open,
-                                budget_old_s=args.old20),
+                                budget_old_s=args.old20,
+                                budget_new_cpu_s=args.cpu20, batch_new=args.batch),
            "n": int(X.shape[0]), "P": int(prob.P), "beta": beta, "objective": p,
            "status": res.status.value, "runs": {}}
     curves = {}
-    for tag, mod, budget, kw in (("new", None, args.long20, {}),
+    name = args.certify_out
+    for tag, mod, budget, kw in (("new", None, args.long20, {"device": args.device, "batch": args.batch}),
+                                 ("new_cpu", None, args.cpu20, {"device": "cpu"}),
                                  ("v3", None, args.v3_20, {"corner_iters": 0}),
                                  ("v2", None, args.v2_20, {"corners": False}),
                                  ("old", v1, args.old20, {})):
@@ -293,8 +301,8 @@ def part_certify(args, v1):
         print(f"certify N=20 {tag}: {o.status} verdict={o.verdict} upper/beta={o.upper / beta:.4f} "
               f"lower/beta={o.lower / beta:.6f} nodes={o.nodes} ({o.nodes / o.seconds:.0f}/s) "
               f"global gap {e['final']['global_gap_relative']:.3g} rel", flush=True)
-        write("global_oracle_certify.json", out)
-    for ref in ("old", "v2", "v3"):
+        write(f"{name}.json", out)
+    for ref in ("old", "v2", "v3", "new_cpu"):
         if "new" in out["runs"] and ref in out["runs"]:
             ratios = {}
             for t, a in out["runs"][ref]["checkpoints"].items():
@@ -304,14 +312,16 @@ def part_certify(args, v1):
                                  f"nodes_new_over_{ref}": b["nodes"] / max(1, a["nodes"]),
                                  f"global_gap_new_over_{ref}": b["global_gap"] / a["global_gap"]}
             out[f"ratios_at_same_time_vs_{ref}"] = ratios
-            write("global_oracle_certify.json", out)
+            write(f"{name}.json", out)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for tag, ls in (("new", "-"), ("v3", "-."), ("v2", "--"), ("old", ":")):
+    for tag, ls, col in (("new", "-", "C0"), ("new_cpu", "-", "C1"), ("v3", "-.", "C0"), ("v2", "--", "C0"),
+                         ("old", ":", "C0")):
         if tag in curves:
             h = curves[tag]
             ok = np.isfinite(h[:, 2])
-            ax.plot(h[ok, 0], h[ok, 2] / beta, "C0", ls=ls, label=f"certified upper / beta ({tag})")
+            where = f", {args.device}" if tag == "new" and args.device != "cpu" else ""
+            ax.plot(h[ok, 0], h[ok, 2] / beta, col, ls=ls, label=f"certified upper / beta ({tag}{where})")
     ax.axhline(1.0, color="k", lw=0.8, label="beta (proof needs upper <= beta (1+1e-6))")
     ax.set_xlabel(f"seconds (wall clock, {args.threads} torch thread, shared machine)")
     ax.set_ylabel("max_u |r^T relu(X u)| / beta")
@@ -319,7 +329,7 @@ def part_certify(args, v1):
     ax.set_title("Certify the column-generation optimum, 20 digits 8x8 (n=1280): new vs v3 / v2 / old", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "global_oracle_certify.png", dpi=120)
+    fig.savefig(OUT / f"{name}.png", dpi=120)
 
 
 # ----------------------------------------------------------------------------- mnist
@@ -349,7 +359,7 @@ def part_mnist(args, v1):
     refs = [float(b) for b in args.mnist_ref_budgets.split(",")] if args.mnist_ref_budgets else [0.0] * len(sizes)
     for N, budget, ref_budget in zip(sizes, budgets, refs):
         X, r = mnist_problem(N)
-        for tag, b, kw in (("new", budget, {}), ("v3", ref_budget, {"corner_iters": 0})):
+        for tag, b, kw in (("new", budget, {"device": args.device}), ("v3", ref_budget, {"corner_iters": 0})):
             if b <= 0:
                 continue
             o = global_max_correlation(X, r, time_limit=b, num_threads=args.threads, **kw)
@@ -402,6 +412,11 @@ def main():
     ap.add_argument("--mnist-budgets", type=str, default="600,600,600")
     ap.add_argument("--mnist-ref-budgets", type=str, default=None,
                     help="mnist: budgets of the v3 reference (corner_iters=0) per size, same process; 0 skips")
+    ap.add_argument("--device", type=str, default="cpu", help="certify, mnist: torch device of the new method's runs")
+    ap.add_argument("--batch", type=int, default=None, help="certify: regions per step of the new method's run (default: auto)")
+    ap.add_argument("--cpu20", type=float, default=0.0,
+                    help="certify: budget of the new method on the CPU as a same-run reference (with --device cuda)")
+    ap.add_argument("--certify-out", type=str, default="global_oracle_certify", help="certify: result name")
     ap.add_argument("--v3-20", type=float, default=120.0,
                     help="certify: budget of v3 (corner bound with the box centre's lambdas, corner_iters=0)")
     ap.add_argument("--mnist-out", type=str, default=None,

@@ -84,7 +84,7 @@ def part_scaling(args):
     prob, res, X, r, beta = bench.certify_instance(bench.OUT / "global_oracle_certify_N20.npz")
     X = np.asarray(X)
     r = np.asarray(r).ravel()
-    taus = [float(t) for t in args.taus.split(",")]
+    taus = [float(t) for t in args.taus.split(",") if t.strip()]
     out = {"settings": bench.settings(args, taus=taus, budget_s=args.budget, tip_cap=args.tip_cap),
            "instance": "N=20 8x8 column-generation optimum (bench_global_oracle --part certify)",
            "beta": beta, "thresholds": [], "tips": []}
@@ -95,7 +95,7 @@ def part_scaling(args):
              "nodes": o.nodes, "seconds": o.seconds, "open_regions": o.open_regions}
         out["thresholds"].append(e)
         print("threshold", e, flush=True)
-        bench.write("global_oracle_scaling.json", out)
+        bench.write(f"{args.out}.json", out)
     Xh, rh = _prepare(X, r)
     d = Xh.shape[1]
     S = float(np.sum(np.abs(rh) * np.abs(Xh).sum(1)))
@@ -117,7 +117,7 @@ def part_scaling(args):
              "seconds": time.perf_counter() - t}
         out["tips"].append(e)
         print("tip", e, flush=True)
-        bench.write("global_oracle_scaling.json", out)
+        bench.write(f"{args.out}.json", out)
     plt = bench._plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     th = out["thresholds"]
@@ -139,7 +139,7 @@ def part_scaling(args):
     a2.set_title("tips: box of half-width 0.01 around an active neuron", fontsize=10)
     a2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(bench.OUT / "global_oracle_scaling.png", dpi=120)
+    fig.savefig(bench.OUT / f"{args.out}.png", dpi=120)
 
 
 def main():
@@ -151,6 +151,7 @@ def main():
     ap.add_argument("--budget", type=float, default=300.0, help="scaling: seconds per threshold")
     ap.add_argument("--tips", type=int, default=6, help="scaling: tips searched")
     ap.add_argument("--tip-cap", type=int, default=100_000, help="scaling: node cap per tip")
+    ap.add_argument("--out", type=str, default="global_oracle_scaling", help="scaling: result name")
     args = ap.parse_args()
     import torch
 

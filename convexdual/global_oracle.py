@@ -442,7 +442,9 @@ class _Bounder:
         qmin = torch.empty(Bs, dtype=torch.float64, device=dev)
         s_abs = (Rg.abs() * self.Xa.sum(1)[P]).sum(1) + (Rn.abs() * self.Xa.sum(1)[Pn]).sum(1)
         err = (nv + 2 * d + cnt + cntn + 8).double() * _U * (s_abs + c_lin.abs().sum(1))
-        step = max(1, (2 ** 22) // max(1, (K + Kn + d) * nv))
+        # elements of the largest intermediate (chunk, K, corners): 32 MB on CPU, 512 MB on CUDA
+        cap = 2 ** 26 if dev.type == "cuda" else 2 ** 22
+        step = max(1, cap // max(1, (K + Kn + d) * nv))
         for a in range(0, Bs, step):
             b = min(Bs, a + step)
             ar = torch.arange(b - a, device=dev)
@@ -604,17 +606,29 @@ class _Bounder:
 class _OpenSet:
     """Open regions as column arrays ``(lo, hi, face, fsg, sgn, ub)``, best first in batches.
 
-    The regions with the ``M = max(pool_batches * batch, open / 8)`` largest bounds (``M`` set
-    at each refill, so a refill's O(open) cost stays O(1) per batch) are kept in a sorted pool and
-    handed out a batch at a time; children go to a pending list.  Everything is merged and
-    re-partitioned only when the pool runs out or ``M`` children are pending, so a step no longer copies and partitions every open region (that took ~45% of
-    the time at ~2 M open regions).  The order is best-first up to that delay; which region
-    is bounded when never affects soundness.  ``max_ub`` is exact at every step.
+    The regions with the ``M`` largest bounds are kept in a sorted pool and handed out a batch
+    at a time; children go to a pending list.  Everything is merged and re-partitioned (a
+    refill, O(open regions)) only when the pool runs out or ``M`` children are pending.  The
+    order is best-first up to that delay; which region is bounded when never affects
+    soundness.  ``max_ub`` is exact at every step.
+
+    ``M`` is ``k`` batches with ``k`` set from measured costs: the last refill's time over
+    ``overhead`` times the mean time of bounding a batch (``note_step``), so refills take about
+    ``overhead`` of the bounding time and the order is otherwise as close to best-first as that
+    allows (16 batches until both are measured).  A fixed pool (16 batches, later at least
+    1/8 of the open set) had spent 37-45% of a run on refills at 2-3 M open regions on the CPU;
+    on CUDA, with 32,768-region batches, 1/8 of the open set meant bounding ~500 k stale
+    regions between refills, and 1.2 M nodes reached 2.06 beta where the CPU path's 1 M
+    reached 1.27 beta on the same instance.
     """
 
-    def __init__(self, cols, batch, pool_batches=16):
+    def __init__(self, cols, batch, pool_batches=16, overhead=0.05):
         self.batch = int(batch)
-        self.M0 = self.M = self.batch * int(pool_batches)
+        self.k0 = int(pool_batches)
+        self.overhead = float(overhead)
+        self.t_refill = None
+        self.t_step = None
+        self.M = self.batch * self.k0
         self.main = list(cols)
         self.main_max = float(self.main[5].max()) if len(self.main[5]) else -np.inf
         self.pool = None
@@ -622,6 +636,11 @@ class _OpenSet:
         self.pending = []
         self.n_pending = 0
         self.pending_max = -np.inf
+
+    def note_step(self, seconds):
+        """Record the time one batch took to bound (a running mean)."""
+        s = float(seconds)
+        self.t_step = s if self.t_step is None else 0.9 * self.t_step + 0.1 * s
 
     def __len__(self):
         pool = 0 if self.pool is None else len(self.pool[5]) - self.ptr
@@ -644,12 +663,15 @@ class _OpenSet:
         if self.pool is not None and self.ptr < len(self.pool[5]):
             parts.append([c[self.ptr:] for c in self.pool])
         parts += self.pending
+        t0 = time.perf_counter()
         cols = [np.concatenate([q[k] for q in parts]) for k in range(6)]
         ub = cols[5]
-        # a refill costs O(open regions): the pool grows with the open set (1/8 of it), so
-        # refills stay O(1) per bounded batch (37% of a 600 s run went to refills at 2-3 M
-        # open regions with a fixed pool of 16 batches)
-        self.M = max(self.M0, len(ub) // 8)
+        k = self.k0
+        if self.t_refill is not None and self.t_step:
+            # a refill comes every k/2 batches at the earliest (a batch adds up to 2 batches
+            # of children to the pending list)
+            k = int(min(4096, max(1, math.ceil(2.0 * self.t_refill / (self.overhead * self.t_step)))))
+        self.M = self.batch * k
         if len(ub) <= self.M:
             sel = np.argsort(-ub, kind="stable")
             self.pool = [c[sel] for c in cols]
@@ -666,6 +688,7 @@ class _OpenSet:
         self.n_pending = 0
         self.pending_max = -np.inf
         self.main_max = float(self.main[5].max()) if len(self.main[5]) else -np.inf
+        self.t_refill = time.perf_counter() - t0
 
     def take(self):
         if (self.pool is None or self.ptr >= len(self.pool[5]) or self.n_pending >= self.M):
@@ -875,6 +898,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             ts = time.perf_counter()
             nub, split, cval, cu, csg, nund = bounder(blo, bhi, bface, bfs, bsg,
                                                       threshold() - margin)
+            openset.note_step(time.perf_counter() - ts)
             stats["seconds_bound"] += time.perf_counter() - ts
             nodes += len(bub)
             nub = np.minimum(nub + margin, bub)

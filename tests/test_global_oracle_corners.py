@@ -36,8 +36,8 @@ def _sampled_max(Xh, rh, lo, hi, sg, rng, k=4000):
     return float((sg * (np.maximum(Xh @ W.T, 0.0).T @ rh)).max())
 
 
-def _bounder(Xh, rh, **kw):
-    return _Bounder(Xh, rh, "cpu", 8, "slack", None, 8, **kw)
+def _bounder(Xh, rh, device="cpu", **kw):
+    return _Bounder(Xh, rh, device, 8, "slack", None, 8, **kw)
 
 
 @pytest.mark.parametrize("use_numba", [False, True])
@@ -67,13 +67,17 @@ def test_corner_bound_is_above_sampled_maxima(use_numba):
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba not installed")
-def test_numba_and_torch_corner_bounds_agree():
+def test_numba_and_torch_corner_bounds_agree(device):
+    """The torch path (on ``device``: CPU always, CUDA when present) reproduces the numba
+    kernel's bounds, Frank-Wolfe lambdas included."""
     rng = np.random.default_rng(11)
     X = rng.standard_normal((300, 9))
     r = rng.standard_normal(300)
     Xh, rh = _prepare(X, r)
     lo, hi, face, fs, sg = _boxes(rng, 9, 200, rng.uniform(0.02, 0.4, 200))
-    a = _bounder(Xh, rh, corners=True, corners_numba=False)(lo, hi, face, fs, sg, 0.0)[0]
+    torch_path = _bounder(Xh, rh, device=device, corners=True, corners_numba=False)
+    assert not torch_path.corners_numba
+    a = torch_path(lo, hi, face, fs, sg, 0.0)[0]
     b = _bounder(Xh, rh, corners=True, corners_numba=True)(lo, hi, face, fs, sg, 0.0)[0]
     big = np.abs(a) > 1e-6
     assert big.sum() > 50
@@ -184,3 +188,26 @@ def test_corners_option_validation():
             global_max_correlation(X, r, corner_iters=bad)
     with pytest.raises(ValueError, match="corners=True"):
         global_max_correlation(np.ones((3, 20)), np.ones(3), corners=True)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+def test_corner_kernel_is_cached_across_processes(tmp_path):
+    """A second process loads the compiled corner kernel from numba's disk cache instead of
+    compiling it again (a kernel calling closure-local jitted functions got a new cache
+    entry, and ~10 s of compilation, in every process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from convexdual._oracle_kernels import corner_bound\n"
+            "X = np.eye(3); P = np.zeros((1, 1), np.int64); cnt = np.ones(1, np.int64)\n"
+            "R = np.ones((1, 1)); lo = np.array([[1.0, -0.5, -0.5]]); hi = np.array([[1.0, 0.5, 0.5]])\n"
+            "v = corner_bound(X, P, cnt, R, P, cnt * 0, R * 0, lo, hi, np.zeros(1, np.int64),\n"
+            "                 np.zeros((1, 3)), np.array([[1.0, 0.0, 0.0]]))[0]\n"
+            "assert np.isfinite(v[0]) and v[0] >= 1.0 - 1e-12, v\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    entries = [p.name for p in tmp_path.rglob("*corner_bound*.nbc")]
+    assert len(entries) == 1, entries
