@@ -271,12 +271,14 @@ def part_certify(args, v1):
                                 budget_new_s=args.long20, budget_v3_s=args.v3_20, budget_v2_s=args.v2_20,
                                 max_open=args.max_open,
                                 budget_old_s=args.old20,
-                                budget_new_cpu_s=args.cpu20, batch_new=args.batch),
+                                budget_new_cpu_s=args.cpu20, batch_new=args.batch, budget_seeded_s=args.seeded20),
            "n": int(X.shape[0]), "P": int(prob.P), "beta": beta, "objective": p,
            "status": res.status.value, "runs": {}}
     curves = {}
     name = args.certify_out
-    for tag, mod, budget, kw in (("new", None, args.long20, {"device": args.device, "batch": args.batch}),
+    seeds = np.concatenate([np.asarray(res.W), np.asarray(res.Z)])
+    for tag, mod, budget, kw in (("seeded", None, args.seeded20, {"seeds": seeds}),
+                                 ("new", None, args.long20, {"device": args.device, "batch": args.batch}),
                                  ("new_cpu", None, args.cpu20, {"device": "cpu"}),
                                  ("v3", None, args.v3_20, {"corner_iters": 0}),
                                  ("v2", None, args.v2_20, {"corners": False}),
@@ -295,12 +297,18 @@ def part_certify(args, v1):
                 a = upper_at(o.history, t)
                 if a is not None:
                     e["checkpoints"][str(t)] = {**a, **global_gap(a["upper"])}
-        e["final"] = global_gap(o.upper)
+        e["final"] = global_gap(o.upper) if np.isfinite(o.upper) else None
+        if o.verdict == "descent":
+            # independent re-evaluation of the descent neuron on the explicit patch matrix
+            u = np.asarray(o.argmax, dtype=np.float64)
+            f = float(o.sign) * float(np.asarray(r).ravel() @ np.maximum(np.asarray(X) @ (u / np.linalg.norm(u)), 0.0))
+            e["descent"] = {"f_over_beta": f / beta, "oracle_lower_over_beta": o.lower / beta,
+                            "threshold_over_beta": (1 + margin), "sign": int(o.sign), "u": u.tolist()}
         out["runs"][tag] = e
         curves[tag] = np.asarray(o.history, dtype=float)
         print(f"certify N=20 {tag}: {o.status} verdict={o.verdict} upper/beta={o.upper / beta:.4f} "
               f"lower/beta={o.lower / beta:.6f} nodes={o.nodes} ({o.nodes / o.seconds:.0f}/s) "
-              f"global gap {e['final']['global_gap_relative']:.3g} rel", flush=True)
+              + (f"global gap {e['final']['global_gap_relative']:.3g} rel" if e["final"] else ""), flush=True)
         write(f"{name}.json", out)
     for ref in ("old", "v2", "v3", "new_cpu"):
         if "new" in out["runs"] and ref in out["runs"]:
@@ -413,6 +421,8 @@ def main():
     ap.add_argument("--mnist-ref-budgets", type=str, default=None,
                     help="mnist: budgets of the v3 reference (corner_iters=0) per size, same process; 0 skips")
     ap.add_argument("--device", type=str, default="cpu", help="certify, mnist: torch device of the new method's runs")
+    ap.add_argument("--seeded20", type=float, default=0.0,
+                    help="certify: budget of a run seeded with the optimum's neurons (as certify / generate_patterns)")
     ap.add_argument("--batch", type=int, default=None, help="certify: regions per step of the new method's run (default: auto)")
     ap.add_argument("--cpu20", type=float, default=0.0,
                     help="certify: budget of the new method on the CPU as a same-run reference (with --device cuda)")

@@ -85,7 +85,8 @@ def part_scaling(args):
     X = np.asarray(X)
     r = np.asarray(r).ravel()
     taus = [float(t) for t in args.taus.split(",") if t.strip()]
-    out = {"settings": bench.settings(args, taus=taus, budget_s=args.budget, tip_cap=args.tip_cap),
+    out = {"settings": bench.settings(args, taus=taus, budget_s=args.budget, tip_cap=args.tip_cap,
+                                      fan_rows=args.fan_rows),
            "instance": "N=20 8x8 column-generation optimum (bench_global_oracle --part certify)",
            "beta": beta, "thresholds": [], "tips": []}
     for tau in taus:
@@ -101,7 +102,7 @@ def part_scaling(args):
     S = float(np.sum(np.abs(rh) * np.abs(Xh).sum(1)))
     margin = 8.0 * (len(rh) + 8 * d + 32) * 2.0 ** -53 * S
     thr = beta * (1 + 1e-6) * (1 + 2.5e-7) + 2 * margin
-    bd = _Bounder(Xh, rh, "cpu", 8, "slack", None, 8, corners=True, margin=margin)
+    bd = _Bounder(Xh, rh, "cpu", 8, "slack", None, 8, corners=True, margin=margin, fan_rows=args.fan_rows)
     tips = []
     for M, sg in ((np.asarray(res.W), 1.0), (np.asarray(res.Z), -1.0)):
         nrm = np.linalg.norm(M, axis=1)
@@ -110,11 +111,13 @@ def part_scaling(args):
     for k in np.linspace(0, len(tips) - 1, args.tips).astype(int):
         u, sg = tips[k]
         t = time.perf_counter()
+        f0 = list(bd.fan_stats)
         nodes, left, minw = tip_box_search(bd, Xh, u, sg, thr, margin, 0.01, args.tip_cap)
         e = {"tip": int(k), "sign": sg, "rows_on_hyperplanes": int((np.abs(Xh @ u) < 1e-7).sum()),
              "f_over_beta": float(sg * (rh @ np.maximum(Xh @ u, 0.0)) / beta), "nodes": nodes,
              "closed": left == 0, "open_left": left, "smallest_width": minw,
-             "seconds": time.perf_counter() - t}
+             "seconds": time.perf_counter() - t, "fan_regions": bd.fan_stats[0] - f0[0],
+             "fan_pruned": bd.fan_stats[1] - f0[1]}
         out["tips"].append(e)
         print("tip", e, flush=True)
         bench.write(f"{args.out}.json", out)
@@ -152,6 +155,7 @@ def main():
     ap.add_argument("--tips", type=int, default=6, help="scaling: tips searched")
     ap.add_argument("--tip-cap", type=int, default=100_000, help="scaling: node cap per tip")
     ap.add_argument("--out", type=str, default="global_oracle_scaling", help="scaling: result name")
+    ap.add_argument("--fan-rows", type=int, default=0, help="scaling: fan bound up to this many undecided rows")
     args = ap.parse_args()
     import torch
 

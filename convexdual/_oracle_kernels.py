@@ -46,3 +46,29 @@ def corner_bound(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, thr=np.inf, it
     corner_kernel()(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, float(thr), int(iters),
                     out_val, out_err, out_qmin)
     return out_val, out_err, out_qmin
+
+
+def fan_bound(X, U, cntu, Ru, c, cabs, thr=np.inf, iters=64):
+    """Bound of regions with few undecided rows that is exact at a maximiser on their kink.
+
+    On region ``b``, with decided rows summed into ``c[b]`` (the rows with ``x^T u >= 0``)
+    and ``k`` undecided rows ``U[b, :k]`` (values ``Ru``), ``f`` equals the linear
+    ``g_s^T u`` on the part of the region in the cone ``K_s = {s_t x_t^T u >= 0}`` of each
+    sign pattern ``s``.  So ``max_region f <= max_s max_{K_s, ||u|| <= 1} g_s^T u``, and that
+    is ``||g_s + A_s^T mu||`` at the non-negative least-squares ``mu`` (any ``mu >= 0`` gives
+    an upper bound).  The box itself is dropped, so the bound does not shrink with the
+    region; but when the region holds a point ``u*`` where all its undecided hyperplanes meet
+    and ``f`` has a local maximum (a trained net's neuron at ``|f| = beta``), ``u*`` is the
+    maximum of every pattern's linear piece over its convex cone, so the bound equals
+    ``f(u*)``: the regions around such a "tip" close, which bisection alone never achieves
+    (the other bounds keep an excess proportional to the width).  ``cabs``: the absolute
+    sums behind ``c`` (for the rounding allowance).  Returns ``inf`` where a pattern exceeds
+    ``thr``."""
+    out = np.empty(U.shape[0])
+    if U.shape[0]:
+        from convexdual._oracle_kernels_nb import fan_bound as kernel
+
+        kernel(np.ascontiguousarray(X), np.ascontiguousarray(U), np.ascontiguousarray(cntu),
+               np.ascontiguousarray(Ru), np.ascontiguousarray(c), np.ascontiguousarray(cabs),
+               float(thr), X.shape[0], int(iters), out)
+    return out

@@ -270,3 +270,171 @@ def corner_bound(X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c, q, thr, iters,
                 qmin = qm2
         out_qmin[b] = qmin
         out_val[b] = best
+
+
+@njit(cache=True)
+def small_lstsq(Es, f):
+    """Least squares on few columns: Cholesky of the normal equations, or LAPACK's
+    ``lstsq`` when the columns are (nearly) dependent."""
+    d, na = Es.shape
+    G = np.empty((na, na))
+    g = np.empty(na)
+    for a in range(na):
+        s = 0.0
+        for r in range(d):
+            s += Es[r, a] * f[r]
+        g[a] = s
+        for b2 in range(a + 1):
+            s = 0.0
+            for r in range(d):
+                s += Es[r, a] * Es[r, b2]
+            G[a, b2] = s
+    Lc = np.zeros((na, na))
+    for a in range(na):
+        for b2 in range(a + 1):
+            s = G[a, b2]
+            for t in range(b2):
+                s -= Lc[a, t] * Lc[b2, t]
+            if a == b2:
+                if s <= 1e-10 * G[a, a] or na > d:
+                    return np.linalg.lstsq(Es, f, -1.0)[0]
+                Lc[a, a] = np.sqrt(s)
+            else:
+                Lc[a, b2] = s / Lc[b2, b2]
+    z = np.empty(na)
+    for a in range(na):
+        s = g[a]
+        for t in range(a):
+            s -= Lc[a, t] * z[t]
+        z[a] = s / Lc[a, a]
+    for a in range(na - 1, -1, -1):
+        s = z[a]
+        for t in range(a + 1, na):
+            s -= Lc[t, a] * z[t]
+        z[a] = s / Lc[a, a]
+    return z
+
+@njit(cache=True)
+def nnls(E, f, mu, iters):
+    """Lawson-Hanson active set for ``min ||E mu - f||, mu >= 0`` (in place).
+
+    Any ``mu >= 0`` it returns gives a sound bound to the caller; convergence only
+    decides how tight the bound is (iterations are capped)."""
+    d, m = E.shape
+    act = np.zeros(m, np.bool_)
+    for j in range(m):
+        mu[j] = 0.0
+    res = f.copy()
+    scale = 0.0
+    for j in range(d):
+        scale += f[j] * f[j]
+    tol = 1e-14 * (np.sqrt(scale) + 1e-300)
+    for outer in range(iters):
+        jm = -1
+        wm = tol
+        for j in range(m):
+            if not act[j]:
+                s = 0.0
+                for t in range(d):
+                    s += E[t, j] * res[t]
+                if s > wm:
+                    wm = s
+                    jm = j
+        if jm < 0:
+            break
+        act[jm] = True
+        for inner in range(iters):
+            na = 0
+            for j in range(m):
+                if act[j]:
+                    na += 1
+            idx = np.empty(na, np.int64)
+            t = 0
+            for j in range(m):
+                if act[j]:
+                    idx[t] = j
+                    t += 1
+            Es = np.empty((d, na))
+            for t in range(na):
+                for r in range(d):
+                    Es[r, t] = E[r, idx[t]]
+            z = small_lstsq(Es, f)
+            ok = True
+            for t in range(na):
+                if z[t] <= 0.0:
+                    ok = False
+            if ok:
+                for t in range(na):
+                    mu[idx[t]] = z[t]
+                break
+            alpha = 1.0
+            for t in range(na):
+                if z[t] <= 0.0:
+                    den = mu[idx[t]] - z[t]
+                    if den > 0.0:
+                        a = mu[idx[t]] / den
+                        if a < alpha:
+                            alpha = a
+            for t in range(na):
+                j = idx[t]
+                mu[j] = mu[j] + alpha * (z[t] - mu[j])
+                if mu[j] <= 1e-300 or (z[t] <= 0.0 and mu[j] <= 1e-15 * abs(z[t])):
+                    mu[j] = 0.0
+                    act[j] = False
+        for r in range(d):
+            s = f[r]
+            for j in range(m):
+                s -= E[r, j] * mu[j]
+            res[r] = s
+    return mu
+
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def fan_bound(X, U, cntu, Ru, c, cabs, thr, nrows, iters, out_val):
+    """Per region: ``max`` over the sign patterns ``s`` of its ``k`` undecided rows of
+    ``||g_s + A_s^T mu_s||``, ``mu_s >= 0`` from non-negative least squares, where
+    ``g_s = c + sum_{s_t = 1} Ru_t x_t`` and the rows of ``A_s`` are ``+-x_t`` (the cone
+    ``A_s w >= 0`` of the pattern); ``inf`` once a pattern exceeds ``thr``.  See
+    ``convexdual._oracle_kernels.fan_bound``."""
+    B = U.shape[0]
+    d = X.shape[1]
+    for b in prange(B):
+        k = cntu[b]
+        E = np.zeros((d, k))
+        gam = (nrows + 2 * k + 2 * d + 8) * 2.0 ** -53
+        mu = np.empty(k)
+        cs = np.empty(d)
+        f = np.empty(d)
+        best = 0.0
+        for pat in range(1 << k):
+            for j in range(d):
+                cs[j] = c[b, j]
+            for t in range(k):
+                p = U[b, t]
+                if (pat >> t) & 1:
+                    for j in range(d):
+                        E[j, t] = X[p, j]
+                        cs[j] += Ru[b, t] * X[p, j]
+                else:
+                    for j in range(d):
+                        E[j, t] = -X[p, j]
+            for j in range(d):
+                f[j] = -cs[j]
+            nnls(E, f, mu, iters)
+            # max {cs^T w : A w >= 0, ||w|| <= 1} <= ||cs + A^T mu|| for any mu >= 0
+            nv = 0.0
+            ne = 0.0
+            for j in range(d):
+                v = cs[j]
+                a = cabs[b, j]
+                for t in range(k):
+                    v += E[j, t] * mu[t]
+                    a += abs(E[j, t]) * mu[t]
+                nv += v * v
+                ne += (gam * a) * (gam * a)
+            val = (np.sqrt(nv) + np.sqrt(ne)) * (1.0 + (d + 4) * 2.0 ** -53)
+            if val > best:
+                best = val
+            if best > thr:
+                best = np.inf
+                break
+        out_val[b] = best

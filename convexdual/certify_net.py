@@ -655,8 +655,10 @@ def _global_step(problem: Any, res: Any, f_net: TwoLayerConvNet, rec_net: TwoLay
         g_src, g_net, v0 = "net", f_net, r
     Xp = patch_matrix(x, f_net.kernel_size)
     o_eps = 0.25 * tolerance if eps is None else float(eps)
+    # the nets' neurons seed the oracle: their neighbouring sign-pattern cells are probed first
+    seeds = np.concatenate([n.filters()[0] for n in {id(g_net): g_net, id(f_net): f_net}.values()])
     kw = dict(eps=o_eps, max_nodes=max_nodes, device=device, seed=0 if seed is None else int(seed),
-              num_threads=threads)
+              num_threads=threads, seeds=seeds if len(seeds) else None)
     # decide against beta (1 + eps): a convex optimum over S sits on its active constraints up to the
     # solver's accuracy, and a "descent" of ratio 1 + 1e-9 there would stop the search with nothing proved
     orc = global_max_correlation(Xp, v0, beta=b * (1.0 + o_eps), time_limit=float(time_limit), **kw)

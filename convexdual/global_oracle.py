@@ -197,6 +197,65 @@ def _local_search(X, r, rng, starts=256, iters=40, extra=None, deadline=None, **
     return best
 
 
+def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16):
+    """Lower-bound candidates around given directions (a trained net's neurons, "tips").
+
+    A trained net's neuron ``u`` usually lies on several rows' hyperplanes (``x_p^T u = 0``),
+    where ``f`` has a kink: it can be a maximum within the net's own sign pattern and still
+    increase in a neighbouring pattern's cell, which the fixed-point local search (it follows
+    one pattern) does not see.  For each seed and sign, each sign pattern ``s`` of the rows
+    on the seed's hyperplanes (at most ``max_rows``, the closest) gives the maximiser of its
+    linear piece over its cone, ``v_s = g_s + A_s^T mu`` (non-negative least squares, as the
+    fan bound); where that exceeds ``f(u)``, the points ``u + t (v_s/||v_s|| - u)`` for ``t``
+    from 1e-6 to 1 are evaluated.  Returns ``(value, u, sign)`` of the best point (value on
+    ``X, r``; the caller re-evaluates it on the original data), or ``(-inf, None, 1)``.
+    Costs ``O(seeds 2^k)`` small least-squares problems and one ``X W`` product per seed.
+    """
+    from scipy.optimize import nnls
+
+    d = X.shape[1]
+    norms = np.linalg.norm(X, axis=1)
+    ts = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, steps)])
+    best = (-np.inf, None, 1)
+    for u in np.asarray(seeds, dtype=np.float64).reshape(-1, d):
+        nu = np.linalg.norm(u)
+        if not nu > 0:
+            continue
+        u = u / nu
+        a = X @ u
+        rel = np.abs(a) / np.maximum(norms, 1e-300)
+        U = np.nonzero(rel <= tol)[0]
+        if len(U) > max_rows:
+            U = U[np.argsort(rel[U], kind="stable")[:max_rows]]
+        on = np.zeros(len(a), dtype=bool)
+        on[U] = True
+        pos = (a > 0) & ~on
+        cols = [u]
+        for sg in (1.0, -1.0):
+            R = sg * r
+            c = R[pos] @ X[pos]
+            f_u = float(R @ np.maximum(a, 0.0))
+            for pat in range(1 << len(U)):
+                bits = ((pat >> np.arange(len(U))) & 1).astype(bool)
+                g = c + R[U[bits]] @ X[U[bits]]
+                if len(U):
+                    E = np.where(bits[:, None], X[U], -X[U]).T
+                    v = g + E @ nnls(E, -g, maxiter=50 * (len(U) + 1))[0]
+                else:
+                    v = g
+                nv = np.linalg.norm(v)
+                if nv > f_u * (1.0 + 1e-12) and nv > 0:
+                    cols.append(u[:, None] + (v / nv - u)[:, None] * ts[None, 1:])
+        W = np.concatenate([c.reshape(d, -1) for c in cols], axis=1)
+        W = W / np.maximum(np.linalg.norm(W, axis=0), 1e-300)
+        F = r @ np.maximum(X @ W, 0.0)
+        for sg in (1.0, -1.0):
+            k = int(np.argmax(sg * F))
+            if sg * F[k] > best[0]:
+                best = (float(sg * F[k]), W[:, k].copy(), int(sg))
+    return best
+
+
 # ----------------------------------------------------------------------------- bounds
 
 
@@ -279,7 +338,7 @@ class _Bounder:
 
     def __init__(self, Xh, rh, device, lam_iters, split_rule="slack", eval_top=128,
                  lam_max_rows=None, corners=False, margin=0.0, corners_numba=True,
-                 corner_iters=32):
+                 corner_iters=32, fan_rows=0):
         self.dev = torch.device(device)
         self.X = torch.as_tensor(Xh, dtype=torch.float64, device=self.dev)
         self.Xa = self.X.abs()
@@ -294,6 +353,12 @@ class _Bounder:
         self.margin = float(margin)
         self.corner_stats = [0, 0]
         self.corner_iters = int(corner_iters)
+        from convexdual._fused_kernels import numba_available
+
+        # the fan bound runs in the numba kernel on the host (CUDA included: its regions are few)
+        self.fan_rows = int(fan_rows) if numba_available() else 0
+        self.fan_stats = [0, 0]
+        self.Xnp = np.ascontiguousarray(Xh, dtype=np.float64)
         if self.corners:
             # per face i: the 2^(d-1) corners of the chart box as 0/1 selectors of hi over lo
             # for the coordinates j != i (column i stays 0: lo_i = hi_i = s), in the Gray
@@ -310,7 +375,6 @@ class _Bounder:
             from convexdual._fused_kernels import numba_available
 
             self.corners_numba = self.dev.type == "cpu" and numba_available() and corners_numba
-            self.Xnp = np.ascontiguousarray(Xh, dtype=np.float64)
 
     def _refine_lambda(self, X, conc, R, L, H, c0s, ws, bs, es, los, his, ohs, fss, thr):
         """Per-row Illinois regula falsi on the lambdas of the undecided ``r_p < 0`` rows.
@@ -430,6 +494,22 @@ class _Bounder:
                                                       face, c_lin, q, thr_k)
         sound = (val + 2.0 * err) * (1.0 + 1e-12) + self.margin
         return torch.where(qmin >= 0.5, sound, torch.full_like(sound, math.inf))
+
+    def _fan_bound(self, R, pos, und, thr):
+        """``convexdual._oracle_kernels.fan_bound`` of regions with few undecided rows: exact
+        at a maximiser where their hyperplanes meet (a "tip"), so the regions around a trained
+        net's neurons close.  Same row classification as the other bounds (a misclassified
+        row costs at most ``gamma |r_p| ||x_p||_1``, inside ``margin``)."""
+        from convexdual._oracle_kernels import fan_bound
+
+        zero = torch.zeros((), dtype=torch.float64, device=R.device)
+        c = torch.where(pos, R, zero).T @ self.X
+        cabs = torch.where(pos | und, R.abs(), zero).T @ self.Xa
+        U, Ru, cnt, _ = _pack_rows(und, R)
+        val = fan_bound(self.Xnp, U.cpu().numpy(), cnt.cpu().numpy(), Ru.cpu().numpy(),
+                        c.cpu().numpy(), cabs.cpu().numpy(),
+                        float(thr) - self.margin if np.isfinite(thr) else np.inf)
+        return torch.as_tensor(val, device=R.device) + self.margin
 
     def _corner_bound_torch(self, X, P, cnt, Rg, Pn, cntn, Rn, lo, hi, face, c_lin, q, thr):
         """The numba kernel's computation, batched in torch (CUDA, or no numba)."""
@@ -573,6 +653,16 @@ class _Bounder:
                 self.corner_stats[1] += int((vb <= thr).sum())
                 ub = ub.clone()
                 ub[idx] = torch.minimum(ub[idx], vb)
+        if self.fan_rows > 0:
+            nund = und.sum(0)
+            need = (ub > thr) & (nund <= self.fan_rows)
+            if bool(need.any()):
+                idx = torch.nonzero(need).squeeze(1)
+                fb = self._fan_bound(R[:, idx], pos[:, idx], und[:, idx], thr)
+                self.fan_stats[0] += len(idx)
+                self.fan_stats[1] += int((fb <= thr).sum())
+                ub = ub.clone()
+                ub[idx] = torch.minimum(ub[idx], fb)
         if self.split_rule == "slack":
             # bisect the coordinate whose halving removes the most relaxation slack: row p's
             # slack (at most |r_p| H_p |L_p| / (H_p - L_p) for the best linear bound) shrinks
@@ -706,7 +796,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
                            max_open=3_000_000, history_every=0.25,
                            num_threads=None, split_rule="slack", eval_top="auto",
                            lam_max_rows="auto", corners="auto",
-                           corner_iters=32) -> OracleResult:
+                           corner_iters=32, seeds=None, fan_rows=0) -> OracleResult:
     """Certified ``M* = max_{||u||_2<=1} |sum_p r_p relu(x_p^T u)|`` by branch and bound.
 
     Args:
@@ -741,6 +831,15 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             upper bound at 120 s from 3.17 beta to 1.69 beta (docs/global_oracle.md).
         corner_iters: Frank-Wolfe steps optimising the corner bound's lambdas of the
             undecided ``r_p < 0`` rows (0: the box centre's signs, the bound before v4).
+        seeds: optional ``(m, d)`` directions, typically a trained net's neurons (``certify``
+            and ``generate_patterns`` pass them): before the branch and bound, the cells of
+            the sign patterns around each seed's kink are probed for a larger ``|f|``
+            (``_tip_search``).  Only the lower bound (and so "descent") can change.  On the
+            20-digit 8x8 target this found a certified descent neuron that 10 minutes of
+            branch and bound had not (docs/global_oracle.md).
+        fan_rows: regions with at most this many undecided rows also get the fan bound
+            (``convexdual._oracle_kernels.fan_bound``; needs numba), exact at a maximiser
+            where those rows' hyperplanes meet; 0 (default): off.
 
     Returns:
         :class:`OracleResult`.  See the module docstring for the soundness argument.
@@ -755,7 +854,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
                                           history_every=history_every, num_threads=None,
                                           split_rule=split_rule, eval_top=eval_top,
                                           lam_max_rows=lam_max_rows, corners=corners,
-                                          corner_iters=corner_iters)
+                                          corner_iters=corner_iters, seeds=seeds, fan_rows=fan_rows)
     t0 = time.perf_counter()
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     r = np.ascontiguousarray(np.asarray(r, dtype=np.float64)).ravel()
@@ -784,6 +883,14 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
     if not (isinstance(corner_iters, (int, np.integer)) and not isinstance(corner_iters, bool)
             and corner_iters >= 0):
         raise ValueError(f"corner_iters must be an integer >= 0, got {corner_iters!r}")
+    if not (isinstance(fan_rows, (int, np.integer)) and not isinstance(fan_rows, bool) and 0 <= fan_rows <= 16):
+        raise ValueError(f"fan_rows must be an integer in [0, 16] (2^fan_rows patterns per region), got {fan_rows!r}")
+    if seeds is not None:
+        seeds = np.asarray(seeds, dtype=np.float64)
+        if seeds.ndim == 1:
+            seeds = seeds[None, :]
+        if seeds.ndim != 2 or seeds.shape[1] != d or not np.all(np.isfinite(seeds)):
+            raise ValueError(f"seeds must be a finite (m, d={d}) array of directions, got shape {seeds.shape}")
     S = float(np.sum(np.abs(r) * np.abs(X).sum(1)))
     margin = 8.0 * (n + 8 * d + 32) * _U * S
     eps = float(eps)
@@ -832,6 +939,19 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             best_sg = 1
             if best_val < 0:
                 best_val, best_sg = -best_val, -1
+    if seeds is not None and Xh.shape[0]:
+        v, u, sgn = _tip_search(Xh, rh, seeds, max_rows=10)
+        if u is not None:
+            ev, eu = exact(u, sgn)
+            if ev > best_val:
+                best_val, best_u, best_sg = ev, eu, sgn
+                # polish: fixed-point ascent from the new point
+                _, pu, psg = _local_search(Xh, rh, rng, starts=0, iters=20, extra=eu[:, None],
+                                           signs=(sgn,))
+                if pu is not None:
+                    pv, pu = exact(pu, psg)
+                    if pv > best_val:
+                        best_val, best_u, best_sg = pv, pu, psg
     stats["seconds_local_search"] = time.perf_counter() - ts
 
     def descent_found():
@@ -871,7 +991,8 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         if eval_top == "auto":
             eval_top = None if Xh.shape[0] <= 1024 else 128
         bounder = _Bounder(Xh, rh, dev, lam_iters, split_rule, eval_top, lam_max_rows,
-                           corners=corners, margin=margin, corner_iters=corner_iters)
+                           corners=corners, margin=margin, corner_iters=corner_iters,
+                           fan_rows=fan_rows)
         last_hist = -1.0
         while True:
             now = time.perf_counter() - t0
@@ -961,6 +1082,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
     stats["seconds_total"] = seconds
     if Xh.shape[0]:
         stats["corner_regions"], stats["corner_pruned"] = bounder.corner_stats
+        stats["fan_regions"], stats["fan_pruned"] = bounder.fan_stats
     return OracleResult(upper=float(up), lower=float(best_val), argmax=np.asarray(best_u),
                         sign=int(best_sg), nodes=int(nodes), seconds=float(seconds),
                         status=status, verdict=verdict, beta=beta, eps=eps, margin=float(margin),

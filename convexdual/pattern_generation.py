@@ -190,14 +190,17 @@ def _oracle_message(orc: Any, glob: dict[str, Any], result: SolveResult, t: int,
             f"{glob['global_gap']:.3g} ({rel:.2e} relative); not proved")
 
 
-def _price_globally(prob: DualProblem, Xp: np.ndarray, r: np.ndarray, opts: GenerationOptions, t: int) -> Any:
-    """The branch-and-bound oracle at the residual's dual point ``r``, against ``beta (1 + margin)``."""
+def _price_globally(prob: DualProblem, Xp: np.ndarray, r: np.ndarray, opts: GenerationOptions, t: int,
+                    seeds: np.ndarray | None = None) -> Any:
+    """The branch-and-bound oracle at the residual's dual point ``r``, against ``beta (1 + margin)``;
+    ``seeds``: the current net's neurons, whose neighbouring sign-pattern cells it probes first."""
     from convexdual.global_oracle import global_max_correlation
 
     o_eps = 0.25 * opts.margin if opts.oracle_eps is None else float(opts.oracle_eps)
     o_eps = o_eps if o_eps > 0 else 1e-9
     return global_max_correlation(Xp, r, beta=prob.beta * (1.0 + opts.margin), eps=o_eps,
-                                  time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t)
+                                  time_limit=opts.oracle_time_limit, device=opts.device, seed=opts.seed + t,
+                                  seeds=seeds)
 
 
 def _round_record(prob: DualProblem, result: SolveResult, search: Any, orc: Any, r: np.ndarray, t: int, added: int,
@@ -316,7 +319,7 @@ def generate_patterns(
 
                 Xp = patch_matrix(prob.inputs, prob.kernel_size)
             to = time.perf_counter()
-            orc = _price_globally(prob, Xp, r, opts, t)
+            orc = _price_globally(prob, Xp, r, opts, t, seeds=extra[-1] if len(extra) > 1 else None)
             search_s += time.perf_counter() - to
             if orc.verdict == "descent":
                 S, added = _add_cells(prob, S, [np.asarray(orc.argmax)], 1)

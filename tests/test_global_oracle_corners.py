@@ -211,3 +211,69 @@ def test_corner_kernel_is_cached_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
     entries = [p.name for p in tmp_path.rglob("*corner_bound*.nbc")]
     assert len(entries) == 1, entries
+
+
+def _kink_instance(r1):
+    """``f(u) = relu(u_1) + r1 relu(u_2) - relu(u_3)``: ``u* = e_1`` lies on the hyperplanes of
+    rows 2 and 3.  With ``r1 > 0`` ``f`` rises in the cell ``u_2 > 0`` to its maximum
+    ``sqrt(1 + r1^2)`` at ``(1, r1, 0)``; with ``r1 < 0`` ``u*`` is the maximum, ``f = 1``."""
+    X = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return X, np.array([1.0, r1, -1.0])
+
+
+def test_tip_search_finds_the_rise_in_a_neighbouring_cell():
+    from convexdual.global_oracle import _tip_search, brute_force_max_correlation
+
+    X, r = _kink_instance(0.5)
+    v, u, sg = _tip_search(X, r, np.array([[1.0, 0.0, 0.0]]))
+    assert sg == 1 and abs(v - np.sqrt(1.25)) <= 1e-9, v
+    assert abs(brute_force_max_correlation(X, r) - v) <= 1e-9
+    np.testing.assert_allclose(u, np.array([1.0, 0.5, 0.0]) / np.sqrt(1.25), atol=1e-8)
+    X, r = _kink_instance(-0.5)
+    v, u, sg = _tip_search(X, r, np.array([[1.0, 0.0, 0.0]]))
+    assert abs(v - 1.0) <= 1e-12
+    # seeds reach the oracle: a certified descent neuron without any branch and bound
+    X, r = _kink_instance(0.5)
+    res = global_max_correlation(X, r, beta=1.05, seeds=[[2.0, 0.0, 0.0]], max_nodes=0)
+    assert res.verdict == "descent" and res.lower >= np.sqrt(1.25) - 1e-9
+    with pytest.raises(ValueError, match="seeds"):
+        global_max_correlation(X, r, seeds=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="fan_rows"):
+        global_max_correlation(X, r, fan_rows=-1)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not installed")
+def test_fan_bound_is_exact_at_a_tip_and_sound_elsewhere():
+    """Around a maximiser on a kink (``r1 < 0``) the fan bound equals ``f(u*)`` on boxes of
+    any width, where the other bounds keep an excess that shrinks only with the width; on
+    random boxes of random instances it stays above the sampled maximum of the region."""
+    # u* = e_1 on the hyperplanes of an r > 0 row (e_2) and two r < 0 rows: f = u_1 near u*
+    # for sign +1 (the maximum there is 1); rows of both signs, so neither the corner bound
+    # nor the relaxation is exact around it
+    s2 = np.sqrt(0.5)
+    X = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, s2, s2], [0, s2, -s2]])
+    r = np.array([1.0, 0.5, -1.5, -1.5])
+    Xh, rh = _prepare(X, r)
+    for w in (1e-1, 1e-2, 1e-3):
+        lo = np.array([[1.0, -w, -w]])
+        hi = np.array([[1.0, w, w]])
+        args = (lo, hi, np.array([0]), np.array([1.0]), np.array([1.0]), -np.inf)
+        plain = _bounder(Xh, rh, corners=True)(*args)[0][0]
+        fan = _bounder(Xh, rh, corners=True, fan_rows=4)(*args)[0][0]
+        assert 1.0 <= fan <= 1.0 + 1e-12, (w, fan)
+        assert plain > 1.0 + 0.1 * w, (w, plain)
+    rng = np.random.default_rng(8)
+    checked = 0
+    for trial in range(4):
+        d = (3, 4, 5, 5)[trial]
+        X = rng.standard_normal((25, d))
+        r = rng.standard_normal(25)
+        Xh, rh = _prepare(X, r)
+        lo, hi, face, fs, sg = _boxes(rng, d, 64, rng.uniform(0.02, 0.3, 64))
+        bd = _bounder(Xh, rh, corners=True, fan_rows=8)
+        ub = bd(lo, hi, face, fs, sg, -np.inf)[0]
+        checked += bd.fan_stats[0]
+        for b in range(64):
+            s = _sampled_max(Xh, rh, lo[b], hi[b], sg[b], rng, k=2000)
+            assert ub[b] >= s - 1e-12 * max(1.0, abs(s)), (trial, b, ub[b], s)
+    assert checked >= 20
