@@ -694,8 +694,14 @@ def _verdict(objective: float, convex: ConvexCheck, descent: DescentCheck, glob:
     if g_gap <= tolerance * scale:  # the oracle's certified global lower bound closes the gap
         return GLOBALLY_OPTIMAL, f"globally optimal (proved, global gap <= {g_gap:.3g})"
     if gap <= tolerance * scale and descent.descent_drop <= tolerance * scale:
+        weak = ""
+        if descent.max_dual_ratio > 1.0 and descent.descent_drop > 0.0:
+            # neurons with |r^T relu(X u)| > beta exist, but adding one improves (2) by less than
+            # the tolerance: say so rather than let "no descent neuron found" stand alone
+            weak = (f"; the best neuron found has dual ratio {descent.max_dual_ratio:.6g} and improves the "
+                    f"objective by only {descent.descent_drop:.3g}, below the tolerance")
         return OPTIMAL_OVER_S, (f"optimal over S; no descent neuron found in {descent.search_starts} starts "
-                                f"(not a proof of global optimality)") + _global_note(glob, g_gap)
+                                f"(not a proof of global optimality){weak}") + _global_note(glob, g_gap)
     return INCONCLUSIVE, (f"inconclusive: the objective is {gap:.3g} above the certified lower bound over S "
                           f"({'exact' if convex.exact else 'sampled'}), but no better network was built "
                           f"(solver status {solver_status})") + _global_note(glob, g_gap)

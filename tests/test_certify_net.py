@@ -380,3 +380,21 @@ def test_certificate_records_and_status_enum(exact_case):
     d = c.to_dict()
     assert d["status"] == "globally_optimal" and d["global_gap"] == c.global_gap and d["global_upper"] is None
     json.dumps(d, allow_nan=False)
+
+
+def test_verdict_names_a_descent_neuron_below_the_tolerance():
+    """A neuron with dual ratio > 1 whose drop is below the tolerance keeps the net "optimal over
+    S", and the verdict says that such a neuron exists (the 8x8 target of docs/global_oracle.md:
+    ratio 1.0016, drop 9.1e-7 on an objective of 110)."""
+    from convexdual.certify_net import ConvexCheck, DescentCheck, GlobalCheck, _verdict
+
+    conv = ConvexCheck(mapped_objective=110.0, num_own_patterns=3, num_patterns=10, exact=False,
+                       convex_status="optimal", convex_objective=110.0, lower_bound=110.0 - 1e-9,
+                       recovered_objective=110.0, recovered_width=3)
+    for ratio, drop, said in ((1.0016, 9.1e-7, True), (0.99, 0.0, False)):
+        desc = DescentCheck(max_dual_ratio=ratio, descent_neuron=None, descent_sign=1.0, descent_drop=drop,
+                            search_exact=False, search_starts=64, search_gates=100)
+        status, text = _verdict(110.0, conv, desc, GlobalCheck(), 0.0, "none", 1e-6, "optimal")
+        assert status == "optimal_over_S"
+        assert text.startswith("optimal over S; no descent neuron found in 64 starts (not a proof of global optimality)")
+        assert ("dual ratio 1.0016 and improves the objective by only 9.1e-07" in text) == said, text
