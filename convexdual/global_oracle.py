@@ -197,7 +197,7 @@ def _local_search(X, r, rng, starts=256, iters=40, extra=None, deadline=None, **
     return best
 
 
-def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16):
+def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16, deadline=None, chunk_elems=2 ** 22):
     """Lower-bound candidates around given directions (a trained net's neurons, "tips").
 
     A trained net's neuron ``u`` usually lies on several rows' hyperplanes (``x_p^T u = 0``),
@@ -209,7 +209,9 @@ def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16):
     fan bound); where that exceeds ``f(u)``, the points ``u + t (v_s/||v_s|| - u)`` for ``t``
     from 1e-6 to 1 are evaluated.  Returns ``(value, u, sign)`` of the best point (value on
     ``X, r``; the caller re-evaluates it on the original data), or ``(-inf, None, 1)``.
-    Costs ``O(seeds 2^k)`` small least-squares problems and one ``X W`` product per seed.
+    Costs ``O(seeds 2^k)`` small least-squares problems and one ``X W`` product per seed
+    (in column chunks of about ``chunk_elems`` row-column pairs); ``deadline`` (a ``time.perf_counter()``
+    value) stops before the next seed.
     """
     from scipy.optimize import nnls
 
@@ -217,7 +219,10 @@ def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16):
     norms = np.linalg.norm(X, axis=1)
     ts = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, steps)])
     best = (-np.inf, None, 1)
+    chunk = max(1, int(chunk_elems) // max(1, X.shape[0]))
     for u in np.asarray(seeds, dtype=np.float64).reshape(-1, d):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         nu = np.linalg.norm(u)
         if not nu > 0:
             continue
@@ -248,7 +253,7 @@ def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16):
                     cols.append(u[:, None] + (v / nv - u)[:, None] * ts[None, 1:])
         W = np.concatenate([c.reshape(d, -1) for c in cols], axis=1)
         W = W / np.maximum(np.linalg.norm(W, axis=0), 1e-300)
-        F = r @ np.maximum(X @ W, 0.0)
+        F = np.concatenate([r @ np.maximum(X @ W[:, a:a + chunk], 0.0) for a in range(0, W.shape[1], chunk)])
         for sg in (1.0, -1.0):
             k = int(np.argmax(sg * F))
             if sg * F[k] > best[0]:
@@ -834,7 +839,8 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         seeds: optional ``(m, d)`` directions, typically a trained net's neurons (``certify``
             and ``generate_patterns`` pass them): before the branch and bound, the cells of
             the sign patterns around each seed's kink are probed for a larger ``|f|``
-            (``_tip_search``).  Only the lower bound (and so "descent") can change.  On the
+            (``_tip_search``, within the first 10% of ``time_limit``).  Only the lower
+            bound (and so "descent") can change.  On the
             20-digit 8x8 target this found a certified descent neuron that 10 minutes of
             branch and bound had not (docs/global_oracle.md).
         fan_rows: regions with at most this many undecided rows also get the fan bound
@@ -940,7 +946,8 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             if best_val < 0:
                 best_val, best_sg = -best_val, -1
     if seeds is not None and Xh.shape[0]:
-        v, u, sgn = _tip_search(Xh, rh, seeds, max_rows=10)
+        dl = None if time_limit is None else t0 + 0.1 * float(time_limit)
+        v, u, sgn = _tip_search(Xh, rh, seeds, max_rows=10, deadline=dl)
         if u is not None:
             ev, eu = exact(u, sgn)
             if ev > best_val:

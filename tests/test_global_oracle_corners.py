@@ -229,6 +229,9 @@ def test_tip_search_finds_the_rise_in_a_neighbouring_cell():
     assert sg == 1 and abs(v - np.sqrt(1.25)) <= 1e-9, v
     assert abs(brute_force_max_correlation(X, r) - v) <= 1e-9
     np.testing.assert_allclose(u, np.array([1.0, 0.5, 0.0]) / np.sqrt(1.25), atol=1e-8)
+    # the candidates' evaluation in column chunks (3 rows x 1 column each) gives the same point
+    v2, u2, _ = _tip_search(X, r, np.array([[1.0, 0.0, 0.0]]), chunk_elems=3)
+    assert abs(v2 - v) <= 1e-14 and np.allclose(u2, u, atol=1e-12)
     X, r = _kink_instance(-0.5)
     v, u, sg = _tip_search(X, r, np.array([[1.0, 0.0, 0.0]]))
     assert abs(v - 1.0) <= 1e-12
