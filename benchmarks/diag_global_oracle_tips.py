@@ -3,14 +3,13 @@
 For each of six neurons of the N=20 8x8 column-generation optimum (the tips of
 ``diag_global_oracle_regions.py --part scaling``): the rows on its hyperplanes, and for each
 sign pattern of them the maximum of that cell's linear piece over its cone (non-negative least
-squares, as ``global_oracle._tip_search`` and the fan bound), then ``|f|`` exactly on the
+squares, ``global_oracle._cell_maxima`` as in the tip probe and the fan bound), then ``|f|`` exactly on the
 segment from the tip towards the worst cell's maximiser.  Writes
 ``benchmarks/results/global_oracle_tips.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
@@ -19,12 +18,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_global_oracle as bench  # noqa: E402
-from convexdual.global_oracle import _prepare  # noqa: E402
+from convexdual.global_oracle import _cell_maxima, _prepare  # noqa: E402
 
 
 def main():
-    from scipy.optimize import nnls
-
     prob, res, X, r, beta = bench.certify_instance(bench.OUT / "global_oracle_certify_N20.npz")
     Xh, rh = _prepare(np.asarray(X), np.asarray(r).ravel())
     tips = []
@@ -41,11 +38,7 @@ def main():
         pos = (a > 0) & ~np.isin(np.arange(len(a)), U)
         c = R[pos] @ Xh[pos]
         worst, us = 0.0, u
-        for pat in itertools.product([False, True], repeat=len(U)):
-            pat = np.array(pat, bool)
-            g = c + R[U[pat]] @ Xh[U[pat]]
-            E = np.where(pat[:, None], Xh[U], -Xh[U]).T
-            v = g + E @ nnls(E, -g, maxiter=500)[0]
+        for _, v in _cell_maxima(Xh, R, c, U):
             if np.linalg.norm(v) > worst:
                 worst, us = float(np.linalg.norm(v)), v / np.linalg.norm(v)
         seg = 0.0

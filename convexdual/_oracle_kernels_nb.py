@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_U = 2.0 ** -53
-
 
 @njit(cache=True, inline="always")
 def gray_step(g, state, J, lo_b, hi_b):

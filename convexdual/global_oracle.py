@@ -197,6 +197,26 @@ def _local_search(X, r, rng, starts=256, iters=40, extra=None, deadline=None, **
     return best
 
 
+def _cell_maxima(X, R, c, U):
+    """Per sign pattern ``s`` of the rows ``U`` (``bits[t]``: row ``U[t]`` active), the vector
+    ``v_s = g_s + A_s^T mu`` with ``g_s = c + sum_{active} R_p x_p``, the cone
+    ``A_s u >= 0`` (rows ``+-x_p``) and ``mu >= 0`` by non-negative least squares (scipy):
+    ``||v_s||`` is the maximum of ``g_s^T u`` over the cone and the unit ball, ``v_s / ||v_s||``
+    its maximiser.  The python twin of the numba fan-bound kernel, for the few calls of the
+    tip probe.  Yields ``(bits, v_s)``."""
+    from scipy.optimize import nnls
+
+    k = len(U)
+    for pat in range(1 << k):
+        bits = ((pat >> np.arange(k)) & 1).astype(bool)
+        g = c + R[U[bits]] @ X[U[bits]]
+        if k:
+            E = np.where(bits[:, None], X[U], -X[U]).T
+            yield bits, g + E @ nnls(E, -g, maxiter=50 * (k + 1))[0]
+        else:
+            yield bits, g
+
+
 def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16, deadline=None, chunk_elems=2 ** 22):
     """Lower-bound candidates around given directions (a trained net's neurons, "tips").
 
@@ -213,8 +233,6 @@ def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16, deadline=None, chu
     (in column chunks of about ``chunk_elems`` row-column pairs); ``deadline`` (a ``time.perf_counter()``
     value) stops before the next seed.
     """
-    from scipy.optimize import nnls
-
     d = X.shape[1]
     norms = np.linalg.norm(X, axis=1)
     ts = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, steps)])
@@ -240,14 +258,7 @@ def _tip_search(X, r, seeds, max_rows=10, tol=1e-7, steps=16, deadline=None, chu
             R = sg * r
             c = R[pos] @ X[pos]
             f_u = float(R @ np.maximum(a, 0.0))
-            for pat in range(1 << len(U)):
-                bits = ((pat >> np.arange(len(U))) & 1).astype(bool)
-                g = c + R[U[bits]] @ X[U[bits]]
-                if len(U):
-                    E = np.where(bits[:, None], X[U], -X[U]).T
-                    v = g + E @ nnls(E, -g, maxiter=50 * (len(U) + 1))[0]
-                else:
-                    v = g
+            for _, v in _cell_maxima(X, R, c, U):
                 nv = np.linalg.norm(v)
                 if nv > f_u * (1.0 + 1e-12) and nv > 0:
                     cols.append(u[:, None] + (v / nv - u)[:, None] * ts[None, 1:])
@@ -377,8 +388,6 @@ class _Bounder:
                 cols = [j for j in range(d) if j != i]
                 tab[i][:, cols] = bits
             self.vtab = tab.to(self.dev)
-            from convexdual._fused_kernels import numba_available
-
             self.corners_numba = self.dev.type == "cpu" and numba_available() and corners_numba
 
     def _refine_lambda(self, X, conc, R, L, H, c0s, ws, bs, es, los, his, ohs, fss, thr):
@@ -658,8 +667,8 @@ class _Bounder:
                 self.corner_stats[1] += int((vb <= thr).sum())
                 ub = ub.clone()
                 ub[idx] = torch.minimum(ub[idx], vb)
+        nund = und.sum(0)
         if self.fan_rows > 0:
-            nund = und.sum(0)
             need = (ub > thr) & (nund <= self.fan_rows)
             if bool(need.any()):
                 idx = torch.nonzero(need).squeeze(1)
@@ -693,7 +702,6 @@ class _Bounder:
         vals = torch.relu(X @ W.T).T @ self.r          # f+(W)
         vals = vals * sgall
         j = int(torch.argmax(vals))
-        nund = und.sum(0)
         return (ub.cpu().numpy(), split.cpu().numpy(), float(vals[j]), W[j].cpu().numpy(),
                 int(sgall[j]), nund.cpu().numpy())
 
@@ -923,6 +931,20 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         u = u / nu
         return float(sg * evaluate_correlation(X, r, u)), u
 
+    def improve(u, sg, incumbent):
+        """The incumbent ``(value, u, sign)``, replaced by candidate ``u`` (exact value) and
+        its fixed-point ascent when they are better."""
+        ev, eu = exact(u, sg)
+        if not ev > incumbent[0]:
+            return incumbent
+        best = (ev, eu, sg)
+        _, pu, psg = _local_search(Xh, rh, rng, starts=0, iters=20, extra=eu[:, None], signs=(sg,))
+        if pu is not None:
+            pv, pu = exact(pu, psg)
+            if pv > best[0]:
+                best = (pv, pu, psg)
+        return best
+
     # lower bound: local search
     ts = time.perf_counter()
     if Xh.shape[0] == 0:
@@ -949,16 +971,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
         dl = None if time_limit is None else t0 + 0.1 * float(time_limit)
         v, u, sgn = _tip_search(Xh, rh, seeds, max_rows=10, deadline=dl)
         if u is not None:
-            ev, eu = exact(u, sgn)
-            if ev > best_val:
-                best_val, best_u, best_sg = ev, eu, sgn
-                # polish: fixed-point ascent from the new point
-                _, pu, psg = _local_search(Xh, rh, rng, starts=0, iters=20, extra=eu[:, None],
-                                           signs=(sgn,))
-                if pu is not None:
-                    pv, pu = exact(pu, psg)
-                    if pv > best_val:
-                        best_val, best_u, best_sg = pv, pu, psg
+            best_val, best_u, best_sg = improve(u, sgn, (best_val, best_u, best_sg))
     stats["seconds_local_search"] = time.perf_counter() - ts
 
     def descent_found():
@@ -1032,16 +1045,7 @@ def global_max_correlation(X, r, *, beta=None, eps=1e-6, time_limit=None, max_no
             nub = np.minimum(nub + margin, bub)
             if cval > best_val:
                 ts = time.perf_counter()
-                ev, eu = exact(cu, csg)
-                if ev > best_val:
-                    best_val, best_u, best_sg = ev, eu, csg
-                    # polish: fixed-point ascent from the new point
-                    _, pu, psg = _local_search(Xh, rh, rng, starts=0, iters=20,
-                                               extra=np.stack([eu], 1), signs=(csg,))
-                    if pu is not None:
-                        pv, pu = exact(pu, psg)
-                        if pv > best_val:
-                            best_val, best_u, best_sg = pv, pu, psg
+                best_val, best_u, best_sg = improve(cu, csg, (best_val, best_u, best_sg))
                 stats["seconds_eval"] += time.perf_counter() - ts
             ts = time.perf_counter()
             thr = threshold()
